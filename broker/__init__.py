@@ -1,0 +1,1 @@
+"""Eventwire's core: configuration, domain model, queue, dispatcher, store and CLI."""

@@ -1,0 +1,182 @@
+"""The declarative configuration (``eventwire.yaml``): what functions exist and how they run.
+
+Loading validates everything at once and reports the first problem with the
+file, line, key path and what was expected::
+
+    eventwire.yaml:12: functions.flaky.retry.max_atempts: unknown key;
+    expected one of: backoff, max_attempts, max_event_age
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from broker.config_errors import describe_validation_error
+from broker.destinations import parse_destination
+from broker.durations import parse_duration, parse_size
+from broker.errors import ConfigError
+from broker.yaml_lines import load_yaml_with_lines
+
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
+Bytes = Annotated[int, BeforeValidator(parse_size)]
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _destination(value: str) -> str:
+    parse_destination(value)
+    return value
+
+
+Destination = Annotated[str, AfterValidator(_destination)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Backoff(_Model):
+    """Delay before retry *n*: ``initial * multiplier**(n-1)``, capped at ``max``, jittered."""
+
+    initial_s: Seconds = Field(60.0, alias="initial", gt=0)
+    multiplier: float = Field(2.0, ge=1.0)
+    max_s: Seconds = Field(300.0, alias="max", gt=0)
+    jitter: float = Field(0.1, ge=0.0, le=1.0)
+
+
+class RetryPolicy(_Model):
+    """How an asynchronous invocation is retried; Lambda's defaults.
+
+    ``max_attempts`` counts every attempt, the first included: the default of
+    3 is Lambda's "2 retries".
+    """
+
+    max_attempts: int = Field(3, ge=1, le=1000)
+    max_event_age_s: Seconds = Field(6 * 3600.0, alias="max_event_age", gt=0)
+    backoff: Backoff = Backoff()
+
+
+class FunctionConfig(_Model):
+    """One function: which code runs, how, and what happens to its results."""
+
+    handler: str | None = None
+    invoker: str = "python"
+    description: str = ""
+    timeout_s: Seconds = Field(3.0, alias="timeout", gt=0, le=15 * 60)
+    memory_mb: Annotated[int, BeforeValidator(lambda v: _megabytes(v))] = Field(
+        128, alias="memory", ge=1
+    )
+    reserved_concurrency: int | None = Field(None, ge=0)
+    retry: RetryPolicy = RetryPolicy()
+    on_success: Destination | None = None
+    on_failure: Destination | None = None
+    environment: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _handler_for_python(self) -> FunctionConfig:
+        if self.invoker == "python" and not self.handler:
+            raise ValueError("a python function needs `handler: package.module:function`")
+        return self
+
+    def config_hash(self) -> str:
+        data = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(data.encode()).hexdigest()
+
+
+class Limits(_Model):
+    """Payload limits applied at enqueue."""
+
+    async_payload_bytes: Bytes = Field(256 * 1024, alias="async_payload", gt=0)
+    sync_payload_bytes: Bytes = Field(6 * 1024 * 1024, alias="sync_payload", gt=0)
+
+
+class ProjectConfig(_Model):
+    """The whole ``eventwire.yaml``."""
+
+    functions: dict[str, FunctionConfig] = Field(default_factory=dict)
+    limits: Limits = Limits()
+
+    @field_validator("functions")
+    @classmethod
+    def _names(cls, functions: dict[str, FunctionConfig]) -> dict[str, FunctionConfig]:
+        for name in functions:
+            if not NAME.match(name):
+                raise ValueError(
+                    f"function name {name!r} must be 1-64 letters, digits, '_', '-' or '.'"
+                )
+        return functions
+
+
+_MEGABYTES = re.compile(r"(\d+)\s*(mb|mib|gb|gib)?", re.IGNORECASE)
+
+
+def _megabytes(value: object) -> int:
+    """Memory in MB as Lambda counts it (``512``, ``512MB``, ``1GB``; 1 GB = 1024 MB)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    match = _MEGABYTES.fullmatch(str(value).strip())
+    if match is None:
+        raise ValueError(f"expected a memory size like 128MB or 1GB, got {value!r}")
+    unit = (match.group(2) or "mb").lower()
+    return int(match.group(1)) * (1024 if unit.startswith("g") else 1)
+
+
+def load_config(path: str | Path) -> ProjectConfig:
+    """Read and validate a configuration file; a :class:`ConfigError` names the place."""
+    path = Path(path)
+    data, lines = load_yaml_with_lines(path)
+    return parse_config(data, source=str(path), lines=lines)
+
+
+def parse_config(
+    data: Any, *, source: str = "<config>", lines: dict[tuple[str, ...], int] | None = None
+) -> ProjectConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source}: expected a mapping at the top level, got {type(data).__name__}"
+        )
+    try:
+        config = ProjectConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(
+            describe_validation_error(exc, ProjectConfig, source, lines or {})
+        ) from None
+    _check_references(config, source, lines or {})
+    return config
+
+
+def _check_references(
+    config: ProjectConfig, source: str, lines: dict[tuple[str, ...], int]
+) -> None:
+    for name, function in config.functions.items():
+        for key in ("on_success", "on_failure"):
+            uri = getattr(function, key)
+            if uri is None:
+                continue
+            target = parse_destination(uri).function
+            if target is not None and target not in config.functions:
+                path = ("functions", name, key)
+                line = lines.get(path)
+                where = f"{source}:{line}" if line else source
+                known = ", ".join(sorted(config.functions)) or "none"
+                raise ConfigError(
+                    f"{where}: {'.'.join(path)}: unknown function {target!r} "
+                    f"in destination {uri!r}; configured functions: {known}"
+                )

@@ -1,0 +1,73 @@
+"""Connection and process settings, read once from ``EVENTWIRE_*`` variables and flags.
+
+Nothing else in Eventwire reads the environment: a ``Settings`` is built at
+the edge (the CLI) and handed to what needs it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AliasChoices, BeforeValidator, Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from broker.durations import parse_duration
+from broker.errors import UsageError
+
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///eventwire.db"
+
+
+def _env(name: str) -> AliasChoices:
+    """A duration setting is ``EVENTWIRE_LEASE_GRACE`` outside and ``lease_grace_s`` inside."""
+    return AliasChoices(name, f"EVENTWIRE_{name.upper()}")
+
+
+class Settings(BaseSettings):
+    """Where the store is and how this process behaves.
+
+    Every field can be set as ``EVENTWIRE_<NAME>`` (``EVENTWIRE_DATABASE_URL``,
+    ``EVENTWIRE_CONCURRENCY`` ...) or by the matching CLI flag.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="EVENTWIRE_", extra="ignore", frozen=True, populate_by_name=True
+    )
+
+    database_url: str = DEFAULT_DATABASE_URL
+    queue_url: str | None = None
+    config: str = "eventwire.yaml"
+    concurrency: int = Field(64, ge=1, le=100_000)
+    lease_grace_s: Seconds = Field(30.0, validation_alias=_env("lease_grace"), ge=0)
+    shutdown_grace_s: Seconds = Field(30.0, validation_alias=_env("shutdown_grace"), ge=0)
+    poll_interval_s: Seconds = Field(1.0, validation_alias=_env("poll_interval"), gt=0)
+    settle_batch: int = Field(256, ge=1)
+    region: str = "local"
+    account_id: str = "000000000000"
+    log_level: str = "INFO"
+    log_format: str = Field("text", pattern="^(text|json)$")
+
+    @property
+    def effective_queue_url(self) -> str:
+        return self.queue_url or self.database_url
+
+    def function_arn(self, function: str) -> str:
+        return f"arn:aws:lambda:{self.region}:{self.account_id}:function:{function}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment with ``overrides`` (flags) on top; None means unset."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = str(error["loc"][0]) if error["loc"] else "?"
+        message = error["msg"].removeprefix("Value error, ")
+        if "got" not in message:
+            message = f"{message}, got {error.get('input')!r}"
+        flag = name.replace("_", "-")
+        raise UsageError(
+            f"setting {name} (EVENTWIRE_{name.upper()} or --{flag}): {message}"
+        ) from None

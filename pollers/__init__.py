@@ -1,0 +1,1 @@
+"""Event source pollers, one module per source kind."""
