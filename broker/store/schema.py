@@ -1,0 +1,156 @@
+"""The SQL schema, as SQLAlchemy Core tables.
+
+Alembic (``migrations/``) owns the schema in the database; these tables are
+what it is checked against (``tests/migrations``) and what the queries in
+``broker/store`` and ``broker/queue/sql`` are written with.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+ACTIVE = text("state IN ('pending', 'running')")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend.
+
+    PostgreSQL stores ``timestamptz``; SQLite stores the UTC wall time as text,
+    which sorts and compares correctly because it is always UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: Eventwire stores UTC times only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+Seq = BigInteger().with_variant(Integer(), "sqlite")
+
+functions = Table(
+    "functions",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("invoker", String(32), nullable=False),
+    Column("config", JSON, nullable=False),
+    Column("config_hash", String(64), nullable=False),
+    Column("timeout_s", Float, nullable=False),
+    Column("reserved_concurrency", Integer),
+    Column("throttles", BigInteger, nullable=False, server_default="0"),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+invocations = Table(
+    "invocations",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("id", String(36), nullable=False, unique=True),
+    Column("request_id", String(36), nullable=False),
+    Column("function", String(128), nullable=False),
+    Column("origin", String(16), nullable=False),
+    Column("source", JSON, nullable=False),
+    Column("lane", String(255)),
+    Column("idempotency_key", String(255)),
+    Column("sync", Boolean, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("function_errors", Integer, nullable=False),
+    Column("system_errors", Integer, nullable=False),
+    Column("first_enqueued_at", UTCDateTime, nullable=False),
+    Column("available_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    Column("lease_owner", String(128)),
+    Column("lease_token", String(36)),
+    Column("lease_expires_at", UTCDateTime),
+    Column("result", LargeBinary),
+    Column("error_type", String(255)),
+    Column("error_message", Text),
+    UniqueConstraint("function", "idempotency_key"),
+    # Leasing scans only unfinished invocations, in enqueue order.
+    Index("ix_invocations_active", "seq", postgresql_where=ACTIVE, sqlite_where=ACTIVE),
+    Index("ix_invocations_lane", "lane", "seq", postgresql_where=ACTIVE, sqlite_where=ACTIVE),
+    Index("ix_invocations_function_seq", "function", "seq"),
+    Index("ix_invocations_lease_token", "lease_token"),
+)
+
+attempts = Table(
+    "attempts",
+    metadata,
+    Column("seq", Seq, primary_key=True, autoincrement=True),
+    Column("invocation_id", String(36), nullable=False),
+    Column("number", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("duration_ms", Float, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("error_type", String(255)),
+    Column("error_message", Text),
+    Column("error_trace", JSON),
+    Index("ix_attempts_invocation_id", "invocation_id", "number"),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("invocation_id", String(36), nullable=False),
+    Column("request_id", String(36), nullable=False),
+    Column("function", String(128), nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("origin", String(16), nullable=False),
+    Column("source", JSON, nullable=False),
+    Column("condition", String(32), nullable=False),
+    Column("error_type", String(255)),
+    Column("error_message", Text),
+    Column("attempts", Integer, nullable=False),
+    Column("first_enqueued_at", UTCDateTime, nullable=False),
+    Column("dead_at", UTCDateTime, nullable=False),
+    Column("redriven_at", UTCDateTime),
+    Column("redriven_as", String(36)),
+    Index("ix_dead_letters_function", "function", "dead_at"),
+    Index("ix_dead_letters_invocation_id", "invocation_id"),
+)
