@@ -1,0 +1,447 @@
+"""The invocation queue in SQL: shared by the PostgreSQL and SQLite backends.
+
+The ``invocations`` table is both the queue and the history. Leasing scans
+only unfinished rows (a partial index), in enqueue order (``seq``); a lane is
+runnable only at its oldest unfinished invocation. The two backends differ in
+how they keep concurrent leasers apart (``FOR UPDATE SKIP LOCKED`` and an
+advisory lock on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite) and in how an
+idle dispatcher learns of new work (LISTEN/NOTIFY, or polling).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, and_, bindparam, exists, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from broker.models import (
+    Enqueued,
+    FunctionLimits,
+    Invocation,
+    Lease,
+    NewInvocation,
+    Origin,
+    Settlement,
+    State,
+)
+from broker.store.schema import UTCDateTime, attempts, dead_letters, functions, invocations
+
+ACTIVE_STATES = (State.PENDING.value, State.RUNNING.value)
+
+inv = invocations.c
+_ahead = invocations.alias("ahead")
+
+# An invocation is runnable when its time has come (or its lease ran out) and
+# nothing older in its lane is unfinished.
+_NOW = bindparam("now", type_=UTCDateTime())
+_RUNNABLE = and_(
+    or_(
+        and_(inv.state == State.PENDING.value, inv.available_at <= _NOW),
+        and_(inv.state == State.RUNNING.value, inv.lease_expires_at <= _NOW),
+    ),
+    or_(
+        inv.lane.is_(None),
+        ~exists().where(
+            _ahead.c.lane == inv.lane,
+            _ahead.c.seq < inv.seq,
+            _ahead.c.state.in_(ACTIVE_STATES),
+        ),
+    ),
+)
+
+_LEASE_ROW = update(invocations).where(inv.seq == bindparam("b_seq"))
+_SETTLE_ROW = update(invocations).where(inv.lease_token == bindparam("b_token"))
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class SqlQueue:
+    """``InvocationQueue`` on a SQLAlchemy async engine (see :mod:`broker.queue.base`)."""
+
+    def __init__(self, engine: AsyncEngine, *, clock: Clock = utcnow) -> None:
+        self.engine = engine
+        self.clock = clock
+        self._wakeup = asyncio.Event()
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+
+    # ------------------------------------------------------------ enqueue
+
+    async def enqueue(self, batch: Sequence[NewInvocation]) -> list[Enqueued]:
+        if not batch:
+            return []
+        async with self.engine.begin() as conn:
+            result = await self._enqueue(conn, batch, self.clock())
+        self._wakeup.set()
+        return result
+
+    async def _enqueue(
+        self, conn: AsyncConnection, batch: Sequence[NewInvocation], now: datetime
+    ) -> list[Enqueued]:
+        rows = [_row(item, now) for item in batch]
+        stmt = self._insert(invocations).on_conflict_do_nothing(
+            index_elements=[inv.function, inv.idempotency_key]
+        )
+        keyed = [item for item in batch if item.idempotency_key is not None]
+        if not keyed:
+            await conn.execute(stmt, rows)
+            await self._notify(conn)
+            return [Enqueued(item.id, True) for item in batch]
+        created = {r.id for r in await conn.execute(stmt.returning(inv.id), rows)}
+        existing: dict[tuple[str, str | None], str] = {}
+        missing = [item for item in keyed if item.id not in created]
+        if missing:
+            found = await conn.execute(
+                select(inv.function, inv.idempotency_key, inv.id).where(
+                    inv.idempotency_key.in_({item.idempotency_key for item in missing})
+                )
+            )
+            existing = {(r.function, r.idempotency_key): r.id for r in found}
+        if created:
+            await self._notify(conn)
+        answers = []
+        for item in batch:
+            if item.id in created or item.idempotency_key is None:
+                answers.append(Enqueued(item.id, True))
+            else:
+                answers.append(Enqueued(existing[(item.function, item.idempotency_key)], False))
+        return answers
+
+    async def _notify(self, conn: AsyncConnection) -> None:
+        """Tell idle dispatchers in other processes that there is work (backend-specific)."""
+
+    # ------------------------------------------------------------ lease
+
+    async def lease(
+        self,
+        n: int,
+        owner: str,
+        functions: Mapping[str, FunctionLimits],
+        now: datetime,
+    ) -> list[Lease]:
+        self._wakeup.clear()
+        if n <= 0 or not functions:
+            return []
+        async with self.engine.begin() as conn:
+            limited = {
+                f: lim.reserved_concurrency
+                for f, lim in functions.items()
+                if lim.reserved_concurrency is not None
+            }
+            capacity: dict[str, int] = {}
+            if limited:
+                await self._lock_for_limits(conn)
+                capacity = await self._capacity(conn, limited, now)
+            eligible = [f for f in functions if capacity.get(f, 1) > 0]
+            if not eligible:
+                return []
+            candidates = await conn.execute(
+                self._candidates(n),
+                {"now": now, "fns": eligible},
+            )
+            chosen, throttled = _within_capacity(candidates.all(), capacity)
+            if throttled:
+                await conn.execute(
+                    update(functions_t)
+                    .where(functions_t.c.name == bindparam("b_name"))
+                    .values(throttles=functions_t.c.throttles + bindparam("b_count")),
+                    [{"b_name": f, "b_count": c} for f, c in throttled.items()],
+                )
+            if not chosen:
+                return []
+            leases = [_lease(row, owner, functions[row.function], now) for row in chosen]
+            await conn.execute(
+                _LEASE_ROW.values(
+                    state=State.RUNNING.value,
+                    lease_owner=owner,
+                    lease_token=bindparam("b_token"),
+                    lease_expires_at=bindparam("b_expires"),
+                    attempts=inv.attempts + 1,
+                    updated_at=now,
+                ),
+                [
+                    {"b_seq": row.seq, "b_token": lease.token, "b_expires": lease.expires_at}
+                    for row, lease in zip(chosen, leases, strict=True)
+                ],
+            )
+        return leases
+
+    def _candidates(self, n: int) -> Any:
+        return (
+            select(invocations)
+            .where(inv.function.in_(bindparam("fns", expanding=True)), _RUNNABLE)
+            .order_by(inv.seq)
+            .limit(n)
+        )
+
+    async def _lock_for_limits(self, conn: AsyncConnection) -> None:
+        """Serialize leasers while reserved concurrency is counted (backend-specific)."""
+
+    async def _capacity(
+        self, conn: AsyncConnection, limited: Mapping[str, int], now: datetime
+    ) -> dict[str, int]:
+        running = await conn.execute(
+            select(inv.function, func.count())
+            .where(
+                inv.state == State.RUNNING.value,
+                inv.lease_expires_at > now,
+                inv.function.in_(list(limited)),
+            )
+            .group_by(inv.function)
+        )
+        counts: dict[str, int] = {f: c for f, c in running}
+        return {f: limit - counts.get(f, 0) for f, limit in limited.items()}
+
+    # ------------------------------------------------------------ extend / release
+
+    async def extend(self, expiries: Mapping[str, datetime]) -> set[str]:
+        if not expiries:
+            return set()
+        async with self.engine.begin() as conn:
+            held = await self._held(conn, list(expiries))
+            if held:
+                await conn.execute(
+                    _SETTLE_ROW.values(lease_expires_at=bindparam("b_expires")),
+                    [{"b_token": t, "b_expires": expiries[t]} for t in held],
+                )
+        return held
+
+    async def release(self, tokens: Sequence[str]) -> None:
+        if not tokens:
+            return
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(invocations)
+                .where(inv.lease_token.in_(list(tokens)), inv.state == State.RUNNING.value)
+                .values(
+                    state=State.PENDING.value,
+                    lease_owner=None,
+                    lease_token=None,
+                    lease_expires_at=None,
+                    attempts=inv.attempts - 1,
+                    updated_at=self.clock(),
+                )
+            )
+            await self._notify(conn)
+
+    async def _held(self, conn: AsyncConnection, tokens: Sequence[str]) -> set[str]:
+        rows = await conn.execute(
+            self._lock_rows(
+                select(inv.lease_token).where(
+                    inv.lease_token.in_(list(tokens)), inv.state == State.RUNNING.value
+                )
+            )
+        )
+        return {token for (token,) in rows}
+
+    def _lock_rows(self, stmt: Any) -> Any:
+        return stmt
+
+    # ------------------------------------------------------------ settle
+
+    async def settle(self, settlements: Sequence[Settlement], now: datetime) -> set[str]:
+        if not settlements:
+            return set()
+        async with self.engine.begin() as conn:
+            held = await self._held(conn, [s.lease_token for s in settlements])
+            applied = [s for s in settlements if s.lease_token in held]
+            if applied:
+                await self._apply(conn, applied, now)
+        self._wakeup.set()
+        return held
+
+    async def _apply(
+        self, conn: AsyncConnection, applied: Sequence[Settlement], now: datetime
+    ) -> None:
+        await conn.execute(
+            _SETTLE_ROW.values(
+                state=bindparam("b_state"),
+                available_at=func.coalesce(
+                    bindparam("b_retry_at", type_=inv.available_at.type), inv.available_at
+                ),
+                function_errors=bindparam("b_function_errors"),
+                system_errors=bindparam("b_system_errors"),
+                result=bindparam("b_result"),
+                error_type=bindparam("b_error_type"),
+                error_message=bindparam("b_error_message"),
+                finished_at=bindparam("b_finished_at", type_=inv.finished_at.type),
+                lease_owner=None,
+                lease_token=None,
+                lease_expires_at=None,
+                updated_at=now,
+            ),
+            [_settle_params(s, now) for s in applied],
+        )
+        await conn.execute(
+            attempts.insert(),
+            [
+                {
+                    "invocation_id": s.invocation_id,
+                    "number": s.attempt.number,
+                    "started_at": s.attempt.started_at,
+                    "duration_ms": s.attempt.duration_ms,
+                    "status": s.attempt.status,
+                    "error_type": s.attempt.error_type,
+                    "error_message": s.attempt.error_message,
+                    "error_trace": list(s.attempt.error_trace) or None,
+                }
+                for s in applied
+            ],
+        )
+        follow_ons = [item for s in applied for item in s.enqueue]
+        if follow_ons:
+            await self._enqueue(conn, follow_ons, now)
+        letters = [s.dead_letter for s in applied if s.dead_letter is not None]
+        if letters:
+            await conn.execute(
+                dead_letters.insert(),
+                [
+                    {
+                        "id": d.id,
+                        "invocation_id": d.invocation_id,
+                        "request_id": d.request_id,
+                        "function": d.function,
+                        "payload": d.payload,
+                        "origin": d.origin.value,
+                        "source": dict(d.source),
+                        "condition": d.condition.value,
+                        "error_type": d.error_type,
+                        "error_message": d.error_message,
+                        "attempts": d.attempts,
+                        "first_enqueued_at": d.first_enqueued_at,
+                        "dead_at": d.dead_at,
+                    }
+                    for d in letters
+                ],
+            )
+        if any(s.state is State.PENDING for s in applied):
+            await self._notify(conn)
+
+    # ------------------------------------------------------------ wait / close
+
+    async def next_due(self, functions: Mapping[str, FunctionLimits]) -> datetime | None:
+        """When the earliest delayed invocation or running lease comes due."""
+        names = list(functions)
+        async with self.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(
+                        select(func.min(inv.available_at, type_=UTCDateTime()))
+                        .where(inv.state == State.PENDING.value, inv.function.in_(names))
+                        .scalar_subquery(),
+                        select(func.min(inv.lease_expires_at, type_=UTCDateTime()))
+                        .where(inv.state == State.RUNNING.value, inv.function.in_(names))
+                        .scalar_subquery(),
+                    )
+                )
+            ).one()
+            await conn.rollback()
+        times: list[datetime] = [t for t in row if t is not None]
+        return min(times, default=None)
+
+    async def wait(self, functions: Mapping[str, FunctionLimits], timeout_s: float) -> None:
+        if self._wakeup.is_set():
+            return
+        due = await self.next_due(functions)
+        if due is not None:
+            timeout_s = min(timeout_s, max(0.0, (due - self.clock()).total_seconds()))
+        if timeout_s <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), timeout_s)
+
+    async def close(self) -> None:
+        """The engine belongs to the caller; nothing of the queue's own to release."""
+
+
+functions_t = functions
+
+
+def _row(item: NewInvocation, now: datetime) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "request_id": item.request_id or item.id,
+        "function": item.function,
+        "origin": item.origin.value,
+        "source": dict(item.source),
+        "lane": item.lane,
+        "idempotency_key": item.idempotency_key,
+        "sync": item.sync,
+        "payload": item.payload,
+        "state": State.PENDING.value,
+        "attempts": 0,
+        "function_errors": 0,
+        "system_errors": 0,
+        "first_enqueued_at": item.first_enqueued_at or now,
+        "available_at": item.available_at or now,
+        "updated_at": now,
+    }
+
+
+def _within_capacity(
+    rows: Sequence[Row[Any]], capacity: Mapping[str, int]
+) -> tuple[list[Row[Any]], Counter[str]]:
+    """Candidates that fit their function's remaining reserved concurrency; the rest throttled."""
+    room = dict(capacity)
+    chosen: list[Row[Any]] = []
+    throttled: Counter[str] = Counter()
+    for row in rows:
+        left = room.get(row.function)
+        if left is None:
+            chosen.append(row)
+        elif left > 0:
+            room[row.function] = left - 1
+            chosen.append(row)
+        else:
+            throttled[row.function] += 1
+    return chosen, throttled
+
+
+def _lease(row: Row[Any], owner: str, limits: FunctionLimits, now: datetime) -> Lease:
+    invocation = Invocation(
+        id=row.id,
+        request_id=row.request_id,
+        function=row.function,
+        payload=row.payload,
+        origin=Origin(row.origin),
+        lane=row.lane,
+        idempotency_key=row.idempotency_key,
+        sync=row.sync,
+        state=State.RUNNING,
+        attempts=row.attempts + 1,
+        function_errors=row.function_errors,
+        system_errors=row.system_errors,
+        first_enqueued_at=row.first_enqueued_at,
+        available_at=row.available_at,
+        source=row.source or {},
+    )
+    return Lease(
+        token=str(uuid.uuid4()),
+        invocation=invocation,
+        expires_at=now + timedelta(seconds=limits.lease_s),
+    )
+
+
+def _settle_params(s: Settlement, now: datetime) -> dict[str, Any]:
+    return {
+        "b_token": s.lease_token,
+        "b_state": s.state.value,
+        "b_retry_at": s.retry_at,
+        "b_function_errors": s.function_errors,
+        "b_system_errors": s.system_errors,
+        "b_result": s.result,
+        "b_error_type": s.error_type,
+        "b_error_message": s.error_message,
+        "b_finished_at": now if s.state.terminal else None,
+    }
