@@ -1,0 +1,267 @@
+"""The dispatcher: lease invocations, run them through their invoker, settle the outcome.
+
+One loop per process leases as many invocations as it has free slots (the
+global ``concurrency``; reserved concurrency per function is enforced by the
+queue, across processes), runs each in its own task, and hands the outcome to
+the :class:`~broker.settler.Settler`. A heartbeat extends the leases of long
+runs. ``stop()`` only sets an event; ``run()`` then stops leasing, lets running
+invocations finish for up to ``shutdown_grace_s``, cancels the rest and gives
+their leases back to the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from broker.catalog import Catalog, Deployed
+from broker.invoker import InvokeRequest
+from broker.models import FunctionError, Lease, Outcome, Success, SystemFault
+from broker.queue.base import InvocationQueue
+from broker.retry import STORE_BACKOFF, backoff_delay, is_expired
+from broker.settler import Settler
+from broker.settling import settle_attempt
+
+log = logging.getLogger("eventwire.dispatch")
+
+
+@dataclass(slots=True)
+class _Running:
+    lease: Lease
+    expires_at: datetime
+    task: asyncio.Task[None] | None = None
+    submitted: bool = False
+
+
+@dataclass
+class DispatchStats:
+    started: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    leases_lost: int = 0
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        queue: InvocationQueue,
+        catalog: Catalog,
+        *,
+        owner: str,
+        clock: Callable[[], datetime],
+        concurrency: int = 64,
+        shutdown_grace_s: float = 30.0,
+        poll_interval_s: float = 1.0,
+        settle_batch: int = 256,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.queue = queue
+        self.catalog = catalog
+        self.owner = owner
+        self.clock = clock
+        self.concurrency = concurrency
+        self.shutdown_grace_s = shutdown_grace_s
+        self.poll_interval_s = poll_interval_s
+        self.rng = rng or random.Random()
+        self.settler = Settler(queue, clock, max_batch=settle_batch)
+        self.stats = DispatchStats()
+        self._running: dict[str, _Running] = {}
+        self._stopping = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self.ready = asyncio.Event()
+        """Set once the loop is leasing (tests and the service wait on it)."""
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    async def run(self) -> None:
+        settler = self.settler.start()
+        heartbeat = asyncio.create_task(self._heartbeat(), name="eventwire-heartbeat")
+        try:
+            await self._loop()
+        finally:
+            await self._drain()
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            await self.settler.close()
+            if settler.done() and settler.exception():
+                raise settler.exception()  # type: ignore[misc]
+
+    # ------------------------------------------------------------ leasing
+
+    async def _loop(self) -> None:
+        failures = 0
+        self.ready.set()
+        while not self._stopping.is_set():
+            free = self.concurrency - len(self._running)
+            if free <= 0:
+                self._slot_free.clear()
+                await self._until(self._slot_free.wait())
+                continue
+            try:
+                leases = await self.queue.lease(free, self.owner, self.catalog.limits, self.clock())
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                delay = backoff_delay(failures, STORE_BACKOFF, self.rng)
+                log.warning("lease: store unavailable (%s); retrying in %.1fs", exc, delay)
+                await self._until(asyncio.sleep(delay))
+                continue
+            if not leases:
+                await self._until(self.queue.wait(self.catalog.limits, self.poll_interval_s))
+                continue
+            for lease in leases:
+                held = _Running(lease, lease.expires_at)
+                self._running[lease.token] = held
+                held.task = asyncio.create_task(self._run_one(held))
+
+    async def _until(self, awaitable: Awaitable[object]) -> None:
+        """Wait for ``awaitable`` or for ``stop()``, whichever comes first."""
+        work = asyncio.ensure_future(awaitable)
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (work, stop):
+                if not task.done():
+                    task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(work, stop, return_exceptions=True)
+
+    # ------------------------------------------------------------ running one
+
+    async def _run_one(self, held: _Running) -> None:
+        lease = held.lease
+        inv = lease.invocation
+        function = self.catalog[inv.function]
+        started_at = self.clock()
+        self.stats.started += 1
+        t0 = time.perf_counter()
+        outcome: Outcome | None
+        if is_expired(inv, function.config.retry, started_at):
+            outcome = None
+        else:
+            outcome = await self._invoke(function, lease, started_at)
+        duration_ms = (time.perf_counter() - t0) * 1000
+        try:
+            settlement, decision = settle_attempt(
+                lease, outcome, function, started_at, duration_ms, self.clock(), self.rng
+            )
+            held.submitted = True
+            if not await self.settler.submit(settlement):
+                self.stats.leases_lost += 1
+            self._count(decision.state.value, inv.function, inv.id, outcome, decision.retry_at)
+        finally:
+            self._running.pop(lease.token, None)
+            self._slot_free.set()
+
+    async def _invoke(self, function: Deployed, lease: Lease, started_at: datetime) -> Outcome:
+        inv = lease.invocation
+        timeout_s = function.config.timeout_s
+        request = InvokeRequest(
+            request_id=inv.request_id,
+            invocation_id=inv.id,
+            function=inv.function,
+            function_arn=function.arn,
+            payload=inv.payload,
+            deadline=started_at + timedelta(seconds=timeout_s),
+            attempt=inv.attempts,
+        )
+        try:
+            # The invoker owns the timeout; this bound only guards against one that hangs.
+            return await asyncio.wait_for(function.invoker.invoke(request), timeout_s + 5)
+        except TimeoutError:
+            return FunctionError("Task.TimedOut", f"Task timed out after {timeout_s:.2f} seconds")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("invoke %s %s: invoker failed", inv.function, inv.id)
+            return SystemFault(type(exc).__name__, str(exc) or type(exc).__name__)
+
+    def _count(
+        self,
+        state: str,
+        function: str,
+        invocation_id: str,
+        outcome: Outcome | None,
+        retry_at: datetime | None,
+    ) -> None:
+        if state == "succeeded":
+            self.stats.succeeded += 1
+            return
+        error = outcome if isinstance(outcome, FunctionError | SystemFault) else None
+        reason = f"{error.error_type}: {error.message}" if error else "event expired"
+        if state == "pending":
+            self.stats.retried += 1
+            log.info(
+                "↻ %s %s failed (%s); retry at %s",
+                function,
+                invocation_id,
+                reason,
+                retry_at.isoformat(timespec="seconds") if retry_at else "?",
+            )
+        elif state == "failed":
+            self.stats.failed += 1
+            log.warning("✗ %s %s failed for good (%s)", function, invocation_id, reason)
+        elif not isinstance(outcome, Success):  # pragma: no cover - no other states
+            log.error("unexpected state %s for %s", state, invocation_id)
+
+    # ------------------------------------------------------------ leases over time
+
+    def _heartbeat_interval(self) -> float:
+        shortest = min((lim.lease_s for lim in self.catalog.limits.values()), default=30.0)
+        return max(0.5, shortest / 3)
+
+    async def _heartbeat(self) -> None:
+        interval = self._heartbeat_interval()
+        while True:
+            await asyncio.sleep(interval)
+            now = self.clock()
+            due = {}
+            for token, held in list(self._running.items()):
+                lease_s = self.catalog.limits[held.lease.invocation.function].lease_s
+                if (held.expires_at - now).total_seconds() < lease_s / 2:
+                    due[token] = now + timedelta(seconds=lease_s)
+            if not due:
+                continue
+            try:
+                kept = await self.queue.extend(due)
+            except Exception as exc:
+                log.warning("heartbeat: could not extend %d leases (%s)", len(due), exc)
+                continue
+            for token, expires_at in due.items():
+                if token in kept and token in self._running:
+                    self._running[token].expires_at = expires_at
+
+    async def _drain(self) -> None:
+        """Let running invocations finish within the grace period; give back the rest."""
+        tasks = [h.task for h in self._running.values() if h.task is not None]
+        if tasks:
+            log.info(
+                "stopping: waiting up to %.0fs for %d running invocations",
+                self.shutdown_grace_s,
+                len(tasks),
+            )
+            _done, pending = await asyncio.wait(tasks, timeout=self.shutdown_grace_s)
+            unsettled = [t for t, h in self._running.items() if not h.submitted]
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            if unsettled:
+                log.info("stopping: releasing %d unfinished invocations", len(unsettled))
+                try:
+                    await self.queue.release(unsettled)
+                except Exception as exc:
+                    log.warning("stopping: could not release leases (%s); they will expire", exc)

@@ -1,0 +1,135 @@
+"""``eventwire serve``: everything one process runs, started and stopped in order.
+
+Start: open the store (bringing an embedded SQLite schema up to date, or
+checking a PostgreSQL one), register the configured functions, start their
+invokers, open the queue, run the dispatcher. Stop (SIGINT/SIGTERM or
+``Service.stop()``): the dispatcher stops leasing, lets running invocations
+finish within the grace period and gives back the rest; then invokers and
+connections close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from broker.catalog import Catalog
+from broker.config import ProjectConfig
+from broker.dispatcher import Dispatcher
+from broker.errors import UsageError
+from broker.queue import open_queue
+from broker.queue.sql import Clock, utcnow
+from broker.settings import Settings
+from broker.store.engine import create_engine
+from broker.store.history import register_functions
+from broker.store.migrate import ensure_schema
+
+log = logging.getLogger("eventwire.service")
+
+
+class Service:
+    def __init__(
+        self,
+        settings: Settings,
+        config: ProjectConfig,
+        *,
+        config_path: str | None = None,
+        migrate: bool = False,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.config = config
+        self.config_path = config_path
+        self.migrate = migrate
+        self.clock = clock
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+        self.started = asyncio.Event()
+        self.dispatcher: Dispatcher | None = None
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
+
+    async def run(self, *, handle_signals: bool = True) -> None:
+        _code_on_path(self.config_path)
+        engine = create_engine(self.settings.database_url)
+        try:
+            await _prepare_store(engine, self.settings, self.config, self.migrate)
+            catalog = await Catalog.start(self.config, self.settings)
+            try:
+                async with open_queue(self.settings, engine, clock=self.clock) as queue:
+                    self.dispatcher = Dispatcher(
+                        queue,
+                        catalog,
+                        owner=self.owner,
+                        clock=self.clock,
+                        concurrency=self.settings.concurrency,
+                        shutdown_grace_s=self.settings.shutdown_grace_s,
+                        poll_interval_s=self.settings.poll_interval_s,
+                        settle_batch=self.settings.settle_batch,
+                    )
+                    if self._stop.is_set():
+                        return
+                    if handle_signals:
+                        _install_signals(self.stop)
+                    log.info(
+                        "serving %d functions as %s (concurrency %d, store %s)",
+                        len(catalog),
+                        self.owner,
+                        self.settings.concurrency,
+                        _redacted(self.settings.database_url),
+                    )
+                    self.started.set()
+                    await self.dispatcher.run()
+            finally:
+                await catalog.close()
+        finally:
+            await engine.dispose()
+        log.info("stopped")
+
+
+async def _prepare_store(
+    engine: AsyncEngine, settings: Settings, config: ProjectConfig, migrate: bool
+) -> None:
+    try:
+        await ensure_schema(engine, migrate=migrate)
+        await register_functions(engine, config, datetime.now(UTC))
+    except (OperationalError, DBAPIError, OSError) as exc:
+        raise UsageError(
+            f"cannot use the database at {_redacted(settings.database_url)}: {_first_line(exc)}"
+        ) from None
+
+
+def _code_on_path(config_path: str | None) -> None:
+    """Handlers are imported from the working directory and the config file's directory."""
+    for folder in (Path.cwd(), Path(config_path).resolve().parent if config_path else None):
+        if folder is not None and str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+
+
+def _install_signals(stop: Callable[[], None]) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+
+
+def _redacted(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

@@ -1,0 +1,99 @@
+"""Writing settlements in batches: one transaction for everything that finished meanwhile.
+
+``submit`` returns once the settlement is durable. While one batch is being
+written the next one collects, so under load a transaction carries many
+settlements and when idle a lone one is written at once. If the store is
+unreachable the batch is retried with backoff; a lease that expired in the
+meantime is reported lost (another dispatcher will run the invocation again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
+
+from broker.models import Settlement
+from broker.queue.base import InvocationQueue
+
+log = logging.getLogger("eventwire.dispatch")
+
+
+class Settler:
+    def __init__(
+        self,
+        queue: InvocationQueue,
+        clock: Callable[[], datetime],
+        *,
+        max_batch: int = 256,
+    ) -> None:
+        self.queue = queue
+        self.clock = clock
+        self.max_batch = max_batch
+        self._pending: list[tuple[Settlement, asyncio.Future[bool]]] = []
+        self._ready = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> asyncio.Task[None]:
+        self._task = asyncio.create_task(self._run(), name="eventwire-settler")
+        return self._task
+
+    async def submit(self, settlement: Settlement) -> bool:
+        """Persist ``settlement``; True if its lease was still held. Survives cancellation."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._pending.append((settlement, future))
+        self._ready.set()
+        return await asyncio.shield(future)
+
+    async def close(self) -> None:
+        """Write what is pending, then stop."""
+        self._closing = True
+        self._ready.set()
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready.clear()
+            while self._pending:
+                batch, self._pending = (
+                    self._pending[: self.max_batch],
+                    self._pending[self.max_batch :],
+                )
+                await self._write(batch)
+            if self._closing:
+                return
+
+    async def _write(self, batch: list[tuple[Settlement, asyncio.Future[bool]]]) -> None:
+        settlements = [s for s, _ in batch]
+        try:
+            async for attempt in AsyncRetrying(
+                wait=wait_exponential(multiplier=0.1, max=5),
+                retry=retry_if_exception_type(Exception),
+                before_sleep=lambda state: log.warning(
+                    "settle: store unavailable (%s); retrying",
+                    state.outcome and state.outcome.exception(),
+                ),
+            ):
+                with attempt:
+                    held = await self.queue.settle(settlements, self.clock())
+        except asyncio.CancelledError:
+            for _, future in batch:
+                if not future.done():
+                    future.cancel()
+            raise
+        for settlement, future in batch:
+            ok = settlement.lease_token in held
+            if not ok:
+                log.warning(
+                    "settle: lease lost for invocation %s; it will run again",
+                    settlement.invocation_id,
+                )
+            with contextlib.suppress(asyncio.InvalidStateError):
+                future.set_result(ok)
