@@ -1,0 +1,69 @@
+"""What every command shares: settings from flags and environment, running async code,
+opening the store, and printing for people (Rich tables) or scripts (``--json``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from broker.errors import UsageError
+from broker.settings import Settings, load_settings
+from broker.store.engine import create_engine, dialect_of
+
+T = TypeVar("T")
+
+console = Console()
+err_console = Console(stderr=True)
+
+JsonOption = typer.Option(False, "--json", help="Print JSON for scripts instead of a table.")
+
+
+def settings(ctx: typer.Context) -> Settings:
+    """The settings of this run: the root command's flags over ``EVENTWIRE_*``."""
+    root = ctx.find_root()
+    cached = root.meta.get("settings")
+    if isinstance(cached, Settings):
+        return cached
+    value = load_settings(**root.meta.get("overrides", {}))
+    root.meta["settings"] = value
+    return value
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+@asynccontextmanager
+async def open_store(config: Settings) -> AsyncIterator[AsyncEngine]:
+    """The SQL store for a read or admin command; it must exist and be migrated."""
+    _require_sqlite_file(config.database_url)
+    engine = create_engine(config.database_url)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+def _require_sqlite_file(url: str) -> None:
+    """Reading an SQLite store that does not exist would create an empty one: say so instead."""
+    if dialect_of(url) == "sqlite":
+        database = make_url(url).database
+        if database and database != ":memory:" and not Path(database).exists():
+            raise UsageError(
+                f"no Eventwire database at {database} (EVENTWIRE_DATABASE_URL={url}); "
+                "run `eventwire serve` or `eventwire migrate` first"
+            )
+
+
+def print_json(data: Any) -> None:
+    """One JSON document on stdout (bytes payloads must be decoded by the caller)."""
+    typer.echo(json.dumps(data, indent=2, default=str))

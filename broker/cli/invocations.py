@@ -1,0 +1,158 @@
+"""``eventwire invocations``: the invocation history, and one invocation with its attempts."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from broker.cli.common import (
+    JsonOption,
+    err_console,
+    open_store,
+    print_json,
+    run,
+    settings,
+)
+from broker.cli.output import (
+    attempts_view,
+    details,
+    emit,
+    error_text,
+    payload_view,
+    short_ids,
+    styled,
+    table,
+    to_json,
+    when,
+)
+from broker.errors import UsageError
+from broker.models import State
+from broker.settings import Settings
+from broker.store.history import AttemptRow, InvocationRow, get_invocation, list_invocations
+
+app = typer.Typer(help="Inspect invocations and their attempts.", no_args_is_help=True)
+
+STATES = ", ".join(state.value for state in State)
+
+
+def parse_state(value: str) -> State:
+    try:
+        return State(value.strip().lower())
+    except ValueError:
+        raise UsageError(f"unknown state {value!r}; expected one of: {STATES}") from None
+
+
+@app.command("ls")
+def ls(
+    ctx: typer.Context,
+    function: Annotated[
+        str | None, typer.Option("--function", "-f", help="Only this function's invocations.")
+    ] = None,
+    state: Annotated[
+        str | None, typer.Option("--state", "-s", help=f"Only invocations in this state: {STATES}.")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many.")] = 50,
+    before_seq: Annotated[
+        int | None,
+        typer.Option("--before-seq", help="Older than this seq (page on from a JSON listing)."),
+    ] = None,
+    as_json: bool = JsonOption,
+) -> None:
+    """List invocations, newest first."""
+    wanted = parse_state(state) if state is not None else None
+    if limit < 1:
+        raise UsageError(f"--limit must be 1 or more, got {limit}")
+    rows = run(_list(settings(ctx), function, wanted, limit, before_seq))
+    if as_json:
+        print_json(to_json(rows))
+        return
+    if not rows:
+        err_console.print("no invocations")
+        return
+    short = short_ids(row.id for row in rows)
+    emit(
+        table(
+            ["ID", "FUNCTION", "STATE", "ORIGIN", "ATTEMPTS", "ENQUEUED", "UPDATED", "ERROR"],
+            (
+                [
+                    short[row.id],
+                    row.function,
+                    styled(row.state.value),
+                    row.origin.value,
+                    row.attempts,
+                    when(row.first_enqueued_at),
+                    when(row.updated_at),
+                    error_text(row.error_type, row.error_message),
+                ]
+                for row in rows
+            ),
+        )
+    )
+
+
+@app.command("show")
+def show(
+    ctx: typer.Context,
+    id: Annotated[str, typer.Argument(help="Invocation id, or its first 8 or more characters.")],
+    as_json: bool = JsonOption,
+) -> None:
+    """Show one invocation: payload, result or last error, and every attempt."""
+    row, attempts = run(_get(settings(ctx), id))
+    if as_json:
+        print_json({**to_json(row), "attempt_records": to_json(attempts)})
+        return
+    lease = f"{row.lease_owner} until {when(row.lease_expires_at)}" if row.lease_owner else None
+    emit(
+        details(
+            [
+                ("id", row.id),
+                ("request id", row.request_id),
+                ("function", row.function),
+                ("state", styled(row.state.value)),
+                ("origin", row.origin.value),
+                ("source", json.dumps(dict(row.source)) if row.source else None),
+                ("lane", row.lane),
+                ("idempotency key", row.idempotency_key),
+                ("attempts", _attempt_counts(row)),
+                ("first enqueued", when(row.first_enqueued_at)),
+                ("available at", when(row.available_at)),
+                ("updated", when(row.updated_at)),
+                ("finished", when(row.finished_at) if row.finished_at else None),
+                ("lease", lease),
+            ]
+        )
+    )
+    emit(Text("\npayload", style="bold"))
+    emit(payload_view(row.payload))
+    if row.result is not None:
+        emit(Text("\nresult", style="bold"))
+        emit(payload_view(row.result))
+    error = error_text(row.error_type, row.error_message)
+    if error is not None:
+        emit(Text("\nlast error", style="bold"))
+        emit(Text(error, style="red"))
+    emit()
+    emit(attempts_view(attempts))
+
+
+def _attempt_counts(row: InvocationRow) -> str:
+    return (
+        f"{row.attempts} ({row.function_errors} function errors, {row.system_errors} system errors)"
+    )
+
+
+async def _list(
+    config: Settings, function: str | None, state: State | None, limit: int, before_seq: int | None
+) -> list[InvocationRow]:
+    async with open_store(config) as engine:
+        return await list_invocations(
+            engine, function=function, state=state, limit=limit, before_seq=before_seq
+        )
+
+
+async def _get(config: Settings, id: str) -> tuple[InvocationRow, list[AttemptRow]]:
+    async with open_store(config) as engine:
+        return await get_invocation(engine, id)

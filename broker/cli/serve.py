@@ -1,0 +1,75 @@
+"""``eventwire serve`` and ``eventwire migrate``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from broker import logs
+from broker.cli.common import console, run, settings
+from broker.config import load_config
+from broker.errors import UsageError
+from broker.service import Service
+from broker.store.engine import create_engine
+from broker.store.migrate import current_revision, upgrade
+
+ConfigOption = Annotated[
+    str | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="Configuration file [env: EVENTWIRE_CONFIG; default eventwire.yaml]",
+        show_default=False,
+    ),
+]
+
+
+def serve(
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(help="Invocations run at once by this process [env: EVENTWIRE_CONCURRENCY]"),
+    ] = None,
+    migrate: Annotated[
+        bool, typer.Option("--migrate", help="Upgrade an out-of-date PostgreSQL schema first.")
+    ] = False,
+    shutdown_grace: Annotated[
+        str | None, typer.Option(help="How long running invocations may finish on stop, e.g. 30s.")
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING …")] = None,
+    log_format: Annotated[str | None, typer.Option(help="text or json")] = None,
+) -> None:
+    """Run the dispatcher for the configured functions until SIGINT/SIGTERM."""
+    ctx.find_root().meta["overrides"].update(
+        config=config,
+        concurrency=concurrency,
+        shutdown_grace=shutdown_grace,
+        log_level=log_level,
+        log_format=log_format,
+    )
+    options = settings(ctx)
+    project = load_config(options.config)
+    logs.configure(options.log_level, options.log_format)
+    service = Service(options, project, config_path=options.config, migrate=migrate)
+    asyncio.run(service.run())
+
+
+def migrate(ctx: typer.Context) -> None:
+    """Bring the database schema up to date (creating the database file for SQLite)."""
+    options = settings(ctx)
+
+    async def go() -> str | None:
+        engine = create_engine(options.database_url)
+        try:
+            await upgrade(engine)
+            return await current_revision(engine)
+        except (OperationalError, DBAPIError, OSError) as exc:
+            raise UsageError(f"cannot migrate {options.database_url}: {exc}") from None
+        finally:
+            await engine.dispose()
+
+    console.print(f"database schema is at revision {run(go())}")
