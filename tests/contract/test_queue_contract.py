@@ -1,0 +1,306 @@
+"""The contract every ``InvocationQueue`` backend passes unchanged.
+
+Each test runs against every backend in ``BACKENDS``; a new backend is added
+by teaching the ``queue`` fixture to build it, and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from broker.ids import new_id
+from broker.models import (
+    AttemptRecord,
+    Condition,
+    DeadLetter,
+    Enqueued,
+    FunctionLimits,
+    Lease,
+    NewInvocation,
+    Origin,
+    Settlement,
+    State,
+)
+from broker.queue.base import InvocationQueue
+from broker.queue.postgres import PostgresQueue
+from broker.queue.sql import SqlQueue
+from broker.queue.sqlite import SqliteQueue
+from broker.store.schema import attempts, dead_letters
+from tests.support.clock import FakeClock
+from tests.support.stores import BACKENDS, migrated_engine
+
+F = {"f": FunctionLimits(lease_s=10)}
+
+
+@dataclass
+class Harness:
+    queue: SqlQueue
+    clock: FakeClock
+    engine: AsyncEngine
+    backend: str
+
+    def other(self) -> SqlQueue:
+        """A second queue on the same store, as another process would have."""
+        cls = PostgresQueue if self.backend == "postgres" else SqliteQueue
+        return cls(self.engine, clock=self.clock)
+
+
+@pytest.fixture(params=BACKENDS)
+async def h(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+    clock = FakeClock()
+    async with migrated_engine(request.param, tmp_path) as engine:
+        queue: SqlQueue
+        queue = (
+            PostgresQueue(engine, clock=clock)
+            if request.param == "postgres"
+            else SqliteQueue(engine, clock=clock)
+        )
+        try:
+            yield Harness(queue, clock, engine, request.param)
+        finally:
+            await queue.close()
+
+
+def new(function: str = "f", **kw: object) -> NewInvocation:
+    kw.setdefault("payload", b"{}")
+    return NewInvocation(id=new_id(), function=function, **kw)  # type: ignore[arg-type]
+
+
+def settlement(lease: Lease, state: State, **kw: object) -> Settlement:
+    attempt = AttemptRecord(
+        number=lease.invocation.attempts,
+        started_at=lease.expires_at,
+        duration_ms=1.0,
+        status="success" if state is State.SUCCEEDED else "error",
+    )
+    return Settlement(
+        lease_token=lease.token,
+        invocation_id=lease.invocation.id,
+        state=state,
+        attempt=attempt,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+async def lease(
+    q: InvocationQueue,
+    h: Harness,
+    n: int = 10,
+    fns: dict[str, FunctionLimits] = F,
+    owner: str = "a",
+) -> list[Lease]:
+    return await q.lease(n, owner, fns, h.clock.now)
+
+
+async def test_enqueued_invocation_is_leased_once(h: Harness) -> None:
+    item = new(payload=b'{"x": 1}')
+    assert await h.queue.enqueue([item]) == [Enqueued(item.id, True)]
+    [got] = await lease(h.queue, h)
+    assert got.invocation.id == item.id
+    assert got.invocation.payload == b'{"x": 1}'
+    assert got.invocation.attempts == 1
+    assert got.invocation.request_id == item.id
+    assert got.expires_at == h.clock.now + timedelta(seconds=10)
+    assert await lease(h.queue, h) == []
+
+
+async def test_enqueue_is_idempotent_by_key_per_function(h: Harness) -> None:
+    first = new(idempotency_key="k")
+    [a] = await h.queue.enqueue([first])
+    [b] = await h.queue.enqueue([new(idempotency_key="k")])
+    [c] = await h.queue.enqueue([new("g", idempotency_key="k")])
+    assert a.created and not b.created and c.created
+    assert b.id == first.id
+    mixed = [new(idempotency_key="k"), new(), new(idempotency_key="k2")]
+    answers = await h.queue.enqueue(mixed)
+    assert [x.created for x in answers] == [False, True, True]
+    assert answers[0].id == first.id
+    assert len(await lease(h.queue, h, 10)) == 3  # k, the keyless one, k2
+
+
+async def test_leases_oldest_first_and_only_named_functions(h: Harness) -> None:
+    items = [new() for _ in range(5)] + [new("other")]
+    await h.queue.enqueue(items)
+    got = await lease(h.queue, h, 3)
+    assert [x.invocation.id for x in got] == [i.id for i in items[:3]]
+    rest = await lease(h.queue, h, 10)
+    assert [x.invocation.id for x in rest] == [i.id for i in items[3:5]]
+
+
+async def test_delayed_invocation_waits_for_its_time(h: Harness) -> None:
+    await h.queue.enqueue([new(available_at=h.clock.now + timedelta(seconds=30))])
+    assert await lease(h.queue, h) == []
+    h.clock.advance(31)
+    assert len(await lease(h.queue, h)) == 1
+
+
+async def test_expired_lease_is_leased_again_and_old_token_cannot_settle(h: Harness) -> None:
+    await h.queue.enqueue([new()])
+    [first] = await lease(h.queue, h, owner="dead")
+    h.clock.advance(9)
+    assert await lease(h.queue, h, owner="b") == []
+    h.clock.advance(2)
+    [second] = await lease(h.queue, h, owner="b")
+    assert second.invocation.id == first.invocation.id
+    assert second.invocation.attempts == 2
+    held = await h.queue.settle([settlement(first, State.SUCCEEDED)], h.clock.now)
+    assert held == set()
+    assert await h.queue.settle([settlement(second, State.SUCCEEDED)], h.clock.now) == {
+        second.token
+    }
+
+
+async def test_extend_keeps_a_long_run_leased(h: Harness) -> None:
+    await h.queue.enqueue([new()])
+    [held] = await lease(h.queue, h)
+    h.clock.advance(8)
+    assert await h.queue.extend({held.token: h.clock.now + timedelta(seconds=10)}) == {held.token}
+    h.clock.advance(8)  # past the first expiry, within the extension
+    assert await lease(h.queue, h, owner="b") == []
+    assert await h.queue.extend({"not-a-token": h.clock.now}) == set()
+
+
+async def test_settle_success_records_the_attempt(h: Harness) -> None:
+    await h.queue.enqueue([new()])
+    [held] = await lease(h.queue, h)
+    await h.queue.settle([settlement(held, State.SUCCEEDED, result=b'"ok"')], h.clock.now)
+    h.clock.advance(3600)
+    assert await lease(h.queue, h) == []
+    async with h.engine.connect() as conn:
+        rows = (await conn.execute(select(attempts))).all()
+    assert [(r.invocation_id, r.number, r.status) for r in rows] == [
+        (held.invocation.id, 1, "success")
+    ]
+
+
+async def test_retry_is_available_at_its_time_with_counters(h: Harness) -> None:
+    await h.queue.enqueue([new()])
+    [held] = await lease(h.queue, h)
+    retry_at = h.clock.now + timedelta(seconds=60)
+    await h.queue.settle(
+        [settlement(held, State.PENDING, retry_at=retry_at, function_errors=1)], h.clock.now
+    )
+    h.clock.advance(59)
+    assert await lease(h.queue, h) == []
+    h.clock.advance(2)
+    [again] = await lease(h.queue, h)
+    assert again.invocation.attempts == 2
+    assert again.invocation.function_errors == 1
+    assert again.invocation.request_id == held.invocation.request_id
+
+
+async def test_settle_enqueues_follow_ons_and_dead_letters_atomically(h: Harness) -> None:
+    await h.queue.enqueue([new()])
+    [held] = await lease(h.queue, h)
+    follow_on = new("g", origin=Origin.DESTINATION, idempotency_key=f"d:{held.invocation.id}")
+    letter = DeadLetter(
+        id=new_id(),
+        invocation_id=held.invocation.id,
+        request_id=held.invocation.request_id,
+        function="f",
+        payload=b"{}",
+        origin=Origin.API,
+        condition=Condition.RETRIES_EXHAUSTED,
+        error_type="ValueError",
+        error_message="boom",
+        attempts=1,
+        first_enqueued_at=held.invocation.first_enqueued_at,
+        dead_at=h.clock.now,
+    )
+    await h.queue.settle(
+        [settlement(held, State.FAILED, enqueue=(follow_on,), dead_letter=letter)], h.clock.now
+    )
+    [g] = await lease(h.queue, h, fns={"g": FunctionLimits(10)})
+    assert g.invocation.id == follow_on.id
+    assert g.invocation.origin is Origin.DESTINATION
+    async with h.engine.connect() as conn:
+        rows = (await conn.execute(select(dead_letters))).all()
+    assert [(r.invocation_id, r.condition) for r in rows] == [
+        (held.invocation.id, "RetriesExhausted")
+    ]
+
+
+async def test_lane_runs_one_at_a_time_in_order(h: Harness) -> None:
+    a1, a2, b1, free = new(lane="A"), new(lane="A"), new(lane="B"), new()
+    await h.queue.enqueue([a1, a2, b1, free])
+    got = await lease(h.queue, h)
+    assert {x.invocation.id for x in got} == {a1.id, b1.id, free.id}
+    [l_a1] = [x for x in got if x.invocation.id == a1.id]
+    # A retry keeps the lane blocked until it is done.
+    await h.queue.settle(
+        [settlement(l_a1, State.PENDING, retry_at=h.clock.now + timedelta(seconds=5))],
+        h.clock.now,
+    )
+    assert await lease(h.queue, h) == []
+    h.clock.advance(6)
+    [retried] = await lease(h.queue, h)
+    assert retried.invocation.id == a1.id
+    await h.queue.settle([settlement(retried, State.SUCCEEDED)], h.clock.now)
+    [next_in_lane] = await lease(h.queue, h)
+    assert next_in_lane.invocation.id == a2.id
+
+
+async def test_reserved_concurrency_holds_across_queues(h: Harness) -> None:
+    limited = {"f": FunctionLimits(lease_s=10, reserved_concurrency=2)}
+    await h.queue.enqueue([new() for _ in range(5)])
+    first = await lease(h.queue, h, fns=limited)
+    assert len(first) == 2
+    other = h.other()
+    try:
+        assert await lease(other, h, fns=limited, owner="b") == []
+        await h.queue.settle([settlement(first[0], State.SUCCEEDED)], h.clock.now)
+        assert len(await lease(other, h, fns=limited, owner="b")) == 1
+    finally:
+        await other.close()
+
+
+async def test_release_gives_the_invocation_back_unrun(h: Harness) -> None:
+    await h.queue.enqueue([new()])
+    [held] = await lease(h.queue, h)
+    await h.queue.release([held.token])
+    [again] = await lease(h.queue, h, owner="b")
+    assert again.invocation.id == held.invocation.id
+    assert again.invocation.attempts == 1
+
+
+async def test_concurrent_leasers_never_share_an_invocation(h: Harness) -> None:
+    items = [new() for _ in range(200)]
+    await h.queue.enqueue(items)
+    queues = [h.other() for _ in range(4)]
+    seen: list[str] = []
+
+    async def drain(q: InvocationQueue, owner: str) -> None:
+        while got := await q.lease(7, owner, F, h.clock.now):
+            seen.extend(x.invocation.id for x in got)
+
+    try:
+        await asyncio.gather(*(drain(q, f"o{i}") for i, q in enumerate(queues)))
+    finally:
+        for q in queues:
+            await q.close()
+    assert sorted(seen) == sorted(i.id for i in items)
+
+
+async def test_wait_returns_promptly_when_work_is_enqueued(h: Harness) -> None:
+    other = h.other()
+    if isinstance(other, PostgresQueue):
+        await other.start_listening()
+    if isinstance(h.queue, PostgresQueue):
+        await h.queue.start_listening()
+    try:
+        await lease(h.queue, h)  # arms the wake-up
+        waiter = asyncio.create_task(h.queue.wait(F, timeout_s=30))
+        await asyncio.sleep(0)
+        await other.enqueue([new()])  # another process's enqueue
+        await asyncio.wait_for(waiter, timeout=5)
+        assert len(await lease(h.queue, h)) == 1
+    finally:
+        await other.close()

@@ -1,0 +1,84 @@
+"""Running ``eventwire`` as a user would: real processes, real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without any ``EVENTWIRE_*`` of the developer's, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTWIRE_")}
+    env.update(extra)
+    return env
+
+
+def eventwire(
+    *args: str, env: dict[str, str], timeout: float = 60, **kw: Any
+) -> subprocess.CompletedProcess[str]:
+    """Run one ``eventwire`` command to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "broker.cli", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        **kw,
+    )
+
+
+class Serve:
+    """An ``eventwire serve`` process; its log goes to a file the test can read."""
+
+    def __init__(self, config: Path, env: dict[str, str], log: Path, *args: str) -> None:
+        self.log_path = log
+        self._log = log.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "broker.cli", "serve", "-c", str(config), *args],
+            env=env,
+            cwd=REPO,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_serving(self, timeout_s: float = 30) -> None:
+        wait_for(lambda: "serving" in self.log() or self.process.poll() is not None, timeout_s)
+        if self.process.poll() is not None:
+            raise AssertionError(f"serve exited with {self.process.returncode}:\n{self.log()}")
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+        self._log.close()
+
+    def stop(self, timeout_s: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout_s)
+        self._log.close()
+        return code
+
+
+def wait_for(check: Callable[[], object], timeout_s: float, what: str = "condition") -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout_s}s")
+        time.sleep(0.02)

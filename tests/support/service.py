@@ -1,0 +1,34 @@
+"""Running a whole ``Service`` in the test's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from broker.config import parse_config
+from broker.service import Service
+from broker.settings import Settings
+
+
+@asynccontextmanager
+async def running_service(
+    database_url: str, functions: dict[str, Any], **settings: Any
+) -> AsyncIterator[Service]:
+    """A service for ``functions`` (a config dict) on ``database_url``; stopped on exit."""
+    options = Settings(database_url=database_url, **settings)
+    service = Service(options, parse_config({"functions": functions}), migrate=True)
+    task = asyncio.create_task(service.run(handle_signals=False))
+    started = asyncio.create_task(service.started.wait())
+    done, _ = await asyncio.wait({task, started}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        started.cancel()
+        task.result()  # raises what stopped it
+        raise AssertionError("service stopped before it started")
+    assert started in done, "service did not start within 30s"
+    try:
+        yield service
+    finally:
+        service.stop()
+        await asyncio.wait_for(task, 30)
