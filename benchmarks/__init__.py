@@ -1,0 +1,1 @@
+"""Throughput and latency benchmarks, runnable on their own (see README.md)."""
