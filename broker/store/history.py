@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Table, case, delete, func, select, update
+from sqlalchemy import ColumnElement, case, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -222,7 +222,7 @@ async def list_invocations(
 async def get_invocation(engine: AsyncEngine, id: str) -> tuple[InvocationRow, list[AttemptRow]]:
     """One invocation by id or unique id prefix, with its attempts in order."""
     async with engine.connect() as conn:
-        full = await _resolve(conn, invocations, id, "invocation")
+        full = await _resolve(conn, invocations.c.id, id, "invocation")
         row = (await conn.execute(select(invocations).where(invocations.c.id == full))).one()
         return _invocation(row), await _attempts(conn, full)
 
@@ -249,9 +249,10 @@ async def list_dead_letters(
 
 
 async def get_dead_letter(engine: AsyncEngine, id: str) -> tuple[DeadLetterRow, list[AttemptRow]]:
-    """One dead letter by id or unique id prefix, with the attempts of its invocation."""
+    """One dead letter by its id or its invocation's (or a unique prefix of either),
+    with the attempts of its invocation."""
     async with engine.connect() as conn:
-        full = await _resolve(conn, dead_letters, id, "dead letter")
+        full = await _resolve_dead_letter(conn, id)
         row = (await conn.execute(select(dead_letters).where(dead_letters.c.id == full))).one()
         letter = _dead_letter(row)
         return letter, await _attempts(conn, letter.invocation_id)
@@ -267,7 +268,7 @@ async def resolve_dead_letter_ids(
     """
     async with engine.connect() as conn:
         full = list(
-            dict.fromkeys([await _resolve(conn, dead_letters, id, "dead letter") for id in ids])
+            dict.fromkeys([await _resolve_dead_letter(conn, id) for id in ids])
         )
         if function is not None:
             d = dead_letters.c
@@ -385,15 +386,37 @@ async def purge_dead_letters(engine: AsyncEngine, *, function: str | None, befor
 # ---------------------------------------------------------------- helpers
 
 
-async def _resolve(conn: AsyncConnection, table: Table, id: str, what: str) -> str:
-    """The full id in ``table`` that is ``id`` or the only one starting with it."""
-    column = table.c.id
+async def _resolve_dead_letter(conn: AsyncConnection, id: str) -> str:
+    """The dead letter whose id, or whose invocation's id, is ``id`` or starts with it.
+
+    ``eventwire invoke --async`` prints the invocation id, so that one is accepted too.
+    """
+    d = dead_letters.c
+    try:
+        return await _resolve(conn, d.id, id, "dead letter")
+    except NotFoundError:
+        try:
+            invocation_id = await _resolve(conn, d.invocation_id, id, "dead letter")
+        except NotFoundError:
+            raise NotFoundError(f"no dead letter {id} (by its id or its invocation's)") from None
+    stmt = select(d.id).where(d.invocation_id == invocation_id).order_by(d.dead_at.desc())
+    return str((await conn.execute(stmt.limit(1))).scalar_one())
+
+
+async def _resolve(conn: AsyncConnection, column: ColumnElement[Any], id: str, what: str) -> str:
+    """The full value of ``column`` that is ``id`` or the only one starting with it."""
     exact = (await conn.execute(select(column).where(column == id))).scalar_one_or_none()
     if exact is not None:
         return str(exact)
     if len(id) < MIN_PREFIX:
         raise NotFoundError(f"no {what} {id} (give at least {MIN_PREFIX} characters of an id)")
-    stmt = select(column).where(column.startswith(id, autoescape=True)).order_by(column).limit(3)
+    stmt = (
+        select(column)
+        .where(column.startswith(id, autoescape=True))
+        .group_by(column)
+        .order_by(column)
+        .limit(3)
+    )
     matches = list((await conn.execute(stmt)).scalars())
     if not matches:
         raise NotFoundError(f"no {what} {id}")

@@ -80,6 +80,27 @@ async def test_sync_invoke_returns_the_result(url: str, engine: AsyncEngine) -> 
     assert json.loads(finished.result or b"") == {"name": "x"}
 
 
+async def test_success_sends_the_invocation_record_to_on_success(
+    url: str, engine: AsyncEngine
+) -> None:
+    functions = {
+        "echo": {"handler": "tests.pipeline_handlers:echo", "on_success": "function:record"},
+        "record": {"handler": "tests.pipeline_handlers:record"},
+    }
+    async with running_service(url, functions) as s:
+        invocation_id = await invoke_async(s, engine, "echo", {"n": 7})
+        await eventually(lambda: handlers.records)
+    [record] = handlers.records
+    assert record["requestContext"]["requestId"] == invocation_id
+    assert record["requestContext"]["condition"] == "Success"
+    assert record["requestContext"]["approximateInvokeCount"] == 1
+    assert record["requestPayload"] == {"n": 7}
+    assert record["responseContext"]["statusCode"] == 200
+    assert record["responsePayload"] == {"n": 7}
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(dead_letters))).all() == []
+
+
 async def test_failures_are_retried_then_dead_lettered_with_a_record(
     url: str, engine: AsyncEngine
 ) -> None:

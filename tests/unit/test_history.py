@@ -274,6 +274,8 @@ async def test_list_and_get_dead_letters(engine: AsyncEngine) -> None:
     assert letter.id == old and letter.invocation_id == invocation
     assert letter.condition.value == "RetriesExhausted" and letter.dead_at == T0
     assert [a.number for a in tries] == [1]
+    by_invocation, _ = await history.get_dead_letter(engine, invocation)  # what invoke printed
+    assert by_invocation.id == old
     with pytest.raises(NotFoundError, match="no dead letter"):
         await history.get_dead_letter(engine, "ffffffff-ffff")
 
