@@ -116,7 +116,8 @@ async def ensure_schema(engine: AsyncEngine, *, migrate: bool) -> None:
         await upgrade(engine)
         return
     raise SchemaOutOfDateError(
-        f"database schema is at {current or 'empty'}, this Eventwire needs {head}: "
+        (f"database schema is at revision {current}" if current else "the database is empty")
+        + f", this Eventwire needs revision {head}: "
         "run `eventwire migrate` (or start with `eventwire serve --migrate`)"
     )
 
