@@ -37,6 +37,11 @@ class Settings(BaseSettings):
 
     database_url: str = DEFAULT_DATABASE_URL
     queue_url: str | None = None
+    queue_prefix: str = Field("eventwire", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    idempotency_window_s: Seconds = Field(
+        24 * 3600.0, validation_alias=_env("idempotency_window"), gt=0
+    )
+    account_concurrency: int | None = Field(None, ge=1)
     config: str = "eventwire.yaml"
     concurrency: int = Field(64, ge=1, le=100_000)
     lease_grace_s: Seconds = Field(30.0, validation_alias=_env("lease_grace"), ge=0)

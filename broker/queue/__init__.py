@@ -1,4 +1,10 @@
-"""Invocation queue backends, chosen by URL (see :mod:`broker.queue.base` for the protocol)."""
+"""Invocation queue backends, chosen by URL (see :mod:`broker.queue.base` for the protocol).
+
+``sqlite+aiosqlite://`` and ``postgresql+asyncpg://`` keep the queue in the SQL
+store itself; ``redis://`` (``rediss://``, ``unix://``) keeps the hot path in
+Redis and the history in the SQL store. A backend's client library is imported
+only when its URL is used.
+"""
 
 from __future__ import annotations
 
@@ -13,31 +19,53 @@ from broker.queue.sql import Clock, utcnow
 from broker.settings import Settings
 from broker.store.engine import dialect_of
 
-__all__ = ["InvocationQueue", "open_queue"]
+__all__ = ["InvocationQueue", "is_redis", "open_queue"]
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def is_redis(url: str) -> bool:
+    return url.partition("://")[0] in REDIS_SCHEMES
 
 
 @asynccontextmanager
 async def open_queue(
-    settings: Settings, engine: AsyncEngine, *, clock: Clock = utcnow
+    settings: Settings,
+    engine: AsyncEngine,
+    *,
+    clock: Clock = utcnow,
+    history_owner: str | None = None,
 ) -> AsyncIterator[InvocationQueue]:
-    """The queue named by ``settings.effective_queue_url``, on ``engine`` when it is SQL."""
+    """The queue named by ``settings.effective_queue_url``, on ``engine`` when it is SQL.
+
+    With ``history_owner`` (a serving process), a queue that keeps its hot path
+    outside SQL also copies its history into ``engine``'s store while open.
+    """
     url = settings.effective_queue_url
+    if is_redis(url):
+        from broker.queue.redis import open_redis_queue
+
+        async with open_redis_queue(
+            settings, engine, clock=clock, history_owner=history_owner
+        ) as redis_queue:
+            yield redis_queue
+        return
     if url != settings.database_url:
         raise UsageError(
-            f"queue URL {url!r}: only the SQL store ({settings.database_url}) "
-            "can hold the queue in this version"
+            f"queue URL {url!r}: expected redis://… or the SQL store's own URL "
+            f"({settings.database_url})"
         )
     queue: InvocationQueue
     if dialect_of(url) == "postgresql":
         from broker.queue.postgres import PostgresQueue
 
-        pg = PostgresQueue(engine, clock=clock)
+        pg = PostgresQueue(engine, clock=clock, account_concurrency=settings.account_concurrency)
         await pg.start_listening()
         queue = pg
     else:
         from broker.queue.sqlite import SqliteQueue
 
-        queue = SqliteQueue(engine, clock=clock)
+        queue = SqliteQueue(engine, clock=clock, account_concurrency=settings.account_concurrency)
     try:
         yield queue
     finally:

@@ -32,8 +32,10 @@ _LIMITS_LOCK = 0x6576_656E_7477_6972
 
 
 class PostgresQueue(SqlQueue):
-    def __init__(self, engine: AsyncEngine, *, clock: Clock = utcnow) -> None:
-        super().__init__(engine, clock=clock)
+    def __init__(
+        self, engine: AsyncEngine, *, clock: Clock = utcnow, account_concurrency: int | None = None
+    ) -> None:
+        super().__init__(engine, clock=clock, account_concurrency=account_concurrency)
         self._listener: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
 

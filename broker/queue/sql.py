@@ -70,9 +70,12 @@ def utcnow() -> datetime:
 class SqlQueue:
     """``InvocationQueue`` on a SQLAlchemy async engine (see :mod:`broker.queue.base`)."""
 
-    def __init__(self, engine: AsyncEngine, *, clock: Clock = utcnow) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, clock: Clock = utcnow, account_concurrency: int | None = None
+    ) -> None:
         self.engine = engine
         self.clock = clock
+        self.account_concurrency = account_concurrency
         self._wakeup = asyncio.Event()
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
@@ -140,9 +143,12 @@ class SqlQueue:
                 if lim.reserved_concurrency is not None
             }
             capacity: dict[str, int] = {}
-            if limited:
+            room = n
+            if limited or self.account_concurrency is not None:
                 await self._lock_for_limits(conn)
                 capacity = await self._capacity(conn, limited, now)
+            if self.account_concurrency is not None:
+                room = min(n, self.account_concurrency - await self._running(conn, now))
             eligible = [f for f in functions if capacity.get(f, 1) > 0]
             if not eligible:
                 return []
@@ -150,7 +156,7 @@ class SqlQueue:
                 self._candidates(n),
                 {"now": now, "fns": eligible},
             )
-            chosen, throttled = _within_capacity(candidates.all(), capacity)
+            chosen, throttled = _within_capacity(candidates.all(), capacity, max(room, 0))
             if throttled:
                 await conn.execute(
                     update(functions_t)
@@ -188,9 +194,18 @@ class SqlQueue:
     async def _lock_for_limits(self, conn: AsyncConnection) -> None:
         """Serialize leasers while reserved concurrency is counted (backend-specific)."""
 
+    async def _running(self, conn: AsyncConnection, now: datetime) -> int:
+        """Invocations running now, of every function (the account's concurrency)."""
+        count = await conn.scalar(
+            select(func.count()).where(inv.state == State.RUNNING.value, inv.lease_expires_at > now)
+        )
+        return int(count or 0)
+
     async def _capacity(
         self, conn: AsyncConnection, limited: Mapping[str, int], now: datetime
     ) -> dict[str, int]:
+        if not limited:
+            return {}
         running = await conn.execute(
             select(inv.function, func.count())
             .where(
@@ -390,15 +405,18 @@ def _row(item: NewInvocation, now: datetime) -> dict[str, Any]:
 
 
 def _within_capacity(
-    rows: Sequence[Row[Any]], capacity: Mapping[str, int]
+    rows: Sequence[Row[Any]], capacity: Mapping[str, int], account: int
 ) -> tuple[list[Row[Any]], Counter[str]]:
-    """Candidates that fit their function's remaining reserved concurrency; the rest throttled."""
+    """Candidates that fit their function's remaining reserved concurrency and the
+    account's (``account`` more in all); the rest throttled."""
     room = dict(capacity)
     chosen: list[Row[Any]] = []
     throttled: Counter[str] = Counter()
     for row in rows:
         left = room.get(row.function)
-        if left is None:
+        if len(chosen) >= account:
+            throttled[row.function] += 1
+        elif left is None:
             chosen.append(row)
         elif left > 0:
             room[row.function] = left - 1

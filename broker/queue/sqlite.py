@@ -19,9 +19,14 @@ from broker.queue.sql import Clock, SqlQueue, utcnow
 
 class SqliteQueue(SqlQueue):
     def __init__(
-        self, engine: AsyncEngine, *, clock: Clock = utcnow, poll_interval_s: float = 0.05
+        self,
+        engine: AsyncEngine,
+        *,
+        clock: Clock = utcnow,
+        poll_interval_s: float = 0.05,
+        account_concurrency: int | None = None,
     ) -> None:
-        super().__init__(engine, clock=clock)
+        super().__init__(engine, clock=clock, account_concurrency=account_concurrency)
         self.poll_interval_s = poll_interval_s
 
     async def wait(self, functions: Mapping[str, FunctionLimits], timeout_s: float) -> None:

@@ -130,7 +130,7 @@ attempts = Table(
     Column("error_type", String(255)),
     Column("error_message", Text),
     Column("error_trace", JSON),
-    Index("ix_attempts_invocation_id", "invocation_id", "number"),
+    Index("ix_attempts_invocation_id", "invocation_id", "number", unique=True),
 )
 
 dead_letters = Table(

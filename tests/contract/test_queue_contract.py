@@ -1,13 +1,14 @@
 """The contract every ``InvocationQueue`` backend passes unchanged.
 
-Each test runs against every backend in ``BACKENDS``; a new backend is added
-by teaching the ``queue`` fixture to build it, and nothing else.
+Each test runs against every backend in ``QUEUES``; a new backend is added by
+teaching the ``h`` fixture to build it, and nothing else.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -31,42 +32,88 @@ from broker.models import (
 )
 from broker.queue.base import InvocationQueue
 from broker.queue.postgres import PostgresQueue
-from broker.queue.sql import SqlQueue
+from broker.queue.redis import RedisQueue, connect
+from broker.queue.redis_history import HistoryWriter
 from broker.queue.sqlite import SqliteQueue
 from broker.store.schema import attempts, dead_letters
 from tests.support.clock import FakeClock
-from tests.support.stores import BACKENDS, migrated_engine
+from tests.support.redis import redis_prefix
+from tests.support.services import REDIS_URL
+from tests.support.stores import migrated_engine
 
 F = {"f": FunctionLimits(lease_s=10)}
+QUEUES = ["sqlite", "postgres", "redis"]
 
 
 @dataclass
 class Harness:
-    queue: SqlQueue
+    queue: InvocationQueue
     clock: FakeClock
     engine: AsyncEngine
-    backend: str
+    make: Callable[[], InvocationQueue]
+    """Another queue on the same store, as another process would have."""
+    record: Callable[[], Awaitable[object]]
+    """Make sure what was settled is in the SQL history (the Redis queue writes it later)."""
 
-    def other(self) -> SqlQueue:
-        """A second queue on the same store, as another process would have."""
-        cls = PostgresQueue if self.backend == "postgres" else SqliteQueue
-        return cls(self.engine, clock=self.clock)
+    def other(self) -> InvocationQueue:
+        return self.make()
+
+    async def recorded(self) -> None:
+        await self.record()
 
 
-@pytest.fixture(params=BACKENDS)
-async def h(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+async def _nothing() -> None:
+    return None
+
+
+@asynccontextmanager
+async def sql_harness(backend: str, tmp_path: Path) -> AsyncIterator[Harness]:
     clock = FakeClock()
-    async with migrated_engine(request.param, tmp_path) as engine:
-        queue: SqlQueue
-        queue = (
-            PostgresQueue(engine, clock=clock)
-            if request.param == "postgres"
-            else SqliteQueue(engine, clock=clock)
-        )
+    async with migrated_engine(backend, tmp_path) as engine:
+        cls = PostgresQueue if backend == "postgres" else SqliteQueue
+
+        def make() -> InvocationQueue:
+            return cls(engine, clock=clock)
+
+        queue = make()
         try:
-            yield Harness(queue, clock, engine, request.param)
+            yield Harness(queue, clock, engine, make, _nothing)
         finally:
             await queue.close()
+
+
+@asynccontextmanager
+async def redis_harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    clock = FakeClock()
+    async with redis_prefix() as prefix, migrated_engine("sqlite", tmp_path) as engine:
+        client = connect(REDIS_URL)
+        writer = HistoryWriter(client, prefix, engine, owner="test")
+
+        def make() -> InvocationQueue:
+            return RedisQueue(client, prefix=prefix, clock=clock)
+
+        async def record() -> None:
+            await writer.lead()
+            while await writer.write_batch():
+                pass
+
+        queue = make()
+        try:
+            yield Harness(queue, clock, engine, make, record)
+        finally:
+            await queue.close()
+            await client.aclose()
+
+
+@pytest.fixture(params=QUEUES)
+async def h(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+    harness = (
+        redis_harness(tmp_path)
+        if request.param == "redis"
+        else sql_harness(request.param, tmp_path)
+    )
+    async with harness as value:
+        yield value
 
 
 def new(function: str = "f", **kw: object) -> NewInvocation:
@@ -174,6 +221,7 @@ async def test_settle_success_records_the_attempt(h: Harness) -> None:
     await h.queue.settle([settlement(held, State.SUCCEEDED, result=b'"ok"')], h.clock.now)
     h.clock.advance(3600)
     assert await lease(h.queue, h) == []
+    await h.recorded()
     async with h.engine.connect() as conn:
         rows = (await conn.execute(select(attempts))).all()
     assert [(r.invocation_id, r.number, r.status) for r in rows] == [
@@ -221,6 +269,7 @@ async def test_settle_enqueues_follow_ons_and_dead_letters_atomically(h: Harness
     [g] = await lease(h.queue, h, fns={"g": FunctionLimits(10)})
     assert g.invocation.id == follow_on.id
     assert g.invocation.origin is Origin.DESTINATION
+    await h.recorded()
     async with h.engine.connect() as conn:
         rows = (await conn.execute(select(dead_letters))).all()
     assert [(r.invocation_id, r.condition) for r in rows] == [
@@ -291,10 +340,9 @@ async def test_concurrent_leasers_never_share_an_invocation(h: Harness) -> None:
 
 async def test_wait_returns_promptly_when_work_is_enqueued(h: Harness) -> None:
     other = h.other()
-    if isinstance(other, PostgresQueue):
-        await other.start_listening()
-    if isinstance(h.queue, PostgresQueue):
-        await h.queue.start_listening()
+    for q in (other, h.queue):
+        if isinstance(q, PostgresQueue | RedisQueue):
+            await q.start_listening()
     try:
         await lease(h.queue, h)  # arms the wake-up
         waiter = asyncio.create_task(h.queue.wait(F, timeout_s=30))

@@ -1,0 +1,197 @@
+"""History events: what a queue that keeps its hot path outside SQL reports for the SQL store.
+
+An event is a small JSON object, made where the change happens (enqueue,
+settle) and turned into rows of ``invocations``, ``attempts`` and
+``dead_letters`` by the history writer. Times are microseconds since the
+epoch; payloads and results are text, with bytes that are not UTF-8 kept by
+``surrogateescape`` so they come back exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from broker.models import NewInvocation, Settlement, State
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def us(when: datetime) -> int:
+    """Microseconds since the epoch (exact as an integer below 2**53)."""
+    return (when - _EPOCH) // timedelta(microseconds=1)
+
+
+def from_us(value: int | str | bytes) -> datetime:
+    return _EPOCH + timedelta(microseconds=int(value))
+
+
+def _text(data: bytes | None) -> str | None:
+    return None if data is None else data.decode("utf-8", "surrogateescape")
+
+
+def _bytes(text: str | None) -> bytes | None:
+    return None if text is None else text.encode("utf-8", "surrogateescape")
+
+
+def enqueue_event(item: NewInvocation, first: datetime, available: datetime, now: datetime) -> str:
+    return json.dumps(
+        {
+            "k": "e",
+            "id": item.id,
+            "r": item.request_id or item.id,
+            "f": item.function,
+            "o": item.origin.value,
+            "s": dict(item.source),
+            "l": item.lane,
+            "key": item.idempotency_key,
+            "y": item.sync,
+            "p": _text(item.payload),
+            "fq": us(first),
+            "av": us(available),
+            "u": us(now),
+        },
+        separators=(",", ":"),
+    )
+
+
+def settle_event(s: Settlement, now: datetime) -> str:
+    a = s.attempt
+    letter = s.dead_letter
+    return json.dumps(
+        {
+            "k": "s",
+            "id": s.invocation_id,
+            "st": s.state.value,
+            "fe": s.function_errors,
+            "se": s.system_errors,
+            "res": _text(s.result),
+            "et": s.error_type,
+            "em": s.error_message,
+            "av": us(s.retry_at) if s.state is State.PENDING and s.retry_at else None,
+            "u": us(now),
+            "a": [
+                a.number,
+                us(a.started_at),
+                a.duration_ms,
+                a.status,
+                a.error_type,
+                a.error_message,
+                list(a.error_trace) or None,
+            ],
+            "dl": None
+            if letter is None
+            else {
+                "id": letter.id,
+                "invocation_id": letter.invocation_id,
+                "request_id": letter.request_id,
+                "function": letter.function,
+                "payload": _text(letter.payload),
+                "origin": letter.origin.value,
+                "source": dict(letter.source),
+                "condition": letter.condition.value,
+                "error_type": letter.error_type,
+                "error_message": letter.error_message,
+                "attempts": letter.attempts,
+                "first_enqueued_at": us(letter.first_enqueued_at),
+                "dead_at": us(letter.dead_at),
+            },
+        },
+        separators=(",", ":"),
+    )
+
+
+@dataclass(slots=True)
+class Rows:
+    """The SQL rows a run of history events comes to.
+
+    ``new`` are invocations first seen in this run, already carrying the last
+    state the run gives them; ``updates`` are states of invocations written by
+    an earlier run, in order.
+    """
+
+    new: dict[str, dict[str, Any]] = field(default_factory=dict)
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, event: dict[str, Any]) -> None:
+        if event["k"] == "e":
+            self.new.setdefault(event["id"], _invocation_row(event))
+            return
+        state = _state_of(event)
+        row = self.new.get(event["id"])
+        if row is not None and row["attempts"] <= state["attempts"]:
+            row.update({k: v for k, v in state.items() if k != "available_at" or v is not None})
+        elif row is None:
+            self.updates.append({"b_id": event["id"], **{f"b_{k}": v for k, v in state.items()}})
+        self.attempts.append(_attempt_row(event))
+        if event["dl"] is not None:
+            self.dead_letters.append(_dead_letter_row(event["dl"]))
+
+
+def _invocation_row(e: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": e["id"],
+        "request_id": e["r"],
+        "function": e["f"],
+        "origin": e["o"],
+        "source": e["s"],
+        "lane": e["l"],
+        "idempotency_key": e["key"],
+        "sync": e["y"],
+        "payload": _bytes(e["p"]),
+        "state": State.PENDING.value,
+        "attempts": 0,
+        "function_errors": 0,
+        "system_errors": 0,
+        "first_enqueued_at": from_us(e["fq"]),
+        "available_at": from_us(e["av"]),
+        "updated_at": from_us(e["u"]),
+        "finished_at": None,
+        "result": None,
+        "error_type": None,
+        "error_message": None,
+    }
+
+
+def _state_of(e: dict[str, Any]) -> dict[str, Any]:
+    terminal = State(e["st"]).terminal
+    state = {
+        "state": e["st"],
+        "attempts": e["a"][0],
+        "function_errors": e["fe"],
+        "system_errors": e["se"],
+        "result": _bytes(e["res"]),
+        "error_type": e["et"],
+        "error_message": e["em"],
+        "updated_at": from_us(e["u"]),
+        "finished_at": from_us(e["u"]) if terminal else None,
+        "available_at": None if e["av"] is None else from_us(e["av"]),
+    }
+    return state
+
+
+def _attempt_row(e: dict[str, Any]) -> dict[str, Any]:
+    number, started, duration, status, error_type, error_message, trace = e["a"]
+    return {
+        "invocation_id": e["id"],
+        "number": number,
+        "started_at": from_us(started),
+        "duration_ms": duration,
+        "status": status,
+        "error_type": error_type,
+        "error_message": error_message,
+        "error_trace": trace,
+    }
+
+
+def _dead_letter_row(d: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **d,
+        "payload": _bytes(d["payload"]),
+        "first_enqueued_at": from_us(d["first_enqueued_at"]),
+        "dead_at": from_us(d["dead_at"]),
+    }

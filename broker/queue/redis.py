@@ -1,0 +1,357 @@
+"""The Redis queue: the hot path in Redis, the history in the SQL store.
+
+Unfinished invocations, their order, leases, lanes, delays and running counts
+live in Redis and change only through the Lua scripts of
+:mod:`broker.queue.redis_lua`, so every step is atomic. What happened —
+invocations, attempts, dead letters — is appended to a Redis stream inside the
+same scripts and copied into the SQL store in batches by
+:class:`~broker.queue.redis_history.HistoryWriter`, so ``eventwire invocations``
+and ``eventwire dlq`` read the same tables whichever queue ran the invocation.
+
+Idle dispatchers subscribe to a wake-up channel that enqueues publish to;
+delayed invocations and lease expiries are waited for exactly, by their time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from broker.errors import UsageError
+from broker.models import (
+    Enqueued,
+    FunctionLimits,
+    Invocation,
+    Lease,
+    NewInvocation,
+    Origin,
+    Settlement,
+    State,
+)
+from broker.queue import redis_lua
+from broker.queue.records import enqueue_event, from_us, settle_event, us
+from broker.queue.redis_history import HistoryWriter
+from broker.queue.sql import Clock, utcnow
+from broker.settings import Settings
+
+log = logging.getLogger("eventwire.queue")
+
+MAX_LEASE = 1000
+"""At most this many invocations per lease call (bounded script arguments)."""
+GUARD_WINDOW_S = 300
+"""How long an enqueue without an idempotency key is remembered, so that a
+client retrying after a lost reply does not enqueue it twice."""
+
+
+def connect(url: str) -> aioredis.Redis:
+    """A client that retries commands across dropped connections with backoff."""
+    return aioredis.Redis.from_url(
+        url,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=5),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError, OSError],
+        health_check_interval=30,
+        socket_connect_timeout=5,
+    )
+
+
+class RedisQueue:
+    """``InvocationQueue`` on Redis (see :mod:`broker.queue.base` for the contract)."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        prefix: str = "eventwire",
+        clock: Clock = utcnow,
+        idempotency_window_s: float = 24 * 3600,
+        account_concurrency: int | None = None,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix.rstrip(":") + ":"
+        self.clock = clock
+        self.idempotency_window_s = int(idempotency_window_s)
+        self.account_concurrency = account_concurrency
+        self._wakeup = asyncio.Event()
+        self._listener: asyncio.Task[None] | None = None
+        self._listening = asyncio.Event()
+        self._enqueue = client.register_script(redis_lua.ENQUEUE)
+        self._lease = client.register_script(redis_lua.LEASE)
+        self._settle = client.register_script(redis_lua.SETTLE)
+        self._extend = client.register_script(redis_lua.EXTEND)
+        self._release = client.register_script(redis_lua.RELEASE)
+        self._next_due = client.register_script(redis_lua.NEXT_DUE)
+
+    async def check(self, url: str) -> None:
+        """Fail with a one-line error naming ``url`` when Redis cannot be reached."""
+        try:
+            await self.client.ping()
+        except (RedisError, OSError) as exc:
+            raise UsageError(f"cannot use the Redis queue at {url}: {exc}") from None
+
+    # ------------------------------------------------------------ enqueue
+
+    def _item_args(self, item: NewInvocation, now: datetime) -> list[Any]:
+        first = item.first_enqueued_at or now
+        available = item.available_at or now
+        return [
+            item.id,
+            item.function,
+            item.payload,
+            item.request_id or item.id,
+            item.origin.value,
+            item.lane or "",
+            item.idempotency_key or "",
+            "1" if item.sync else "0",
+            us(first),
+            us(available),
+            json.dumps(dict(item.source)) if item.source else "",
+            enqueue_event(item, first, available, now),
+        ]
+
+    async def enqueue(self, batch: Sequence[NewInvocation]) -> list[Enqueued]:
+        if not batch:
+            return []
+        now = self.clock()
+        args: list[Any] = [
+            self.prefix,
+            us(now),
+            self.idempotency_window_s,
+            GUARD_WINDOW_S,
+            len(batch),
+        ]
+        for item in batch:
+            args.extend(self._item_args(item, now))
+        answer = await self._enqueue(args=args)
+        self._wakeup.set()
+        return [Enqueued(answer[j].decode(), bool(answer[j + 1])) for j in range(0, len(answer), 2)]
+
+    # ------------------------------------------------------------ lease
+
+    async def lease(
+        self,
+        n: int,
+        owner: str,
+        functions: Mapping[str, FunctionLimits],
+        now: datetime,
+    ) -> list[Lease]:
+        self._wakeup.clear()
+        if n <= 0 or not functions:
+            return []
+        args: list[Any] = [
+            self.prefix,
+            us(now),
+            min(n, MAX_LEASE),
+            uuid.uuid4().hex[:12],
+            -1 if self.account_concurrency is None else self.account_concurrency,
+            len(functions),
+        ]
+        for name, limits in functions.items():
+            reserved = limits.reserved_concurrency
+            args.extend(
+                (name, int(limits.lease_s * 1_000_000), -1 if reserved is None else reserved)
+            )
+        rows, _throttles = await self._lease(args=args)
+        return [_lease(row) for row in rows]
+
+    # ------------------------------------------------------------ extend / release
+
+    async def extend(self, expiries: Mapping[str, datetime]) -> set[str]:
+        if not expiries:
+            return set()
+        args: list[Any] = [self.prefix, us(self.clock()), len(expiries)]
+        for token, when in expiries.items():
+            args.extend((token, us(when)))
+        return {t.decode() for t in await self._extend(args=args)}
+
+    async def release(self, tokens: Sequence[str]) -> None:
+        if tokens:
+            await self._release(args=[self.prefix, us(self.clock()), *tokens])
+
+    # ------------------------------------------------------------ settle
+
+    async def settle(self, settlements: Sequence[Settlement], now: datetime) -> set[str]:
+        if not settlements:
+            return set()
+        args: list[Any] = [
+            self.prefix,
+            us(now),
+            self.idempotency_window_s,
+            GUARD_WINDOW_S,
+            len(settlements),
+        ]
+        for s in settlements:
+            args.extend(
+                (
+                    s.lease_token,
+                    s.state.value,
+                    us(s.retry_at) if s.state is State.PENDING and s.retry_at else us(now),
+                    s.function_errors,
+                    s.system_errors,
+                    settle_event(s, now),
+                    len(s.enqueue),
+                )
+            )
+            for item in s.enqueue:
+                args.extend(self._item_args(item, now))
+        held = {t.decode() for t in await self._settle(args=args)}
+        self._wakeup.set()
+        return held
+
+    # ------------------------------------------------------------ wait / close
+
+    async def start_listening(self) -> None:
+        """Subscribe to wake-ups; returns once subscribed (or after logging why not)."""
+        if self._listener is None:
+            self._listener = asyncio.create_task(self._listen(), name="eventwire-redis-wake")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._listening.wait(), 10)
+
+    async def _listen(self) -> None:
+        failures = 0
+        while True:
+            pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.prefix + "wake")
+                self._listening.set()
+                self._wakeup.set()  # work may have come while we were not listening
+                failures = 0
+                async for _message in pubsub.listen():
+                    self._wakeup.set()
+            except (RedisError, OSError) as exc:
+                failures += 1
+                delay = min(0.1 * 2**failures, 5.0)
+                log.warning("queue: Redis wake-up channel lost (%s); retry in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+            finally:
+                self._listening.clear()
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+
+    async def next_due(self, functions: Mapping[str, FunctionLimits]) -> datetime | None:
+        """When the earliest delayed invocation or lease comes due."""
+        value = await self._next_due(args=[self.prefix, *functions])
+        return from_us(value) if value else None
+
+    async def wait(self, functions: Mapping[str, FunctionLimits], timeout_s: float) -> None:
+        if self._wakeup.is_set():
+            return
+        due = await self.next_due(functions)
+        if due is not None:
+            timeout_s = min(timeout_s, max(0.0, (due - self.clock()).total_seconds()))
+        if timeout_s <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), timeout_s)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+
+
+@asynccontextmanager
+async def open_redis_queue(
+    settings: Settings,
+    engine: AsyncEngine,
+    *,
+    clock: Clock = utcnow,
+    history_owner: str | None = None,
+) -> AsyncIterator[RedisQueue]:
+    """The Redis queue at ``settings.queue_url``; with ``history_owner`` it writes history."""
+    url = settings.effective_queue_url
+    client = connect(url)
+    queue = RedisQueue(
+        client,
+        prefix=settings.queue_prefix,
+        clock=clock,
+        idempotency_window_s=settings.idempotency_window_s,
+        account_concurrency=settings.account_concurrency,
+    )
+    writer: HistoryWriter | None = None
+    task: asyncio.Task[None] | None = None
+    try:
+        await queue.check(redact(url))
+        await queue.start_listening()
+        if history_owner is not None:
+            writer = HistoryWriter(client, queue.prefix, engine, owner=history_owner)
+            task = asyncio.create_task(writer.run(), name="eventwire-history")
+        yield queue
+    finally:
+        if writer is not None and task is not None:
+            writer.stop()
+            await task
+        await queue.close()
+        await client.aclose()
+
+
+def redact(url: str) -> str:
+    """``url`` without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _text(value: bytes | None) -> str:
+    return value.decode() if value else ""
+
+
+def _lease(row: Sequence[Any]) -> Lease:
+    (
+        id,
+        token,
+        function,
+        attempts,
+        expires,
+        payload,
+        request_id,
+        origin,
+        lane,
+        key,
+        sync,
+        function_errors,
+        system_errors,
+        first,
+        available,
+        source,
+    ) = row
+    invocation = Invocation(
+        id=id.decode(),
+        request_id=request_id.decode(),
+        function=function.decode(),
+        payload=payload,
+        origin=Origin(origin.decode()),
+        lane=_text(lane) or None,
+        idempotency_key=_text(key) or None,
+        sync=sync == b"1",
+        state=State.RUNNING,
+        attempts=int(attempts),
+        function_errors=int(function_errors),
+        system_errors=int(system_errors),
+        first_enqueued_at=from_us(first),
+        available_at=from_us(available),
+        source=json.loads(source) if source else {},
+    )
+    return Lease(token=token.decode(), invocation=invocation, expires_at=from_us(expires))
+
+
+__all__ = ["RedisQueue", "connect"]

@@ -1,0 +1,203 @@
+"""Copying the Redis queue's history stream into the SQL store, in batches.
+
+One writer at a time (a lease in Redis that every ``serve`` process competes
+for) reads the stream in order from its cursor, writes each batch in one SQL
+transaction, then moves the cursor and trims what it wrote. Every write is
+idempotent — invocations by id, attempts by (invocation, number), dead letters
+by id, and a state only over an older one — so a writer that dies between
+its commit and the cursor leaves nothing for the next writer to get wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from broker.models import State
+from broker.queue import redis_lua
+from broker.queue.records import Rows
+from broker.store.schema import attempts, dead_letters, functions, invocations
+
+log = logging.getLogger("eventwire.history")
+
+BATCH = 2000
+"""Stream entries (each one script call's events) read per SQL transaction, at most."""
+LEAD_TTL_MS = 10_000
+
+inv = invocations.c
+_UPDATE = (
+    update(invocations)
+    .where(
+        inv.id == bindparam("b_id"),
+        or_(
+            inv.attempts < bindparam("b_attempts"),
+            and_(
+                inv.attempts == bindparam("b_attempts"),
+                inv.state.in_([State.PENDING.value, State.RUNNING.value]),
+            ),
+        ),
+    )
+    .values(
+        state=bindparam("b_state"),
+        attempts=bindparam("b_attempts"),
+        function_errors=bindparam("b_function_errors"),
+        system_errors=bindparam("b_system_errors"),
+        result=bindparam("b_result"),
+        error_type=bindparam("b_error_type"),
+        error_message=bindparam("b_error_message"),
+        updated_at=bindparam("b_updated_at"),
+        finished_at=bindparam("b_finished_at"),
+        available_at=func.coalesce(
+            bindparam("b_available_at", type_=inv.available_at.type), inv.available_at
+        ),
+    )
+)
+
+
+class HistoryWriter:
+    def __init__(
+        self, client: aioredis.Redis, prefix: str, engine: AsyncEngine, *, owner: str
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.engine = engine
+        self.owner = owner
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._lead = client.register_script(redis_lua.LEAD)
+        self._advance = client.register_script(redis_lua.ADVANCE_HISTORY)
+        self._take_throttles = client.register_script(redis_lua.TAKE_THROTTLES)
+        self._stopping = asyncio.Event()
+        self.written = 0
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Write history while this process leads; on ``stop()``, drain what is there first."""
+        failures = 0
+        while True:
+            try:
+                leading = await self.lead()
+                wrote = await self.write_batch(block_ms=500) if leading else 0
+                failures = 0
+            except (RedisError, OSError, OperationalError, DBAPIError) as exc:
+                failures += 1
+                delay = min(0.1 * 2**failures, 5.0)
+                log.warning("history: %s; retrying in %.1fs", _first_line(exc), delay)
+                wrote = 0
+                await self._pause(delay)
+            if self._stopping.is_set() and wrote == 0:
+                return
+            if not leading and not self._stopping.is_set():
+                await self._pause(LEAD_TTL_MS / 4000)
+
+    async def lead(self) -> bool:
+        """Take or keep the writer's lease; True while this writer leads."""
+        return bool(await self._lead(args=[self.prefix, self.owner, LEAD_TTL_MS]))
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def write_batch(self, *, block_ms: int = 0) -> int:
+        """Write the next entries after the cursor; answers how many stream entries."""
+        stream = self.prefix + "h"
+        cursor = cast(bytes | None, await self.client.get(self.prefix + "hc"))
+        start = b"(" + cursor if cursor else b"-"
+        entries = cast(
+            list[tuple[bytes, dict[bytes, bytes]]],
+            await self.client.xrange(stream, min=start, max="+", count=BATCH),
+        )
+        if not entries and block_ms and not self._stopping.is_set():
+            await self.client.xread({stream: cursor or b"0-0"}, count=1, block=block_ms)
+            return await self.write_batch()
+        if not entries:
+            return 0
+        rows = Rows()
+        for _id, fields in entries:
+            for event in json.loads(fields[b"e"]):
+                rows.add(event)
+        throttles = await self._take_throttles(args=[self.prefix])
+        async with self.engine.begin() as conn:
+            await self._write(conn, rows)
+            await _add_throttles(conn, throttles)
+        last = entries[-1][0].decode()
+        await self._advance(args=[self.prefix, self.owner, last, _after(last)])
+        self.written += len(entries)
+        return len(entries)
+
+    async def _write(self, conn: AsyncConnection, rows: Rows) -> None:
+        if rows.new:
+            await self._insert_invocations(conn, list(rows.new.values()))
+        if rows.updates:
+            await conn.execute(_UPDATE, rows.updates)
+        if rows.attempts:
+            await conn.execute(
+                self._insert(attempts).on_conflict_do_nothing(
+                    index_elements=[attempts.c.invocation_id, attempts.c.number]
+                ),
+                rows.attempts,
+            )
+        if rows.dead_letters:
+            await conn.execute(
+                self._insert(dead_letters).on_conflict_do_nothing(
+                    index_elements=[dead_letters.c.id]
+                ),
+                rows.dead_letters,
+            )
+
+    async def _insert_invocations(
+        self, conn: AsyncConnection, new: Sequence[dict[str, Any]]
+    ) -> None:
+        stmt = self._insert(invocations).on_conflict_do_nothing()
+        written = {r.id for r in await conn.execute(stmt.returning(inv.id), new)}
+        unwritten = [row for row in new if row["id"] not in written]
+        if not unwritten:
+            return
+        # Written before (a replay), or its idempotency key outlived Redis's window and
+        # is taken by an older invocation: keep the newer one, without the key.
+        known = {
+            r.id
+            for r in await conn.execute(
+                select(inv.id).where(inv.id.in_([row["id"] for row in unwritten]))
+            )
+        }
+        rest = [{**row, "idempotency_key": None} for row in unwritten if row["id"] not in known]
+        if rest:
+            await conn.execute(stmt, rest)
+
+
+async def _add_throttles(conn: AsyncConnection, counts: Sequence[bytes]) -> None:
+    if not counts:
+        return
+    await conn.execute(
+        update(functions)
+        .where(functions.c.name == bindparam("b_name"))
+        .values(throttles=functions.c.throttles + bindparam("b_count")),
+        [
+            {"b_name": counts[j].decode(), "b_count": int(counts[j + 1])}
+            for j in range(0, len(counts), 2)
+        ],
+    )
+
+
+def _after(entry_id: str) -> str:
+    """The smallest stream id greater than ``entry_id``."""
+    ms, _, seq = entry_id.partition("-")
+    return f"{ms}-{int(seq) + 1}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

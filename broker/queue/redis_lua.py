@@ -1,0 +1,342 @@
+"""The Redis queue's scripts: every multi-key step runs as one Lua script, so it is atomic.
+
+Keys, under the installation's prefix ``P`` (``eventwire:`` by default)::
+
+    P i:<id>            hash   one unfinished invocation (fields below)
+    P r:<function>      zset   runnable invocations, scored by enqueue sequence
+    P d:<function>      zset   delayed invocations (retries), scored by available-at µs
+    P l:<lane>          list   a lane's unfinished invocations in order; only its head
+                               is ever in r: or d:
+    P x                 zset   leased invocations, scored by lease expiry µs
+    P c                 hash   running count per function, and ``*`` for all
+    P t                 hash   throttles per function not yet copied to the SQL store
+    P g:<id>            string enqueue guard for a keyless invocation (short window)
+    P k:<fn>:<key>      string the invocation id an idempotency key maps to
+    P seq               int    enqueue sequence
+    P h                 stream history events (enqueues, settlements) for the SQL store
+    P wake              pubsub "there is work" for idle dispatchers
+
+Invocation hash fields: ``f`` function, ``p`` payload, ``r`` request id, ``o``
+origin, ``l`` lane, ``k`` idempotency key, ``y`` sync, ``a`` attempts, ``fe``/``se``
+function/system errors, ``fq`` first enqueued (µs), ``av`` available at (µs), ``s``
+source (JSON), ``q`` sequence, ``t`` lease token ('' when not leased).
+
+A lease token is ``<invocation id>/<nonce>``, so a token alone finds its invocation.
+Finished invocations leave Redis: their history is in the stream until the SQL
+store has it.
+"""
+
+from __future__ import annotations
+
+ENQUEUE_FIELDS = 11
+"""Arguments per new invocation: id, function, payload, request id, origin, lane,
+idempotency key, sync, first enqueued µs, available at µs, source; plus its history
+event as a twelfth."""
+
+_PRELUDE = """
+local P = ARGV[1]
+local NOW = tonumber(ARGV[2])
+
+local function schedule(id, fn, seq, avail)
+  if tonumber(avail) <= NOW then
+    redis.call('ZADD', P .. 'r:' .. fn, seq, id)
+    return true
+  end
+  redis.call('ZADD', P .. 'd:' .. fn, avail, id)
+  return false
+end
+
+-- Reads ENQUEUE_FIELDS + 1 arguments from position i of ARGV; returns the next
+-- position, the id answered, whether it was created, whether it is runnable now.
+local function enqueue_one(i, seq, key_window, guard_window, events)
+  local id, fn, lane, key = ARGV[i], ARGV[i + 1], ARGV[i + 5], ARGV[i + 6]
+  local guard, ttl
+  if key ~= '' then
+    guard, ttl = P .. 'k:' .. fn .. ':' .. key, key_window
+  else
+    guard, ttl = P .. 'g:' .. id, guard_window
+  end
+  local prev = redis.call('SET', guard, id, 'NX', 'GET', 'EX', ttl)
+  if prev then
+    return i + 12, prev, 0, false
+  end
+  local avail = ARGV[i + 9]
+  redis.call('HSET', P .. 'i:' .. id,
+    'f', fn, 'p', ARGV[i + 2], 'r', ARGV[i + 3], 'o', ARGV[i + 4], 'l', lane, 'k', key,
+    'y', ARGV[i + 7], 'a', 0, 'fe', 0, 'se', 0, 'fq', ARGV[i + 8], 'av', avail,
+    's', ARGV[i + 10], 'q', seq, 't', '')
+  events[#events + 1] = ARGV[i + 11]
+  local runnable = false
+  if lane == '' or redis.call('RPUSH', P .. 'l:' .. lane, id) == 1 then
+    runnable = schedule(id, fn, seq, avail)
+  end
+  return i + 12, id, 1, runnable
+end
+
+local function record(events)
+  if #events > 0 then
+    redis.call('XADD', P .. 'h', '*', 'e', '[' .. table.concat(events, ',') .. ']')
+  end
+end
+
+local function held(token)
+  local id = string.match(token, '^(.-)/')
+  if not id then return nil end
+  local h = P .. 'i:' .. id
+  local v = redis.call('HMGET', h, 't', 'f', 'l', 'q')
+  if v[1] ~= token then return nil end
+  return id, h, v[2], v[3], v[4]
+end
+
+local function unrun(fn)
+  redis.call('HINCRBY', P .. 'c', fn, -1)
+  redis.call('HINCRBY', P .. 'c', '*', -1)
+end
+"""
+
+ENQUEUE = (
+    _PRELUDE
+    + """
+-- ARGV: P, now, key window s, guard window s, count, then count * 12 item arguments.
+local count = tonumber(ARGV[5])
+local last = redis.call('INCRBY', P .. 'seq', count)
+local answers, events, wake = {}, {}, false
+local i = 6
+for n = 1, count do
+  local id, created, runnable
+  i, id, created, runnable = enqueue_one(i, last - count + n, ARGV[3], ARGV[4], events)
+  answers[#answers + 1] = id
+  answers[#answers + 1] = created
+  wake = wake or runnable
+end
+record(events)
+if wake then redis.call('PUBLISH', P .. 'wake', '') end
+return answers
+"""
+)
+
+LEASE = (
+    _PRELUDE
+    + """
+-- ARGV: P, now, n, nonce, account limit (-1: none), function count,
+--       then per function: name, lease µs, reserved concurrency (-1: none).
+local n = tonumber(ARGV[3])
+local nonce = ARGV[4]
+local account = tonumber(ARGV[5])
+local nfn = tonumber(ARGV[6])
+
+-- Leases that ran out: their dispatcher is gone; the invocation is runnable again.
+local expired = redis.call('ZRANGEBYSCORE', P .. 'x', '-inf', NOW, 'LIMIT', 0, 256)
+for _, id in ipairs(expired) do
+  local h = P .. 'i:' .. id
+  local v = redis.call('HMGET', h, 'f', 'q')
+  redis.call('HSET', h, 't', '')
+  redis.call('ZADD', P .. 'r:' .. v[1], v[2], id)
+  unrun(v[1])
+end
+if #expired > 0 then redis.call('ZREM', P .. 'x', unpack(expired)) end
+
+local running = redis.call('HGETALL', P .. 'c')
+local counts = {}
+for j = 1, #running, 2 do counts[running[j]] = tonumber(running[j + 1]) end
+local room = n
+if account >= 0 then room = math.min(room, account - (counts['*'] or 0)) end
+
+local candidates, lease_us, throttled = {}, {}, {}
+for j = 0, nfn - 1 do
+  local fn = ARGV[7 + 3 * j]
+  lease_us[fn] = tonumber(ARGV[8 + 3 * j])
+  local reserved = tonumber(ARGV[9 + 3 * j])
+  local rkey, dkey = P .. 'r:' .. fn, P .. 'd:' .. fn
+  local due = redis.call('ZRANGEBYSCORE', dkey, '-inf', NOW, 'LIMIT', 0, n)
+  for _, id in ipairs(due) do
+    redis.call('ZADD', rkey, redis.call('HGET', P .. 'i:' .. id, 'q'), id)
+  end
+  if #due > 0 then redis.call('ZREM', dkey, unpack(due)) end
+  local cap = n
+  if reserved >= 0 then cap = math.min(cap, reserved - (counts[fn] or 0)) end
+  if cap > 0 then
+    local got = redis.call('ZRANGE', rkey, 0, cap - 1, 'WITHSCORES')
+    for k = 1, #got, 2 do
+      candidates[#candidates + 1] = {tonumber(got[k + 1]), got[k], fn}
+    end
+  end
+  if cap < n then
+    local waiting = redis.call('ZCARD', rkey) - math.max(cap, 0)
+    if waiting > 0 then throttled[fn] = math.min(waiting, n - math.max(cap, 0)) end
+  end
+end
+table.sort(candidates, function(a, b) return a[1] < b[1] end)
+
+local out, taken, expiries = {}, {}, {}
+for j, c in ipairs(candidates) do
+  local id, fn = c[2], c[3]
+  if j > room then
+    if account >= 0 and j <= n then throttled[fn] = (throttled[fn] or 0) + 1 end
+  else
+    local h = P .. 'i:' .. id
+    local token = id .. '/' .. nonce .. j
+    local expires = NOW + lease_us[fn]
+    local attempts = redis.call('HINCRBY', h, 'a', 1)
+    redis.call('HSET', h, 't', token)
+    local v = redis.call('HMGET', h, 'p', 'r', 'o', 'l', 'k', 'y', 'fe', 'se', 'fq', 'av', 's')
+    out[#out + 1] = {id, token, fn, attempts, expires,
+      v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11]}
+    taken[fn] = taken[fn] or {}
+    table.insert(taken[fn], id)
+    expiries[#expiries + 1] = expires
+    expiries[#expiries + 1] = id
+  end
+end
+local total = 0
+for fn, ids in pairs(taken) do
+  redis.call('ZREM', P .. 'r:' .. fn, unpack(ids))
+  redis.call('HINCRBY', P .. 'c', fn, #ids)
+  total = total + #ids
+end
+if total > 0 then
+  redis.call('HINCRBY', P .. 'c', '*', total)
+  redis.call('ZADD', P .. 'x', unpack(expiries))
+end
+local throttles = {}
+for fn, k in pairs(throttled) do
+  redis.call('HINCRBY', P .. 't', fn, k)
+  throttles[#throttles + 1] = fn
+  throttles[#throttles + 1] = k
+end
+return {out, throttles}
+"""
+)
+
+SETTLE = (
+    _PRELUDE
+    + """
+-- ARGV: P, now, key window s, guard window s, count, then per settlement:
+--   token, next state (pending | succeeded | failed), retry at µs (now when none),
+--   function errors, system errors, history event, follow-on count,
+--   follow-on count * 12 item arguments.
+local count = tonumber(ARGV[5])
+local i = 6
+local answers, events, wake, done = {}, {}, false, {}
+for _ = 1, count do
+  local token, state, retry_at = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local fe, se, event, follow = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])
+  i = i + 7
+  local id, h, fn, lane, seq = held(token)
+  if id then
+    answers[#answers + 1] = token
+    done[#done + 1] = id
+    unrun(fn)
+    events[#events + 1] = event
+    if state == 'pending' then
+      redis.call('HSET', h, 't', '', 'fe', fe, 'se', se, 'av', retry_at)
+      wake = schedule(id, fn, seq, retry_at) or wake
+    else
+      redis.call('DEL', h)
+      if lane ~= '' then
+        local lkey = P .. 'l:' .. lane
+        redis.call('LPOP', lkey)
+        local nxt = redis.call('LINDEX', lkey, 0)
+        if nxt then
+          local w = redis.call('HMGET', P .. 'i:' .. nxt, 'f', 'q', 'av')
+          wake = schedule(nxt, w[1], w[2], w[3]) or wake
+        end
+      end
+    end
+    if follow > 0 then
+      local last = redis.call('INCRBY', P .. 'seq', follow)
+      for n = 1, follow do
+        local runnable
+        i, _, _, runnable = enqueue_one(i, last - follow + n, ARGV[3], ARGV[4], events)
+        wake = wake or runnable
+      end
+    end
+  else
+    i = i + 12 * follow
+  end
+end
+if #done > 0 then redis.call('ZREM', P .. 'x', unpack(done)) end
+record(events)
+if wake then redis.call('PUBLISH', P .. 'wake', '') end
+return answers
+"""
+)
+
+EXTEND = (
+    _PRELUDE
+    + """
+-- ARGV: P, now, count, then per lease: token, new expiry µs.
+local answers = {}
+for j = 0, tonumber(ARGV[3]) - 1 do
+  local token, expires = ARGV[4 + 2 * j], ARGV[5 + 2 * j]
+  local id = held(token)
+  if id then
+    redis.call('ZADD', P .. 'x', expires, id)
+    answers[#answers + 1] = token
+  end
+end
+return answers
+"""
+)
+
+RELEASE = (
+    _PRELUDE
+    + """
+-- ARGV: P, now, then tokens. The attempt the lease was for is not counted.
+local any = false
+for j = 3, #ARGV do
+  local id, h, fn, _, seq = held(ARGV[j])
+  if id then
+    redis.call('HSET', h, 't', '')
+    redis.call('HINCRBY', h, 'a', -1)
+    redis.call('ZADD', P .. 'r:' .. fn, seq, id)
+    redis.call('ZREM', P .. 'x', id)
+    unrun(fn)
+    any = true
+  end
+end
+if any then redis.call('PUBLISH', P .. 'wake', '') end
+return any and 1 or 0
+"""
+)
+
+NEXT_DUE = """
+-- ARGV: P, then function names. The earliest delayed invocation or lease expiry (µs).
+local P = ARGV[1]
+local due = redis.call('ZRANGE', P .. 'x', 0, 0, 'WITHSCORES')[2]
+local best = due and tonumber(due) or nil
+for j = 2, #ARGV do
+  local d = redis.call('ZRANGE', P .. 'd:' .. ARGV[j], 0, 0, 'WITHSCORES')[2]
+  if d and (best == nil or tonumber(d) < best) then best = tonumber(d) end
+end
+return best or false
+"""
+
+TAKE_THROTTLES = """
+-- ARGV: P. Hands over the throttle counts gathered since the last call.
+local key = ARGV[1] .. 't'
+local counts = redis.call('HGETALL', key)
+redis.call('DEL', key)
+return counts
+"""
+
+ADVANCE_HISTORY = """
+-- ARGV: P, owner, last entry id written, trim threshold id.
+-- Moves the history cursor and trims what is written, only while ``owner`` leads.
+local P = ARGV[1]
+if redis.call('GET', P .. 'hl') ~= ARGV[2] then return 0 end
+redis.call('SET', P .. 'hc', ARGV[3])
+redis.call('XTRIM', P .. 'h', 'MINID', ARGV[4])
+return 1
+"""
+
+LEAD = """
+-- ARGV: P, owner, ttl ms. Takes or keeps the history writer's lease.
+local key = ARGV[1] .. 'hl'
+local current = redis.call('GET', key)
+if current == false or current == ARGV[2] then
+  redis.call('SET', key, ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
