@@ -93,17 +93,21 @@ async def submit(
 async def wait_finished(
     engine: AsyncEngine, invocation_id: str, timeout_s: float
 ) -> Finished | None:
-    """Poll until the invocation is finished (None after ``timeout_s``)."""
+    """Poll until the invocation is finished (None after ``timeout_s``).
+
+    A queue that keeps its hot path outside SQL (Redis) writes the row a moment
+    after the enqueue; until then the invocation is simply not finished yet.
+    """
     deadline = time.monotonic() + timeout_s
     delay = 0.002
     i = invocations.c
     query = select(i.state, i.result, i.error_type, i.error_message).where(i.id == invocation_id)
     while True:
         async with engine.connect() as conn:
-            row = (await conn.execute(query)).one()
+            row = (await conn.execute(query)).one_or_none()
             await conn.rollback()
-        state = State(row.state)
-        if state.terminal:
+        state = State(row.state) if row is not None else State.PENDING
+        if row is not None and state.terminal:
             return Finished(invocation_id, state, row.result, row.error_type, row.error_message)
         if time.monotonic() >= deadline:
             return None

@@ -70,7 +70,9 @@ class Service:
             await _prepare_store(engine, self.settings, self.config, self.migrate)
             catalog = await Catalog.start(self.config, self.settings)
             try:
-                async with open_queue(self.settings, engine, clock=self.clock) as queue:
+                async with open_queue(
+                    self.settings, engine, clock=self.clock, history_owner=self.owner
+                ) as queue:
                     self.dispatcher = Dispatcher(
                         queue,
                         catalog,
@@ -86,11 +88,14 @@ class Service:
                     if handle_signals:
                         _install_signals(self.stop)
                     log.info(
-                        "serving %d functions as %s (concurrency %d, store %s)",
+                        "serving %d functions as %s (concurrency %d, store %s%s)",
                         len(catalog),
                         self.owner,
                         self.settings.concurrency,
                         _redacted(self.settings.database_url),
+                        f", queue {_redacted(self.settings.queue_url)}"
+                        if self.settings.queue_url
+                        else "",
                     )
                     self.started.set()
                     await self.dispatcher.run()

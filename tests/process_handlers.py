@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
@@ -23,4 +24,18 @@ def hang_once(event: dict[str, Any], context: Any) -> str:
     if not started.exists():
         started.write_text(context.aws_request_id)
         time.sleep(600)
+    return "second time lucky"
+
+
+def _first_run(started: Path, request_id: str) -> bool:
+    if started.exists():
+        return False
+    started.write_text(request_id)
+    return True
+
+
+async def ahang_once(event: dict[str, Any], context: Any) -> str:
+    """:func:`hang_once` without holding a thread while it hangs: many can hang at once."""
+    if await asyncio.to_thread(_first_run, Path(event["started"]), context.aws_request_id):
+        await asyncio.sleep(600)
     return "second time lucky"

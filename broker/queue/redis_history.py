@@ -44,7 +44,7 @@ _UPDATE = (
             inv.attempts < bindparam("b_attempts"),
             and_(
                 inv.attempts == bindparam("b_attempts"),
-                inv.state.in_([State.PENDING.value, State.RUNNING.value]),
+                or_(inv.state == State.PENDING.value, inv.state == State.RUNNING.value),
             ),
         ),
     )
@@ -86,6 +86,7 @@ class HistoryWriter:
     async def run(self) -> None:
         """Write history while this process leads; on ``stop()``, drain what is there first."""
         failures = 0
+        leading = False
         while True:
             try:
                 leading = await self.lead()
@@ -97,6 +98,12 @@ class HistoryWriter:
                 log.warning("history: %s; retrying in %.1fs", _first_line(exc), delay)
                 wrote = 0
                 await self._pause(delay)
+            except Exception:
+                # Not a connection problem: say so loudly, and keep the queue running.
+                failures += 1
+                log.exception("history: writing failed; retrying in 5s")
+                wrote = 0
+                await self._pause(5.0)
             if self._stopping.is_set() and wrote == 0:
                 return
             if not leading and not self._stopping.is_set():

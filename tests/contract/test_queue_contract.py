@@ -52,6 +52,8 @@ class Harness:
     engine: AsyncEngine
     make: Callable[[], InvocationQueue]
     """Another queue on the same store, as another process would have."""
+    make_limited: Callable[[int], InvocationQueue]
+    """The same, with an account-wide concurrency limit."""
     record: Callable[[], Awaitable[object]]
     """Make sure what was settled is in the SQL history (the Redis queue writes it later)."""
 
@@ -72,12 +74,12 @@ async def sql_harness(backend: str, tmp_path: Path) -> AsyncIterator[Harness]:
     async with migrated_engine(backend, tmp_path) as engine:
         cls = PostgresQueue if backend == "postgres" else SqliteQueue
 
-        def make() -> InvocationQueue:
-            return cls(engine, clock=clock)
+        def make(account: int | None = None) -> InvocationQueue:
+            return cls(engine, clock=clock, account_concurrency=account)
 
         queue = make()
         try:
-            yield Harness(queue, clock, engine, make, _nothing)
+            yield Harness(queue, clock, engine, make, make, _nothing)
         finally:
             await queue.close()
 
@@ -89,8 +91,8 @@ async def redis_harness(tmp_path: Path) -> AsyncIterator[Harness]:
         client = connect(REDIS_URL)
         writer = HistoryWriter(client, prefix, engine, owner="test")
 
-        def make() -> InvocationQueue:
-            return RedisQueue(client, prefix=prefix, clock=clock)
+        def make(account: int | None = None) -> InvocationQueue:
+            return RedisQueue(client, prefix=prefix, clock=clock, account_concurrency=account)
 
         async def record() -> None:
             await writer.lead()
@@ -99,7 +101,7 @@ async def redis_harness(tmp_path: Path) -> AsyncIterator[Harness]:
 
         queue = make()
         try:
-            yield Harness(queue, clock, engine, make, record)
+            yield Harness(queue, clock, engine, make, make, record)
         finally:
             await queue.close()
             await client.aclose()
@@ -308,6 +310,22 @@ async def test_reserved_concurrency_holds_across_queues(h: Harness) -> None:
         await h.queue.settle([settlement(first[0], State.SUCCEEDED)], h.clock.now)
         assert len(await lease(other, h, fns=limited, owner="b")) == 1
     finally:
+        await other.close()
+
+
+async def test_account_concurrency_holds_across_queues_and_functions(h: Harness) -> None:
+    fns = {"f": FunctionLimits(lease_s=10), "g": FunctionLimits(lease_s=10)}
+    await h.queue.enqueue([new("f"), new("g"), new("f"), new("g")])
+    limited = h.make_limited(3)
+    other = h.make_limited(3)
+    try:
+        first = await lease(limited, h, fns=fns)
+        assert len(first) == 3
+        assert await lease(other, h, fns=fns, owner="b") == []
+        await limited.settle([settlement(first[0], State.SUCCEEDED)], h.clock.now)
+        assert len(await lease(other, h, fns=fns, owner="b")) == 1
+    finally:
+        await limited.close()
         await other.close()
 
 

@@ -25,22 +25,22 @@ from broker.store.engine import create_engine
 from broker.store.schema import attempts, dead_letters, invocations
 from tests import pipeline_handlers as handlers
 from tests.support.service import running_service
-from tests.support.stores import BACKENDS, database_url
+from tests.support.stores import QUEUES, Store, store_for
 from tests.support.waiting import eventually
 
 FAST_RETRY = {"max_attempts": 3, "backoff": {"initial": "50ms", "multiplier": 2, "jitter": 0}}
 
 
-@pytest.fixture(params=BACKENDS)
-async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+@pytest.fixture(params=QUEUES)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     handlers.reset()
-    async with database_url(request.param, tmp_path) as value:
+    async with store_for(request.param, tmp_path) as value:
         yield value
 
 
 @pytest.fixture
-async def engine(url: str) -> AsyncIterator[AsyncEngine]:
-    value = create_engine(url)
+async def engine(store: Store) -> AsyncIterator[AsyncEngine]:
+    value = create_engine(store.database_url)
     yield value
     await value.dispose()
 
@@ -53,8 +53,15 @@ async def row(engine: AsyncEngine, invocation_id: str) -> Any:
 
 
 async def finished_state(engine: AsyncEngine, invocation_id: str) -> State | None:
-    state = State((await row(engine, invocation_id)).state)
-    return state if state.terminal else None
+    """The state once finished and recorded in the SQL history (None before)."""
+    async with engine.connect() as conn:
+        found = (
+            await conn.execute(
+                select(invocations.c.state).where(invocations.c.id == invocation_id)
+            )
+        ).scalar_one_or_none()
+    state = State(found) if found is not None else None
+    return state if state is not None and state.terminal else None
 
 
 async def invoke_async(service: Service, engine: AsyncEngine, function: str, payload: Any) -> str:
@@ -69,8 +76,8 @@ async def invoke_async(service: Service, engine: AsyncEngine, function: str, pay
     )
 
 
-async def test_sync_invoke_returns_the_result(url: str, engine: AsyncEngine) -> None:
-    async with running_service(url, {"echo": {"handler": "tests.pipeline_handlers:echo"}}) as s:
+async def test_sync_invoke_returns_the_result(store: Store, engine: AsyncEngine) -> None:
+    async with running_service(store, {"echo": {"handler": "tests.pipeline_handlers:echo"}}) as s:
         assert s.dispatcher is not None
         invocation_id = await submit(
             engine, s.dispatcher.queue, "echo", b'{"name": "x"}', sync=True, limits=Limits()
@@ -81,13 +88,13 @@ async def test_sync_invoke_returns_the_result(url: str, engine: AsyncEngine) -> 
 
 
 async def test_success_sends_the_invocation_record_to_on_success(
-    url: str, engine: AsyncEngine
+    store: Store, engine: AsyncEngine
 ) -> None:
     functions = {
         "echo": {"handler": "tests.pipeline_handlers:echo", "on_success": "function:record"},
         "record": {"handler": "tests.pipeline_handlers:record"},
     }
-    async with running_service(url, functions) as s:
+    async with running_service(store, functions) as s:
         invocation_id = await invoke_async(s, engine, "echo", {"n": 7})
         await eventually(lambda: handlers.records)
     [record] = handlers.records
@@ -102,7 +109,7 @@ async def test_success_sends_the_invocation_record_to_on_success(
 
 
 async def test_failures_are_retried_then_dead_lettered_with_a_record(
-    url: str, engine: AsyncEngine
+    store: Store, engine: AsyncEngine
 ) -> None:
     functions = {
         "fail": {
@@ -112,7 +119,7 @@ async def test_failures_are_retried_then_dead_lettered_with_a_record(
         },
         "record": {"handler": "tests.pipeline_handlers:record"},
     }
-    async with running_service(url, functions) as s:
+    async with running_service(store, functions) as s:
         invocation_id = await invoke_async(s, engine, "fail", {"n": 1})
         assert await eventually(lambda: finished_state(engine, invocation_id)) is State.FAILED
         await eventually(lambda: handlers.records)
@@ -143,10 +150,10 @@ async def test_failures_are_retried_then_dead_lettered_with_a_record(
     assert record["responsePayload"]["errorType"] == "ValueError"
 
 
-async def test_retry_past_max_event_age_fails_at_once(url: str, engine: AsyncEngine) -> None:
+async def test_retry_past_max_event_age_fails_at_once(store: Store, engine: AsyncEngine) -> None:
     retry = {"max_attempts": 3, "max_event_age": "60s", "backoff": {"initial": "60s"}}
     async with running_service(
-        url, {"fail": {"handler": "tests.pipeline_handlers:fail", "retry": retry}}
+        store, {"fail": {"handler": "tests.pipeline_handlers:fail", "retry": retry}}
     ) as s:
         invocation_id = await invoke_async(s, engine, "fail", {})
         assert await eventually(lambda: finished_state(engine, invocation_id)) is State.FAILED
@@ -155,9 +162,10 @@ async def test_retry_past_max_event_age_fails_at_once(url: str, engine: AsyncEng
     assert (letter.condition, letter.attempts) == ("EventAgeExceeded", 1)
 
 
-async def test_expired_event_is_not_run(url: str, engine: AsyncEngine) -> None:
+async def test_expired_event_is_not_run(store: Store, engine: AsyncEngine) -> None:
     async with running_service(
-        url, {"echo": {"handler": "tests.pipeline_handlers:echo", "retry": {"max_event_age": "1m"}}}
+        store,
+        {"echo": {"handler": "tests.pipeline_handlers:echo", "retry": {"max_event_age": "1m"}}},
     ) as s:
         assert s.dispatcher is not None
         old = datetime.now(UTC) - timedelta(minutes=5)
@@ -168,7 +176,7 @@ async def test_expired_event_is_not_run(url: str, engine: AsyncEngine) -> None:
     assert (await row(engine, item.id)).error_type == "EventAgeExceeded"
 
 
-async def test_timeout_is_a_function_error(url: str, engine: AsyncEngine) -> None:
+async def test_timeout_is_a_function_error(store: Store, engine: AsyncEngine) -> None:
     functions = {
         "sleepy": {
             "handler": "tests.pipeline_handlers:sleepy",
@@ -176,15 +184,15 @@ async def test_timeout_is_a_function_error(url: str, engine: AsyncEngine) -> Non
             "retry": {"max_attempts": 1},
         }
     }
-    async with running_service(url, functions) as s:
+    async with running_service(store, functions) as s:
         invocation_id = await invoke_async(s, engine, "sleepy", {"seconds": 30})
         assert await eventually(lambda: finished_state(engine, invocation_id)) is State.FAILED
     assert (await row(engine, invocation_id)).error_type == "Task.TimedOut"
 
 
-async def test_reserved_concurrency_limits_parallel_runs(url: str, engine: AsyncEngine) -> None:
+async def test_reserved_concurrency_limits_parallel_runs(store: Store, engine: AsyncEngine) -> None:
     functions = {"gate": {"handler": "tests.pipeline_handlers:gate", "reserved_concurrency": 2}}
-    async with running_service(url, functions, concurrency=10) as s:
+    async with running_service(store, functions, concurrency=10) as s:
         ids = [await invoke_async(s, engine, "gate", {"i": i}) for i in range(6)]
         await eventually(lambda: handlers.max_active >= 2)
         handlers.release.set()
@@ -194,9 +202,9 @@ async def test_reserved_concurrency_limits_parallel_runs(url: str, engine: Async
     assert len(handlers.calls) == 6
 
 
-async def test_lane_runs_in_enqueue_order(url: str, engine: AsyncEngine) -> None:
+async def test_lane_runs_in_enqueue_order(store: Store, engine: AsyncEngine) -> None:
     async with running_service(
-        url, {"echo": {"handler": "tests.pipeline_handlers:echo"}}, concurrency=8
+        store, {"echo": {"handler": "tests.pipeline_handlers:echo"}}, concurrency=8
     ) as s:
         assert s.dispatcher is not None
         items = [
@@ -208,17 +216,19 @@ async def test_lane_runs_in_enqueue_order(url: str, engine: AsyncEngine) -> None
     assert handlers.calls == list(range(30))
 
 
-async def test_stop_lets_running_invocations_finish(url: str, engine: AsyncEngine) -> None:
+async def test_stop_lets_running_invocations_finish(store: Store, engine: AsyncEngine) -> None:
     functions = {"sleepy": {"handler": "tests.pipeline_handlers:sleepy", "timeout": "5s"}}
-    async with running_service(url, functions, shutdown_grace="10s") as s:
+    async with running_service(store, functions, shutdown_grace="10s") as s:
         invocation_id = await invoke_async(s, engine, "sleepy", {"seconds": 0.3})
         await eventually(lambda: s.dispatcher is not None and s.dispatcher.running == 1)
     assert (await row(engine, invocation_id)).state == "succeeded"
 
 
-async def test_stop_after_grace_gives_the_invocation_back(url: str, engine: AsyncEngine) -> None:
+async def test_stop_after_grace_gives_the_invocation_back(
+    store: Store, engine: AsyncEngine
+) -> None:
     functions = {"sleepy": {"handler": "tests.pipeline_handlers:sleepy", "timeout": "60s"}}
-    async with running_service(url, functions, shutdown_grace="100ms") as s:
+    async with running_service(store, functions, shutdown_grace="100ms") as s:
         invocation_id = await invoke_async(s, engine, "sleepy", {"seconds": 30})
         await eventually(lambda: s.dispatcher is not None and s.dispatcher.running == 1)
     released = await row(engine, invocation_id)

@@ -10,14 +10,17 @@ from typing import Any
 from broker.config import parse_config
 from broker.service import Service
 from broker.settings import Settings
+from tests.support.stores import Store
 
 
 @asynccontextmanager
 async def running_service(
-    database_url: str, functions: dict[str, Any], **settings: Any
+    store: str | Store, functions: dict[str, Any], **settings: Any
 ) -> AsyncIterator[Service]:
-    """A service for ``functions`` (a config dict) on ``database_url``; stopped on exit."""
-    options = Settings(database_url=database_url, **settings)
+    """A service for ``functions`` (a config dict) on ``store`` (or a database URL);
+    stopped on exit."""
+    where = Store(store) if isinstance(store, str) else store
+    options = Settings(**where.settings(), **settings)
     service = Service(options, parse_config({"functions": functions}), migrate=True)
     task = asyncio.create_task(service.run(handle_signals=False))
     started = asyncio.create_task(service.started.wait())
