@@ -28,6 +28,17 @@ def echo(event: Any, context: Any) -> Any:
     return event
 
 
+def note(event: dict[str, Any], context: Any) -> None:
+    """Records the event with the request id it ran under."""
+    calls.append({**event, "id": context.aws_request_id})
+
+
+async def slow_note(event: dict[str, Any], context: Any) -> None:
+    """:func:`note`, taking 5 ms, so that work piles up behind a few slots."""
+    await asyncio.sleep(0.005)
+    note(event, context)
+
+
 def fail(event: Any, context: Any) -> None:
     calls.append(event)
     raise ValueError("boom")

@@ -1,0 +1,65 @@
+"""``eventwire`` with ``EVENTWIRE_QUEUE_URL=redis://…``, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.private_postgres import free_port
+from tests.support.processes import Serve, clean_env, eventwire, wait_for
+from tests.support.stores import Store, store_for
+
+CONFIG = """
+functions:
+  hello:
+    handler: tests.handlers:echo
+"""
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    async with store_for("redis", tmp_path) as value:
+        yield value
+
+
+def test_serve_and_invoke_through_redis(store: Store, tmp_path: Path) -> None:
+    config = tmp_path / "eventwire.yaml"
+    config.write_text(CONFIG)
+    env = clean_env(**store.env())
+    serve = Serve(config, env, tmp_path / "serve.log")
+    try:
+        serve.wait_serving()
+        assert "queue redis://" in serve.log()
+        done = eventwire("invoke", "hello", "--payload", '{"name": "x"}', env=env)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == {"name": "x"}
+        queued = eventwire("invoke", "hello", "--async", "--payload", "{}", env=env)
+        assert queued.returncode == 0, queued.stderr
+        invocation_id = queued.stdout.strip()
+
+        def shown() -> dict[str, object]:
+            done = eventwire("invocations", "show", invocation_id, "--json", env=env)
+            return json.loads(done.stdout) if done.returncode == 0 else {}
+
+        wait_for(lambda: shown().get("state") == "succeeded", 30, "the queued invocation")
+    finally:
+        assert serve.stop() == 0, serve.log()
+
+
+@pytest.mark.parametrize("command", [["serve", "-c", "CONFIG"], ["invoke", "hello", "--async"]])
+def test_unreachable_redis_is_one_line_naming_the_url(
+    command: list[str], store: Store, tmp_path: Path
+) -> None:
+    config = tmp_path / "eventwire.yaml"
+    config.write_text(CONFIG)
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    env = clean_env(EVENTWIRE_DATABASE_URL=store.database_url, EVENTWIRE_QUEUE_URL=url)
+    assert eventwire("migrate", env=env).returncode == 0
+    done = eventwire(*[str(config) if a == "CONFIG" else a for a in command], env=env)
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0].startswith("error: cannot use the Redis queue at " + url), lines
