@@ -17,7 +17,7 @@ For each backend, on a fresh, migrated store::
 
 Run from the repository root::
 
-    python -m benchmarks.throughput [--backend sqlite|postgres|all] [-n 20000] [--json]
+    python -m benchmarks.throughput [--backend sqlite|postgres|redis|all] [-n 20000] [--json]
 
 A backend is one entry in :data:`BACKENDS`: a context manager that makes an
 empty store and removes it afterwards.
@@ -52,6 +52,7 @@ from broker.ids import new_id
 from broker.logs import configure
 from broker.models import NewInvocation, State
 from broker.queue import InvocationQueue, open_queue
+from broker.queue.redis import connect
 from broker.service import Service
 from broker.settings import Settings
 from broker.store.engine import create_engine
@@ -66,6 +67,7 @@ SINGLE_MAX = 2000
 """At most this many invocations are enqueued one per call (it is slow and linear)."""
 
 DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 progress = Console(stderr=True, highlight=False)
 
@@ -83,6 +85,7 @@ class Store:
 
     database_url: str
     queue_url: str | None = None
+    queue_prefix: str = "eventwire"
 
 
 Backend = Callable[[Mapping[str, str]], AbstractAsyncContextManager[Store]]
@@ -113,9 +116,44 @@ async def postgres_store(env: Mapping[str, str]) -> AsyncIterator[Store]:
         await admin.dispose()
 
 
+@asynccontextmanager
+async def redis_store(env: Mapping[str, str]) -> AsyncIterator[Store]:
+    """The queue under a fresh prefix on ``EVENTWIRE_BENCH_REDIS_URL``, history in PostgreSQL."""
+    url = env.get("EVENTWIRE_BENCH_REDIS_URL", DEFAULT_REDIS_URL)
+    prefix = f"eventwire-bench-{uuid.uuid4().hex[:12]}"
+    async with postgres_store(env) as sql:
+        try:
+            yield Store(sql.database_url, url, prefix)
+        finally:
+            await clear_redis(url, prefix)
+
+
+async def clear_redis(url: str, prefix: str) -> None:
+    client = connect(url)
+    try:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
+        for start in range(0, len(keys), 1000):
+            await client.delete(*keys[start : start + 1000])
+    finally:
+        await client.aclose()
+
+
+async def redis_commands(url: str | None) -> int:
+    """Commands the Redis server has run so far (``INFO commandstats``); 0 without Redis."""
+    if url is None:
+        return 0
+    client = connect(url)
+    try:
+        stats = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    return sum(int(v["calls"]) for v in stats.values())
+
+
 BACKENDS: dict[str, Backend] = {
     "sqlite": sqlite_store,
     "postgres": postgres_store,
+    "redis": redis_store,
 }
 
 
@@ -135,6 +173,10 @@ class Result:
     p50_ms: float
     """Idle enqueue-to-start latency, median."""
     p99_ms: float
+    redis_commands_per_invocation: float | None = None
+    """Redis commands run per invocation, enqueue to recorded history (Redis only)."""
+    history_lag_s: float | None = None
+    """After the n-th completion, until the SQL history had all n (Redis only)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,15 +289,31 @@ async def idle_latencies(
         await client.enqueue([item])
         committed[item.id] = datetime.now(UTC)
         await running.until_succeeded(before + 1, 30)
-    async with engine.connect() as conn:
-        rows = await conn.execute(
-            select(attempts.c.invocation_id, attempts.c.started_at).where(
-                attempts.c.invocation_id.in_(list(committed))
+    deadline = time.monotonic() + 60
+    while True:  # a queue outside SQL records its history a moment later
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                select(attempts.c.invocation_id, attempts.c.started_at).where(
+                    attempts.c.invocation_id.in_(list(committed))
+                )
             )
-        )
-        started = {r.invocation_id: r.started_at for r in rows}
-        await conn.rollback()
+            started = {r.invocation_id: r.started_at for r in rows}
+            await conn.rollback()
+        if len(started) == len(committed) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.05)
     return [(started[i] - at).total_seconds() * 1000 for i, at in committed.items()]
+
+
+async def until_recorded(engine: AsyncEngine, n: int, name: str, timeout_s: float = 120) -> None:
+    """Wait until the SQL history shows ``n`` succeeded invocations."""
+    deadline = time.monotonic() + timeout_s
+    while (done := await count_succeeded(engine)) < n:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{name}: {done:,} invocations recorded, expected {n:,}")
+        await asyncio.sleep(0.01)
+    if done != n:
+        raise RuntimeError(f"{name}: {done:,} invocations succeeded, expected {n:,}")
 
 
 async def count_succeeded(engine: AsyncEngine) -> int:
@@ -271,6 +329,7 @@ async def run_backend(name: str, store: Store, options: Options) -> Result:
     settings = Settings(
         database_url=store.database_url,
         queue_url=store.queue_url,
+        queue_prefix=store.queue_prefix,
         concurrency=options.concurrency,
     )
     n = options.n
@@ -283,18 +342,27 @@ async def run_backend(name: str, store: Store, options: Options) -> Result:
             say(name, "enqueue, one per call", f"{single_per_s:,.0f}/s ({single:,})")
             async with engine.begin() as conn:
                 await conn.execute(delete(invocations))
+            if store.queue_url is not None:
+                await clear_redis(store.queue_url, store.queue_prefix)
+            commands = await redis_commands(store.queue_url)
             batched_per_s = await enqueue_batched(client, n, BATCH_SIZE)
             say(name, f"enqueue, {BATCH_SIZE} per call", f"{batched_per_s:,.0f}/s ({n:,})")
             async with serving(settings) as running:
                 per_s = await drain(running, n)
                 say(name, "end to end", f"{per_s:,.0f}/s ({n:,})")
-                if (done := await count_succeeded(engine)) != n:
-                    raise RuntimeError(f"{name}: {done:,} invocations succeeded, expected {n:,}")
+                t_done = time.perf_counter()
+                await until_recorded(engine, n, name)
+                lag_s = time.perf_counter() - t_done
+                commands = await redis_commands(store.queue_url) - commands
                 latencies = await idle_latencies(running, client, engine, options.latency_samples)
             p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
             say(name, "idle enqueue → start", f"p50 {p50:.1f} ms, p99 {p99:.1f} ms")
     finally:
         await engine.dispose()
+    redis = store.queue_url is not None
+    if redis:
+        say(name, "redis commands", f"{commands / n:.1f} per invocation")
+        say(name, "history lag", f"{lag_s:.2f} s after the last completion")
     return Result(
         backend=name,
         n=n,
@@ -303,6 +371,8 @@ async def run_backend(name: str, store: Store, options: Options) -> Result:
         enqueue_single_per_s=round(single_per_s, 1),
         p50_ms=round(p50, 3),
         p99_ms=round(p99, 3),
+        redis_commands_per_invocation=round(commands / n, 2) if redis else None,
+        history_lag_s=round(lag_s, 3) if redis else None,
     )
 
 
@@ -318,6 +388,7 @@ def table(results: Sequence[Result]) -> Table:
     out.add_column("enqueue/s (one at a time)", justify="right")
     out.add_column("idle start p50 ms", justify="right")
     out.add_column("p99 ms", justify="right")
+    out.add_column("redis cmds/inv", justify="right")
     for r in results:
         out.add_row(
             r.backend,
@@ -327,6 +398,9 @@ def table(results: Sequence[Result]) -> Table:
             f"{r.enqueue_single_per_s:,.0f}",
             f"{r.p50_ms:.1f}",
             f"{r.p99_ms:.1f}",
+            "-"
+            if r.redis_commands_per_invocation is None
+            else f"{r.redis_commands_per_invocation:.1f}",
         )
     return out
 

@@ -181,7 +181,8 @@ class Dispatcher:
         )
         try:
             # The invoker owns the timeout; this bound only guards against one that hangs.
-            return await asyncio.wait_for(function.invoker.invoke(request), timeout_s + 5)
+            async with asyncio.timeout(timeout_s + 5):
+                return await function.invoker.invoke(request)
         except TimeoutError:
             return FunctionError("Task.TimedOut", f"Task timed out after {timeout_s:.2f} seconds")
         except asyncio.CancelledError:

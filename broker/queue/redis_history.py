@@ -3,8 +3,7 @@
 One writer at a time (a lease in Redis that every ``serve`` process competes
 for) reads the stream in order from its cursor, writes each batch in one SQL
 transaction, then moves the cursor and trims what it wrote. Every write is
-idempotent — invocations by id, attempts by (invocation, number), dead letters
-by id, and a state only over an older one — so a writer that dies between
+idempotent (:mod:`broker.store.history_writes`), so a writer that dies between
 its commit and the cursor leaves nothing for the next writer to get wrong.
 """
 
@@ -14,55 +13,22 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Sequence
-from typing import Any, cast
+from typing import cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
-from sqlalchemy import and_, bindparam, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broker.models import State
 from broker.queue import redis_lua
 from broker.queue.records import Rows
-from broker.store.schema import attempts, dead_letters, functions, invocations
+from broker.store.history_writes import add_throttles, write_rows
 
 log = logging.getLogger("eventwire.history")
 
 BATCH = 2000
 """Stream entries (each one script call's events) read per SQL transaction, at most."""
 LEAD_TTL_MS = 10_000
-
-inv = invocations.c
-_UPDATE = (
-    update(invocations)
-    .where(
-        inv.id == bindparam("b_id"),
-        or_(
-            inv.attempts < bindparam("b_attempts"),
-            and_(
-                inv.attempts == bindparam("b_attempts"),
-                or_(inv.state == State.PENDING.value, inv.state == State.RUNNING.value),
-            ),
-        ),
-    )
-    .values(
-        state=bindparam("b_state"),
-        attempts=bindparam("b_attempts"),
-        function_errors=bindparam("b_function_errors"),
-        system_errors=bindparam("b_system_errors"),
-        result=bindparam("b_result"),
-        error_type=bindparam("b_error_type"),
-        error_message=bindparam("b_error_message"),
-        updated_at=bindparam("b_updated_at"),
-        finished_at=bindparam("b_finished_at"),
-        available_at=func.coalesce(
-            bindparam("b_available_at", type_=inv.available_at.type), inv.available_at
-        ),
-    )
-)
 
 
 class HistoryWriter:
@@ -73,7 +39,6 @@ class HistoryWriter:
         self.prefix = prefix
         self.engine = engine
         self.owner = owner
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         self._lead = client.register_script(redis_lua.LEAD)
         self._advance = client.register_script(redis_lua.ADVANCE_HISTORY)
         self._take_throttles = client.register_script(redis_lua.TAKE_THROTTLES)
@@ -135,68 +100,15 @@ class HistoryWriter:
         for _id, fields in entries:
             for event in json.loads(fields[b"e"]):
                 rows.add(event)
-        throttles = await self._take_throttles(args=[self.prefix])
+        taken = await self._take_throttles(args=[self.prefix])
+        throttles = {taken[j].decode(): int(taken[j + 1]) for j in range(0, len(taken), 2)}
         async with self.engine.begin() as conn:
-            await self._write(conn, rows)
-            await _add_throttles(conn, throttles)
+            await write_rows(conn, rows)
+            await add_throttles(conn, throttles)
         last = entries[-1][0].decode()
         await self._advance(args=[self.prefix, self.owner, last, _after(last)])
         self.written += len(entries)
         return len(entries)
-
-    async def _write(self, conn: AsyncConnection, rows: Rows) -> None:
-        if rows.new:
-            await self._insert_invocations(conn, list(rows.new.values()))
-        if rows.updates:
-            await conn.execute(_UPDATE, rows.updates)
-        if rows.attempts:
-            await conn.execute(
-                self._insert(attempts).on_conflict_do_nothing(
-                    index_elements=[attempts.c.invocation_id, attempts.c.number]
-                ),
-                rows.attempts,
-            )
-        if rows.dead_letters:
-            await conn.execute(
-                self._insert(dead_letters).on_conflict_do_nothing(
-                    index_elements=[dead_letters.c.id]
-                ),
-                rows.dead_letters,
-            )
-
-    async def _insert_invocations(
-        self, conn: AsyncConnection, new: Sequence[dict[str, Any]]
-    ) -> None:
-        stmt = self._insert(invocations).on_conflict_do_nothing()
-        written = {r.id for r in await conn.execute(stmt.returning(inv.id), new)}
-        unwritten = [row for row in new if row["id"] not in written]
-        if not unwritten:
-            return
-        # Written before (a replay), or its idempotency key outlived Redis's window and
-        # is taken by an older invocation: keep the newer one, without the key.
-        known = {
-            r.id
-            for r in await conn.execute(
-                select(inv.id).where(inv.id.in_([row["id"] for row in unwritten]))
-            )
-        }
-        rest = [{**row, "idempotency_key": None} for row in unwritten if row["id"] not in known]
-        if rest:
-            await conn.execute(stmt, rest)
-
-
-async def _add_throttles(conn: AsyncConnection, counts: Sequence[bytes]) -> None:
-    if not counts:
-        return
-    await conn.execute(
-        update(functions)
-        .where(functions.c.name == bindparam("b_name"))
-        .values(throttles=functions.c.throttles + bindparam("b_count")),
-        [
-            {"b_name": counts[j].decode(), "b_count": int(counts[j + 1])}
-            for j in range(0, len(counts), 2)
-        ],
-    )
 
 
 def _after(entry_id: str) -> str:

@@ -88,9 +88,14 @@ local function held(token)
   return id, h, v[2], v[3], v[4]
 end
 
-local function unrun(fn)
-  redis.call('HINCRBY', P .. 'c', fn, -1)
-  redis.call('HINCRBY', P .. 'c', '*', -1)
+-- Running counts change once per function per script, not once per invocation.
+local function count_running(changes)
+  local total = 0
+  for fn, k in pairs(changes) do
+    redis.call('HINCRBY', P .. 'c', fn, k)
+    total = total + k
+  end
+  if total ~= 0 then redis.call('HINCRBY', P .. 'c', '*', total) end
 end
 """
 
@@ -127,14 +132,18 @@ local nfn = tonumber(ARGV[6])
 
 -- Leases that ran out: their dispatcher is gone; the invocation is runnable again.
 local expired = redis.call('ZRANGEBYSCORE', P .. 'x', '-inf', NOW, 'LIMIT', 0, 256)
+local recovered = {}
 for _, id in ipairs(expired) do
   local h = P .. 'i:' .. id
   local v = redis.call('HMGET', h, 'f', 'q')
   redis.call('HSET', h, 't', '')
   redis.call('ZADD', P .. 'r:' .. v[1], v[2], id)
-  unrun(v[1])
+  recovered[v[1]] = (recovered[v[1]] or 0) - 1
 end
-if #expired > 0 then redis.call('ZREM', P .. 'x', unpack(expired)) end
+if #expired > 0 then
+  redis.call('ZREM', P .. 'x', unpack(expired))
+  count_running(recovered)
+end
 
 local running = redis.call('HGETALL', P .. 'c')
 local counts = {}
@@ -177,9 +186,9 @@ for j, c in ipairs(candidates) do
     local h = P .. 'i:' .. id
     local token = id .. '/' .. nonce .. j
     local expires = NOW + lease_us[fn]
-    local attempts = redis.call('HINCRBY', h, 'a', 1)
-    redis.call('HSET', h, 't', token)
-    local v = redis.call('HMGET', h, 'p', 'r', 'o', 'l', 'k', 'y', 'fe', 'se', 'fq', 'av', 's')
+    local v = redis.call('HMGET', h, 'p', 'r', 'o', 'l', 'k', 'y', 'fe', 'se', 'fq', 'av', 's', 'a')
+    local attempts = tonumber(v[12]) + 1
+    redis.call('HSET', h, 't', token, 'a', attempts)
     out[#out + 1] = {id, token, fn, attempts, expires,
       v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11]}
     taken[fn] = taken[fn] or {}
@@ -188,14 +197,13 @@ for j, c in ipairs(candidates) do
     expiries[#expiries + 1] = id
   end
 end
-local total = 0
+local started = {}
 for fn, ids in pairs(taken) do
   redis.call('ZREM', P .. 'r:' .. fn, unpack(ids))
-  redis.call('HINCRBY', P .. 'c', fn, #ids)
-  total = total + #ids
+  started[fn] = #ids
 end
-if total > 0 then
-  redis.call('HINCRBY', P .. 'c', '*', total)
+if #expiries > 0 then
+  count_running(started)
   redis.call('ZADD', P .. 'x', unpack(expiries))
 end
 local throttles = {}
@@ -217,7 +225,7 @@ SETTLE = (
 --   follow-on count * 12 item arguments.
 local count = tonumber(ARGV[5])
 local i = 6
-local answers, events, wake, done = {}, {}, false, {}
+local answers, events, wake, done, finished = {}, {}, false, {}, {}
 for _ = 1, count do
   local token, state, retry_at = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local fe, se, event, follow = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])
@@ -226,7 +234,7 @@ for _ = 1, count do
   if id then
     answers[#answers + 1] = token
     done[#done + 1] = id
-    unrun(fn)
+    finished[fn] = (finished[fn] or 0) - 1
     events[#events + 1] = event
     if state == 'pending' then
       redis.call('HSET', h, 't', '', 'fe', fe, 'se', se, 'av', retry_at)
@@ -255,7 +263,10 @@ for _ = 1, count do
     i = i + 12 * follow
   end
 end
-if #done > 0 then redis.call('ZREM', P .. 'x', unpack(done)) end
+if #done > 0 then
+  redis.call('ZREM', P .. 'x', unpack(done))
+  count_running(finished)
+end
 record(events)
 if wake then redis.call('PUBLISH', P .. 'wake', '') end
 return answers
@@ -283,7 +294,7 @@ RELEASE = (
     _PRELUDE
     + """
 -- ARGV: P, now, then tokens. The attempt the lease was for is not counted.
-local any = false
+local any, released = false, {}
 for j = 3, #ARGV do
   local id, h, fn, _, seq = held(ARGV[j])
   if id then
@@ -291,11 +302,14 @@ for j = 3, #ARGV do
     redis.call('HINCRBY', h, 'a', -1)
     redis.call('ZADD', P .. 'r:' .. fn, seq, id)
     redis.call('ZREM', P .. 'x', id)
-    unrun(fn)
+    released[fn] = (released[fn] or 0) - 1
     any = true
   end
 end
-if any then redis.call('PUBLISH', P .. 'wake', '') end
+if any then
+  count_running(released)
+  redis.call('PUBLISH', P .. 'wake', '')
+end
 return any and 1 or 0
 """
 )
