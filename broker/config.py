@@ -30,6 +30,7 @@ from broker.config_errors import describe_validation_error
 from broker.destinations import parse_destination
 from broker.durations import parse_duration, parse_size
 from broker.errors import ConfigError
+from broker.mapping_config import MappingConfig, check_mappings
 from broker.yaml_lines import load_yaml_with_lines
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
@@ -110,6 +111,7 @@ class ProjectConfig(_Model):
 
     functions: dict[str, FunctionConfig] = Field(default_factory=dict)
     limits: Limits = Limits()
+    mappings: list[MappingConfig] = Field(default_factory=list)
 
     @field_validator("functions")
     @classmethod
@@ -159,6 +161,7 @@ def parse_config(
             describe_validation_error(exc, ProjectConfig, source, lines or {})
         ) from None
     _check_references(config, source, lines or {})
+    check_mappings(config.mappings, config.functions, source, lines or {})
     return config
 
 

@@ -48,6 +48,8 @@ def _model_at(root: type[BaseModel], path: KeyPath) -> type[BaseModel] | None:
     """The model class validating the mapping at ``path`` (skipping dict keys)."""
     current: Any = root
     for part in path:
+        if part.isdigit() and isinstance(current, type) and issubclass(current, BaseModel):
+            continue  # an index into a list of models (``_unwrap`` took off the list)
         if isinstance(current, type) and issubclass(current, BaseModel):
             field = next((f for n, f in current.model_fields.items() if part in (n, f.alias)), None)
             if field is None:
