@@ -17,7 +17,7 @@ import calendar
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from croniter import CroniterBadDateError, CroniterError, croniter
 
@@ -222,9 +222,3 @@ def _check_croniter(expr: str) -> None:
     except (CroniterError, ValueError, KeyError) as exc:
         raise CronSyntaxError(str(exc).replace(expr, "").strip(" :") or "not valid") from None
 
-
-def first_after(cron: Cron, start: datetime, limit: timedelta) -> datetime | None:
-    """The first match after ``start`` within ``limit``, or None."""
-    for found in cron.after(start):
-        return found if found - start <= limit else None
-    return None
