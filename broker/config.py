@@ -13,7 +13,8 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -22,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -31,6 +33,7 @@ from broker.destinations import parse_destination
 from broker.durations import parse_duration, parse_size
 from broker.errors import ConfigError
 from broker.mapping_config import MappingConfig, check_mappings
+from broker.schedules import check_expression
 from broker.yaml_lines import load_yaml_with_lines
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
@@ -99,6 +102,59 @@ class FunctionConfig(_Model):
         return hashlib.sha256(data.encode()).hexdigest()
 
 
+class RetryOverride(_Model):
+    """A schedule's changes to its function's retry policy; what is not given stays."""
+
+    max_attempts: int | None = Field(None, ge=1, le=1000)
+    max_event_age_s: Seconds | None = Field(None, alias="max_event_age", gt=0)
+    backoff: Backoff | None = None
+
+
+class ScheduleConfig(_Model):
+    """One schedule: when it fires, what it invokes, and how it handles lateness and overlap."""
+
+    expression: str
+    timezone: str = "UTC"
+    function: str
+    description: str = ""
+    payload: dict[str, Any] | None = None
+    flexible_window_s: Seconds = Field(0.0, alias="flexible_window", ge=0, le=24 * 3600)
+    catch_up: Literal["none", "latest", "all"] = "none"
+    catch_up_window_s: Seconds = Field(3600.0, alias="catch_up_window", gt=0)
+    overlap: Literal["allow", "skip", "buffer_one"] = "allow"
+    retry: RetryOverride | None = None
+    on_success: Destination | None = None
+    on_failure: Destination | None = None
+    after_completion: Literal["none", "delete"] = "none"
+    event_source: Literal["aws.events", "eventwire.scheduler"] = "aws.events"
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        check_timezone(value)
+        return value
+
+    @field_validator("expression")
+    @classmethod
+    def _expression(cls, value: str) -> str:
+        check_expression(value)
+        return value
+
+    def config_hash(self) -> str:
+        data = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(data.encode()).hexdigest()
+
+
+def check_timezone(name: str) -> None:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {name!r}; expected an IANA name like UTC, "
+            "Europe/Berlin or America/New_York"
+        ) from None
+
+
 class Limits(_Model):
     """Payload limits applied at enqueue."""
 
@@ -110,18 +166,20 @@ class ProjectConfig(_Model):
     """The whole ``eventwire.yaml``."""
 
     functions: dict[str, FunctionConfig] = Field(default_factory=dict)
+    schedules: dict[str, ScheduleConfig] = Field(default_factory=dict)
     limits: Limits = Limits()
     mappings: list[MappingConfig] = Field(default_factory=list)
 
-    @field_validator("functions")
+    @field_validator("functions", "schedules")
     @classmethod
-    def _names(cls, functions: dict[str, FunctionConfig]) -> dict[str, FunctionConfig]:
-        for name in functions:
+    def _names(cls, items: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        kind = "function" if info.field_name == "functions" else "schedule"
+        for name in items:
             if not NAME.match(name):
                 raise ValueError(
-                    f"function name {name!r} must be 1-64 letters, digits, '_', '-' or '.'"
+                    f"{kind} name {name!r} must be 1-64 letters, digits, '_', '-' or '.'"
                 )
-        return functions
+        return items
 
 
 _MEGABYTES = re.compile(r"(\d+)\s*(mb|mib|gb|gib)?", re.IGNORECASE)
@@ -168,18 +226,28 @@ def parse_config(
 def _check_references(
     config: ProjectConfig, source: str, lines: dict[tuple[str, ...], int]
 ) -> None:
-    for name, function in config.functions.items():
+    known = ", ".join(sorted(config.functions)) or "none"
+
+    def fail(path: tuple[str, ...], message: str) -> None:
+        line = lines.get(path)
+        where = f"{source}:{line}" if line else source
+        raise ConfigError(f"{where}: {'.'.join(path)}: {message}; configured functions: {known}")
+
+    holders: list[tuple[str, str, FunctionConfig | ScheduleConfig]] = [
+        *(("functions", name, f) for name, f in config.functions.items()),
+        *(("schedules", name, s) for name, s in config.schedules.items()),
+    ]
+    for section, name, holder in holders:
         for key in ("on_success", "on_failure"):
-            uri = getattr(function, key)
+            uri = getattr(holder, key)
             if uri is None:
                 continue
             target = parse_destination(uri).function
             if target is not None and target not in config.functions:
-                path = ("functions", name, key)
-                line = lines.get(path)
-                where = f"{source}:{line}" if line else source
-                known = ", ".join(sorted(config.functions)) or "none"
-                raise ConfigError(
-                    f"{where}: {'.'.join(path)}: unknown function {target!r} "
-                    f"in destination {uri!r}; configured functions: {known}"
-                )
+                fail((section, name, key), f"unknown function {target!r} in destination {uri!r}")
+    for name, schedule in config.schedules.items():
+        if schedule.function not in config.functions:
+            fail(
+                ("schedules", name, "function"),
+                f"schedule {name!r} invokes unknown function {schedule.function!r}",
+            )

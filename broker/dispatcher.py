@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from broker.catalog import Catalog, Deployed
 from broker.invoker import InvokeRequest
 from broker.models import FunctionError, Lease, Outcome, Success, SystemFault
+from broker.overrides import effective
 from broker.queue.base import InvocationQueue
 from broker.retry import STORE_BACKOFF, backoff_delay, is_expired
 from broker.settler import Settler
@@ -145,7 +146,7 @@ class Dispatcher:
     async def _run_one(self, held: _Running) -> None:
         lease = held.lease
         inv = lease.invocation
-        function = self.catalog[inv.function]
+        function = effective(self.catalog[inv.function], inv.source)
         started_at = self.clock()
         self.stats.started += 1
         t0 = time.perf_counter()

@@ -28,6 +28,7 @@ from broker.catalog import Catalog
 from broker.config import ProjectConfig
 from broker.dispatcher import Dispatcher
 from broker.errors import UsageError
+from broker.poller import Poller, PollerContext, SystemTimer, Timer, create_pollers
 from broker.queue import open_queue
 from broker.queue.sql import Clock, utcnow
 from broker.settings import Settings
@@ -47,6 +48,7 @@ class Service:
         config_path: str | None = None,
         migrate: bool = False,
         clock: Clock = utcnow,
+        timer: Timer | None = None,
     ) -> None:
         self.settings = settings
         self.config = config
@@ -55,13 +57,17 @@ class Service:
         self.clock = clock
         self.owner = f"{socket.gethostname()}:{os.getpid()}"
         self.started = asyncio.Event()
+        self.timer: Timer = timer or SystemTimer()
         self.dispatcher: Dispatcher | None = None
+        self.pollers: list[Poller] = []
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
         self._stop.set()
         if self.dispatcher is not None:
             self.dispatcher.stop()
+        for poller in self.pollers:
+            poller.stop()
 
     async def run(self, *, handle_signals: bool = True) -> None:
         _code_on_path(self.config_path)
@@ -83,6 +89,13 @@ class Service:
                         poll_interval_s=self.settings.poll_interval_s,
                         settle_batch=self.settings.settle_batch,
                     )
+                    self.pollers = create_pollers(
+                        PollerContext(
+                            self.settings, self.config, engine, queue, self.owner, self.timer
+                        )
+                    )
+                    for poller in self.pollers:
+                        await poller.start()
                     if self._stop.is_set():
                         return
                     if handle_signals:
@@ -98,12 +111,28 @@ class Service:
                         else "",
                     )
                     self.started.set()
-                    await self.dispatcher.run()
+                    await self._run_all(self.dispatcher)
             finally:
                 await catalog.close()
         finally:
             await engine.dispose()
         log.info("stopped")
+
+    async def _run_all(self, dispatcher: Dispatcher) -> None:
+        """The dispatcher and every poller; if one of them ends on its own, all stop."""
+        tasks = {asyncio.create_task(dispatcher.run(), name="eventwire-dispatcher")}
+        tasks |= {
+            asyncio.create_task(p.run(), name=f"eventwire-poller-{p.name}") for p in self.pollers
+        }
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if not self._stop.is_set():
+            ended = ", ".join(sorted(t.get_name() for t in done))
+            log.error("%s ended unexpectedly; stopping", ended)
+        self.stop()
+        await asyncio.wait(tasks)
+        for task in tasks:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
 
 
 async def _prepare_store(

@@ -30,4 +30,7 @@ def validate(
     target = path if path is not None else Path(settings(ctx).config)
     config = load_config(target)
     count = len(config.functions)
-    typer.echo(f"ok: {target}: {count} function{'' if count == 1 else 's'}")
+    summary = f"ok: {target}: {count} function{'' if count == 1 else 's'}"
+    if config.schedules:
+        summary += f", {len(config.schedules)} schedule{'' if len(config.schedules) == 1 else 's'}"
+    typer.echo(summary)

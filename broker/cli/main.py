@@ -8,7 +8,7 @@ from typing import Annotated
 import click
 import typer
 
-from broker.cli import config_cmd, dlq, functions, invocations, invoke, serve
+from broker.cli import config_cmd, dlq, functions, invocations, invoke, schedules, serve
 from broker.cli.common import err_console
 from broker.errors import EventwireError
 
@@ -42,6 +42,7 @@ app.command("invoke")(invoke.invoke)
 app.add_typer(functions.app, name="functions")
 app.add_typer(invocations.app, name="invocations")
 app.add_typer(dlq.app, name="dlq")
+app.add_typer(schedules.app, name="schedules")
 app.add_typer(config_cmd.app, name="config")
 
 

@@ -154,3 +154,35 @@ dead_letters = Table(
     Index("ix_dead_letters_function", "function", "dead_at"),
     Index("ix_dead_letters_invocation_id", "invocation_id"),
 )
+
+schedules = Table(
+    "schedules",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("function", String(128), nullable=False),
+    Column("expression", String(255), nullable=False),
+    Column("timezone", String(64), nullable=False),
+    Column("config", JSON, nullable=False),
+    Column("config_hash", String(64), nullable=False),
+    # active | paused | completed | deleted
+    Column("state", String(16), nullable=False),
+    # Every slot up to the cursor has been fired or skipped.
+    Column("cursor_at", UTCDateTime, nullable=False),
+    Column("next_slot_at", UTCDateTime),
+    Column("last_slot_at", UTCDateTime),
+    Column("last_fired_at", UTCDateTime),
+    Column("last_invocation_id", String(36)),
+    Column("last_outcome", String(64)),
+    Column("missed", BigInteger, nullable=False, server_default="0"),
+    Column("skipped", BigInteger, nullable=False, server_default="0"),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+leader_leases = Table(
+    "leader_leases",
+    metadata,
+    Column("role", String(64), primary_key=True),
+    Column("owner", String(128), nullable=False),
+    Column("acquired_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)

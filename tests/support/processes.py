@@ -40,11 +40,18 @@ def eventwire(
 class Serve:
     """An ``eventwire serve`` process; its log goes to a file the test can read."""
 
-    def __init__(self, config: Path, env: dict[str, str], log: Path, *args: str) -> None:
+    def __init__(
+        self,
+        config: Path,
+        env: dict[str, str],
+        log: Path,
+        *args: str,
+        module: str = "broker.cli",
+    ) -> None:
         self.log_path = log
         self._log = log.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "broker.cli", "serve", "-c", str(config), *args],
+            [sys.executable, "-m", module, "serve", "-c", str(config), *args],
             env=env,
             cwd=REPO,
             stdout=self._log,

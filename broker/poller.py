@@ -1,0 +1,99 @@
+"""The ``Poller`` protocol, the clock pollers run on, and the registry that finds them by name.
+
+A poller reads a source (a Kafka topic, a queue, the clock …), shapes each
+event and enqueues it through the :class:`~broker.queue.base.InvocationQueue`.
+``broker`` never imports ``pollers``: :func:`create_pollers` looks each kind a
+configuration uses up in :data:`POLLERS` and imports it only then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from broker.queue.base import InvocationQueue
+from broker.settings import Settings
+
+if TYPE_CHECKING:
+    from broker.config import ProjectConfig
+
+POLLERS: dict[str, str] = {
+    "schedule": "pollers.schedule.poller:create",
+}
+
+
+class Poller(Protocol):
+    """Runs until stopped; ``stop()`` only asks, ``run()`` returns once it has."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Get ready (register what it polls, connect); the service is serving after this."""
+        ...
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+class Timer(Protocol):
+    """The time a poller goes by: what time it is, and waiting until a time or a stop.
+
+    The system clock in production; tests drive a fake one (or a faster one)
+    so that nothing waits for wall-clock minutes.
+    """
+
+    def now(self) -> datetime: ...
+
+    async def sleep_until(self, when: datetime, stop: asyncio.Event) -> None:
+        """Return at ``when`` or as soon as ``stop`` is set, whichever comes first."""
+        ...
+
+
+class SystemTimer:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    async def sleep_until(self, when: datetime, stop: asyncio.Event) -> None:
+        delay = (when - self.now()).total_seconds()
+        if delay > 0 and not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+
+
+@dataclass(frozen=True, slots=True)
+class PollerContext:
+    """What a poller gets from the service that runs it."""
+
+    settings: Settings
+    config: ProjectConfig
+    engine: AsyncEngine
+    queue: InvocationQueue
+    owner: str
+    timer: Timer
+
+
+PollerFactory = Callable[[PollerContext], Poller]
+
+
+def load(target: str) -> Any:
+    """The object named ``package.module:attribute``, imported now."""
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def kinds_in(config: ProjectConfig) -> list[str]:
+    """The poller kinds a configuration uses."""
+    return ["schedule"] if config.schedules else []
+
+
+def create_pollers(context: PollerContext) -> list[Poller]:
+    factories: list[PollerFactory] = [load(POLLERS[kind]) for kind in kinds_in(context.config)]
+    return [factory(context) for factory in factories]

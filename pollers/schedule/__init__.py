@@ -1,0 +1,1 @@
+"""Schedules: a poller whose source is the clock."""
