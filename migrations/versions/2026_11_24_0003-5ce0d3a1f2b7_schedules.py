@@ -1,7 +1,7 @@
 """Schedules: their state, and the leader lease that keeps replicas from firing twice.
 
 Revision ID: 5ce0d3a1f2b7
-Revises: 1bece539be9b
+Revises: 5e0c2b7a9d41
 Create Date: 2026-11-24 00:01:00+00:00
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = "5ce0d3a1f2b7"
-down_revision: str | Sequence[str] | None = "1bece539be9b"
+down_revision: str | Sequence[str] | None = "5e0c2b7a9d41"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
