@@ -17,6 +17,8 @@ from typing import Any
 from broker.models import NewInvocation, Settlement, State
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_KEPT = frozenset({"available_at", "payload", "source"})
+"""A settlement without these leaves the invocation's own."""
 
 
 def us(when: datetime) -> int:
@@ -72,6 +74,8 @@ def settle_event(s: Settlement, now: datetime) -> str:
             "em": s.error_message,
             "av": us(s.retry_at) if s.state is State.PENDING and s.retry_at else None,
             "u": us(now),
+            "p": _text(s.payload),
+            "s": None if s.source is None else dict(s.source),
             "a": [
                 a.number,
                 us(a.started_at),
@@ -124,7 +128,7 @@ class Rows:
         state = _state_of(event)
         row = self.new.get(event["id"])
         if row is not None and row["attempts"] <= state["attempts"]:
-            row.update({k: v for k, v in state.items() if k != "available_at" or v is not None})
+            row.update({k: v for k, v in state.items() if k not in _KEPT or v is not None})
         elif row is None:
             self.updates.append({"b_id": event["id"], **{f"b_{k}": v for k, v in state.items()}})
         self.attempts.append(_attempt_row(event))
@@ -170,6 +174,8 @@ def _state_of(e: dict[str, Any]) -> dict[str, Any]:
         "updated_at": from_us(e["u"]),
         "finished_at": from_us(e["u"]) if terminal else None,
         "available_at": None if e["av"] is None else from_us(e["av"]),
+        "payload": _bytes(e.get("p")),
+        "source": e.get("s"),
     }
     return state
 

@@ -205,6 +205,9 @@ class RedisQueue:
                     s.system_errors,
                     settle_event(s, now),
                     len(s.enqueue),
+                    "0" if s.payload is None else "1",
+                    s.payload or b"",
+                    "" if s.source is None else json.dumps(dict(s.source)),
                 )
             )
             for item in s.enqueue:
@@ -212,6 +215,17 @@ class RedisQueue:
         held = {t.decode() for t in await self._settle(args=args)}
         self._wakeup.set()
         return held
+
+    # ------------------------------------------------------------ lanes
+
+    async def lane_depths(self, lanes: Sequence[str]) -> dict[str, int]:
+        if not lanes:
+            return {}
+        async with self.client.pipeline(transaction=False) as pipe:
+            for lane in lanes:
+                pipe.llen(f"{self.prefix}l:{lane}")
+            counts = await pipe.execute()
+        return {lane: int(n) for lane, n in zip(lanes, counts, strict=True)}
 
     # ------------------------------------------------------------ wait / close
 

@@ -222,6 +222,7 @@ SETTLE = (
 -- ARGV: P, now, key window s, guard window s, count, then per settlement:
 --   token, next state (pending | succeeded | failed), retry at µs (now when none),
 --   function errors, system errors, history event, follow-on count,
+--   new payload given (0 | 1), new payload, new source ('' keeps it),
 --   follow-on count * 12 item arguments.
 local count = tonumber(ARGV[5])
 local i = 6
@@ -229,7 +230,8 @@ local answers, events, wake, done, finished = {}, {}, false, {}, {}
 for _ = 1, count do
   local token, state, retry_at = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local fe, se, event, follow = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])
-  i = i + 7
+  local new_p, new_s = ARGV[i + 7] == '1' and ARGV[i + 8], ARGV[i + 9]
+  i = i + 10
   local id, h, fn, lane, seq = held(token)
   if id then
     answers[#answers + 1] = token
@@ -238,6 +240,8 @@ for _ = 1, count do
     events[#events + 1] = event
     if state == 'pending' then
       redis.call('HSET', h, 't', '', 'fe', fe, 'se', se, 'av', retry_at)
+      if new_p then redis.call('HSET', h, 'p', new_p) end
+      if new_s ~= '' then redis.call('HSET', h, 's', new_s) end
       wake = schedule(id, fn, seq, retry_at) or wake
     else
       redis.call('DEL', h)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, exists, func, or_, select, update
+from sqlalchemy import JSON, LargeBinary, Row, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -291,6 +291,10 @@ class SqlQueue:
                 error_type=bindparam("b_error_type"),
                 error_message=bindparam("b_error_message"),
                 finished_at=bindparam("b_finished_at", type_=inv.finished_at.type),
+                payload=func.coalesce(bindparam("b_payload", type_=LargeBinary()), inv.payload),
+                source=func.coalesce(
+                    bindparam("b_source", type_=JSON(none_as_null=True)), inv.source
+                ),
                 lease_owner=None,
                 lease_token=None,
                 lease_expires_at=None,
@@ -342,6 +346,21 @@ class SqlQueue:
             )
         if any(s.state is State.PENDING for s in applied):
             await self._notify(conn)
+
+    # ------------------------------------------------------------ lanes
+
+    async def lane_depths(self, lanes: Sequence[str]) -> dict[str, int]:
+        if not lanes:
+            return {}
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(inv.lane, func.count())
+                .where(inv.lane.in_(list(lanes)), inv.state.in_(ACTIVE_STATES))
+                .group_by(inv.lane)
+            )
+            counts: dict[str, int] = {lane: int(n) for lane, n in rows}
+            await conn.rollback()
+        return {lane: counts.get(lane, 0) for lane in lanes}
 
     # ------------------------------------------------------------ wait / close
 
@@ -462,4 +481,6 @@ def _settle_params(s: Settlement, now: datetime) -> dict[str, Any]:
         "b_error_type": s.error_type,
         "b_error_message": s.error_message,
         "b_finished_at": now if s.state.terminal else None,
+        "b_payload": s.payload,
+        "b_source": None if s.source is None else dict(s.source),
     }

@@ -16,7 +16,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import JSON, LargeBinary, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -99,6 +99,8 @@ _UPDATE = (
         available_at=func.coalesce(
             bindparam("b_available_at", type_=inv.available_at.type), inv.available_at
         ),
+        payload=func.coalesce(bindparam("b_payload", type_=LargeBinary()), inv.payload),
+        source=func.coalesce(bindparam("b_source", type_=JSON(none_as_null=True)), inv.source),
     )
 )
 
