@@ -43,7 +43,7 @@ class _NoInvoker:
 FUNCTION = Deployed(
     name="f",
     config=FunctionConfig(handler="x:y"),
-    invoker=_NoInvoker(),  # type: ignore[arg-type]
+    invoker=_NoInvoker(),
     arn="arn:aws:lambda:local:000000000000:function:f",
     limits=FunctionLimits(lease_s=10),
     on_success=None,
