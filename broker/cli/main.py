@@ -8,7 +8,16 @@ from typing import Annotated
 import click
 import typer
 
-from broker.cli import config_cmd, dlq, functions, invocations, invoke, schedules, serve
+from broker.cli import (
+    config_cmd,
+    dlq,
+    functions,
+    invocations,
+    invoke,
+    mappings,
+    schedules,
+    serve,
+)
 from broker.cli.common import err_console
 from broker.errors import EventwireError
 
@@ -43,6 +52,7 @@ app.add_typer(functions.app, name="functions")
 app.add_typer(invocations.app, name="invocations")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(schedules.app, name="schedules")
+app.add_typer(mappings.app, name="mappings")
 app.add_typer(config_cmd.app, name="config")
 
 
