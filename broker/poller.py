@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from broker.errors import UsageError
 from broker.queue.base import InvocationQueue
 from broker.settings import Settings
 
@@ -26,7 +27,12 @@ if TYPE_CHECKING:
 
 POLLERS: dict[str, str] = {
     "schedule": "pollers.schedule.poller:create",
+    "kafka": "pollers.kafka:create",
+    "amqp": "pollers.rabbitmq:create",
+    "redis": "pollers.redis_streams:create",
 }
+EXTRAS = {"kafka": "kafka", "amqp": "rabbitmq", "redis": "redis"}
+"""The ``eventwire[...]`` extra a poller kind's transport library comes with."""
 
 
 class Poller(Protocol):
@@ -91,9 +97,19 @@ def load(target: str) -> Any:
 
 def kinds_in(config: ProjectConfig) -> list[str]:
     """The poller kinds a configuration uses."""
-    return ["schedule"] if config.schedules else []
+    kinds = ["schedule"] if config.schedules else []
+    return kinds + sorted({mapping.kind.value for mapping in config.mappings})
 
 
 def create_pollers(context: PollerContext) -> list[Poller]:
-    factories: list[PollerFactory] = [load(POLLERS[kind]) for kind in kinds_in(context.config)]
+    factories: list[PollerFactory] = []
+    for kind in kinds_in(context.config):
+        try:
+            factories.append(load(POLLERS[kind]))
+        except ModuleNotFoundError as exc:
+            extra = EXTRAS.get(kind, kind)
+            raise UsageError(
+                f"{kind} mappings need the {extra} extra: pip install 'eventwire[{extra}]' "
+                f"({exc})"
+            ) from None
     return [factory(context) for factory in factories]
