@@ -19,7 +19,7 @@ enqueued (:class:`~broker.store.mappings.Cut`) and followed again on replay.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,20 +130,27 @@ class Batcher:
         opened = [p.opened_at for p in self._partitions.values() if p.waiting]
         return min(opened) + self.window_s if opened else None
 
-    def take(self, now: float, partitions: Sequence[str] | None = None) -> Taken:
-        """Batches ready now (of ``partitions`` only, when given: the others are held back)."""
+    def partitions(self) -> list[str]:
+        return list(self._partitions)
+
+    def take(self, now: float, budget: Mapping[str, int] | None = None) -> Taken:
+        """Batches ready now; with ``budget``, at most that many per partition (the rest wait)."""
         taken = Taken([], {})
         for name, part in self._partitions.items():
-            if partitions is not None and name not in partitions:
+            room = None if budget is None else budget.get(name, 0)
+            if room is not None and room <= 0:
                 continue
-            self._close(name, part, now, taken.batches)
+            self._close(name, part, now, taken.batches, room)
             done = _checkpointable(part)
             if done:
                 taken.checkpoint[name] = done
         return taken
 
-    def _close(self, name: str, part: _Partition, now: float, out: list[Batch]) -> None:
-        while part.waiting:
+    def _close(
+        self, name: str, part: _Partition, now: float, out: list[Batch], room: int | None
+    ) -> None:
+        limit = None if room is None else len(out) + room
+        while part.waiting and (limit is None or len(out) < limit):
             if part.cut is not None:
                 end = _index_of(part.waiting, part.cut.last)
                 if part.waiting[0].position != part.cut.first or (

@@ -127,8 +127,8 @@ class KafkaReader:
                 name = _name(tp)
                 for m in messages:
                     batcher.add(_record(name, m), now)
-            taken = batcher.take(now)
-            await run.enqueue(taken.batches)
+            taken, lanes = await run.take(now)
+            await run.enqueue(taken.batches, lanes)
             if taken.checkpoint:
                 await self._commit(consumer, taken.checkpoint)
             await self._backpressure(consumer, run)

@@ -197,17 +197,47 @@ class MappingRun:
         digest = hashlib.sha256("\n".join(r.position for r in records).encode()).hexdigest()
         return f"{prefix}:{digest[:40]}"
 
+    async def take(self, now: float, lanes: Sequence[str] | None = None) -> tuple[Any, list[str]]:
+        """The batches ready now, within what the lanes have room for, and the lane of each.
+
+        Ordered sources: a partition's lane takes up to ``MAX_PENDING_BATCHES``
+        unfinished batches. ``lanes`` (a queue's parallel lanes): batches go to
+        the emptiest, within the same bound each.
+        """
+        if lanes is None:
+            by_partition = {p: self.lane(p) for p in self.batcher.partitions()}
+            depths = await self.depths(list(by_partition.values()))
+            budget = {p: MAX_PENDING_BATCHES - depths[lane] for p, lane in by_partition.items()}
+            taken = self.batcher.take(now, budget)
+            return taken, [self.lane(b.partition) for b in taken.batches]
+        depths = await self.depths(lanes)
+        room = {lane: MAX_PENDING_BATCHES - depths[lane] for lane in lanes}
+        budget = {p: sum(max(0, r) for r in room.values()) for p in self.batcher.partitions()}
+        taken = self.batcher.take(now, budget)
+        chosen = []
+        for _ in taken.batches:
+            lane = max(room, key=lambda name: room[name])
+            room[lane] -= 1
+            chosen.append(lane)
+        return taken, chosen
+
+    async def depths(self, lanes: Sequence[str], refresh_s: float = 0.2) -> dict[str, int]:
+        """Unfinished batches per lane: asked of the queue at most every ``refresh_s``; in
+        between, batches enqueued since are added, so the answer errs toward pausing."""
+        now = time.monotonic()
+        if now - self._depths_at >= refresh_s or any(lane not in self._depths for lane in lanes):
+            self._depths = await self.context.queue.lane_depths(list(lanes))
+            self._depths_at = now
+        return {lane: self._depths.get(lane, 0) for lane in lanes}
+
     async def backed_up(self, lanes: Sequence[str], refresh_s: float = 0.2) -> set[str]:
         """Lanes holding ``MAX_PENDING_BATCHES`` or more unfinished batches.
 
         Counts come from the queue at most every ``refresh_s``; in between,
         batches enqueued since are added, so the answer errs toward pausing.
         """
-        now = time.monotonic()
-        if now - self._depths_at >= refresh_s or any(lane not in self._depths for lane in lanes):
-            self._depths = await self.context.queue.lane_depths(list(lanes))
-            self._depths_at = now
-        return {lane for lane in lanes if self._depths.get(lane, 0) >= MAX_PENDING_BATCHES}
+        depths = await self.depths(lanes, refresh_s)
+        return {lane for lane in lanes if depths[lane] >= MAX_PENDING_BATCHES}
 
 
 def _fit(

@@ -105,11 +105,8 @@ class RabbitReader:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(run.stopping.wait(), IDLE_WAIT_S)
                 continue
-            taken = run.batcher.take(time.monotonic())
-            batches = taken.batches
-            while len(free) < len(batches):
-                free = free + free
-            await run.enqueue(batches, lanes=free[: len(batches)])
+            taken, chosen = await run.take(time.monotonic(), lanes)
+            await run.enqueue(taken.batches, chosen)
             for records in taken.checkpoint.values():
                 for record in records:
                     message = self.unacked.pop(record.position, None)

@@ -164,8 +164,7 @@ class RedisStreamReader:
         batcher = run.batcher
         lane = run.lane(self.source.stream)
         if await run.backed_up([lane]):
-            taken = batcher.take(time.monotonic())
-            await self._deliver(client, run, taken.batches, taken.checkpoint)
+            await self._deliver(client, run)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(run.stopping.wait(), IDLE_WAIT_S)
             return
@@ -181,16 +180,14 @@ class RedisStreamReader:
         )
         for _stream, entries in read or []:
             self._add(run, entries)
-        taken = batcher.take(time.monotonic())
-        await self._deliver(client, run, taken.batches, taken.checkpoint)
+        await self._deliver(client, run)
         if not read:
             await self._measure(client, run)
 
-    async def _deliver(
-        self, client: aioredis.Redis, run: MappingRun, batches: Any, checkpoint: Any
-    ) -> None:
-        await run.enqueue(batches)
-        ids = [r.position for records in checkpoint.values() for r in records]
+    async def _deliver(self, client: aioredis.Redis, run: MappingRun) -> None:
+        taken, lanes = await run.take(time.monotonic())
+        await run.enqueue(taken.batches, lanes)
+        ids = [r.position for records in taken.checkpoint.values() for r in records]
         if ids:
             await client.xack(self.source.stream, self.group, *ids)
 
