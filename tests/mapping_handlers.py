@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
+import os
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -43,3 +45,17 @@ async def record(event: Any, context: LambdaContext) -> Any:
 
 async def noop(event: Any, context: LambdaContext) -> None:
     await asyncio.sleep(0)
+
+
+def sink(event: Any, context: LambdaContext) -> None:
+    """Append the batch's records (``topic-partition``, offset) and the request id to the file
+    named by ``MAPPING_TEST_SINK``: what a run under SIGKILL leaves behind to be checked."""
+    records = [
+        [group, record["offset"]] for group, items in event["records"].items() for record in items
+    ]
+    line = json.dumps({"request": context.aws_request_id, "records": records}) + "\n"
+    fd = os.open(os.environ["MAPPING_TEST_SINK"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
