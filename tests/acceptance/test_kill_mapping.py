@@ -81,7 +81,11 @@ mappings:
         server.wait_serving()
         before = len(invoked(sink))
         # Kill once some records of this run are in, at a random point after that.
-        wait_for(lambda b=before: len(invoked(sink)) > b, 30, f"progress in run {run}")
+
+        def progressed(at_least: int = before) -> bool:
+            return len(invoked(sink)) > at_least
+
+        wait_for(progressed, 30, f"progress in run {run}")
         time.sleep(rng.uniform(0.0, 0.4))
         server.kill()
         progress.append(len(invoked(sink)))
