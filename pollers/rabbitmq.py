@@ -40,6 +40,7 @@ log = logging.getLogger("eventwire.mappings.rabbitmq")
 
 DEFAULT_CONCURRENCY = 5
 IDLE_WAIT_S = 0.1
+QUEUE_CHECK_S = 2.0
 
 
 class RabbitReader:
@@ -53,6 +54,7 @@ class RabbitReader:
         self.unacked: dict[str, AbstractIncomingMessage] = {}
         self.closed = asyncio.Event()
         self.close_reason = ""
+        self.channel: Any = None
 
     async def run(self, run: MappingRun) -> None:
         where = redact(self.source.url)
@@ -78,6 +80,7 @@ class RabbitReader:
             await queue.consume(self.inbox.put)
             run.connected = True
             log.info("mapping %s: consuming %s", run.name, self.source.queue)
+            self.channel = channel
             await self._loop(run)
         finally:
             run.connected = False
@@ -88,9 +91,23 @@ class RabbitReader:
         self.close_reason = str(exc) if exc else "closed"
         self.closed.set()
 
+    async def _check_queue(self) -> None:
+        """RabbitMQ cancels the consumer of a deleted queue without a word: ask after it."""
+        try:
+            await self.channel.get_queue(self.source.queue, ensure=True)
+        except (ChannelClosed, AMQPError):
+            raise SourceError(
+                f"queue {self.source.queue!r} does not exist in vhost {self.source.vhost!r} "
+                "any more"
+            ) from None
+
     async def _loop(self, run: MappingRun) -> None:
         lanes = [run.lane(str(n)) for n in range(self.concurrency)]
+        checked = time.monotonic()
         while not run.stopping.is_set():
+            if time.monotonic() - checked > QUEUE_CHECK_S:
+                checked = time.monotonic()
+                await self._check_queue()
             if self.closed.is_set():
                 raise SourceError(
                     f"the channel to queue {self.source.queue!r} closed: {self.close_reason}"
