@@ -125,6 +125,15 @@ class Batcher:
     def buffered(self) -> int:
         return sum(len(p.read) for p in self._partitions.values())
 
+    def waiting(self, partition: str) -> int:
+        """Matching records of ``partition`` not yet in a batch."""
+        part = self._partitions.get(partition)
+        return len(part.waiting) if part is not None else 0
+
+    def held_back(self) -> bool:
+        """Whether a full batch is waiting (for room in its lane)."""
+        return any(len(p.waiting) >= self.batch_size for p in self._partitions.values())
+
     def next_deadline(self) -> float | None:
         """When the earliest open batch's window runs out."""
         opened = [p.opened_at for p in self._partitions.values() if p.waiting]

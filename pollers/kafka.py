@@ -6,8 +6,9 @@ when one dies. Per partition, records are filtered and batched
 (:mod:`pollers.batching`), shaped as Lambda's self-managed Kafka event,
 enqueued in the partition's lane (``mapping:NAME:topic-N``: one batch in
 flight at a time, in order) and only then is the offset committed. A
-partition whose lane holds ``MAX_PENDING_BATCHES`` batches is paused
-(``consumer.pause``) until they drain.
+partition whose lane holds ``MAX_PENDING_BATCHES`` batches takes no more;
+once enough of its records wait to fill the lane again, the partition is
+paused (``consumer.pause``) until they fit: memory stays bounded.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from broker.batch_events import KAFKA_TIMESTAMP_TYPES, KafkaRecord, kafka_event
 from broker.mapping_config import KafkaSource, MappingConfig, SourceKind
 from broker.poller import PollerContext
 from pollers.batching import Record
-from pollers.mapping_runner import MappingPoller, MappingRun, SourceError
+from pollers.mapping_runner import MAX_PENDING_BATCHES, MappingPoller, MappingRun, SourceError
 
 log = logging.getLogger("eventwire.mappings.kafka")
 
@@ -119,6 +120,8 @@ class KafkaReader:
                 await self._apply_seek(consumer, run)
             deadline = batcher.next_deadline()
             wait_s = 0.1 if deadline is None else min(0.1, max(0.0, deadline - time.monotonic()))
+            if batcher.held_back():
+                wait_s = min(wait_s, 0.005)  # batches wait for room: look again soon
             data = await consumer.getmany(
                 timeout_ms=int(wait_s * 1000), max_records=MAX_RECORDS_PER_FETCH
             )
@@ -159,10 +162,10 @@ class KafkaReader:
         self.committed.update(offsets)
 
     async def _backpressure(self, consumer: AIOKafkaConsumer, run: MappingRun) -> None:
-        lanes = {run.lane(_name(tp)): tp for tp in consumer.assignment()}
-        if not lanes:
-            return
-        full = {lanes[lane] for lane in await run.backed_up(list(lanes))}
+        """Stop fetching a partition while its lane is full and enough of its records wait
+        to fill that lane again; fetch again once they fit."""
+        limit = MAX_PENDING_BATCHES * run.mapping.batch_size
+        full = {tp for tp in consumer.assignment() if run.batcher.waiting(_name(tp)) >= limit}
         pause = full - self.paused
         resume = self.paused - full
         if pause:

@@ -58,8 +58,10 @@ log = logging.getLogger("eventwire.mappings")
 READER_BACKOFF = Backoff(initial_s=1.0, multiplier=2.0, max_s=60.0, jitter=0.2)
 """A failing mapping's reader starts again after 1 s, doubling up to a minute."""
 WATCH_INTERVAL_S = 1.0
-MAX_PENDING_BATCHES = 4
+MAX_PENDING_BATCHES = 8
 """Per lane: a reader stops reading a partition while this many of its batches wait."""
+DEPTH_REFRESH_S = 0.2
+FULL_REFRESH_S = 0.01
 
 
 class SourceError(Exception):
@@ -221,22 +223,25 @@ class MappingRun:
             chosen.append(lane)
         return taken, chosen
 
-    async def depths(self, lanes: Sequence[str], refresh_s: float = 0.2) -> dict[str, int]:
-        """Unfinished batches per lane: asked of the queue at most every ``refresh_s``; in
-        between, batches enqueued since are added, so the answer errs toward pausing."""
+    async def depths(self, lanes: Sequence[str]) -> dict[str, int]:
+        """Unfinished batches per lane, asked of the queue every ``DEPTH_REFRESH_S`` (every
+        ``FULL_REFRESH_S`` while a lane is full, to resume as soon as it drains); in between,
+        batches enqueued since are added, so the answer errs toward pausing."""
         now = time.monotonic()
-        if now - self._depths_at >= refresh_s or any(lane not in self._depths for lane in lanes):
+        full = any(self._depths.get(lane, 0) >= MAX_PENDING_BATCHES for lane in lanes)
+        due = FULL_REFRESH_S if full else DEPTH_REFRESH_S
+        if now - self._depths_at >= due or any(lane not in self._depths for lane in lanes):
             self._depths = await self.context.queue.lane_depths(list(lanes))
             self._depths_at = now
         return {lane: self._depths.get(lane, 0) for lane in lanes}
 
-    async def backed_up(self, lanes: Sequence[str], refresh_s: float = 0.2) -> set[str]:
+    async def backed_up(self, lanes: Sequence[str]) -> set[str]:
         """Lanes holding ``MAX_PENDING_BATCHES`` or more unfinished batches.
 
         Counts come from the queue at most every ``refresh_s``; in between,
         batches enqueued since are added, so the answer errs toward pausing.
         """
-        depths = await self.depths(lanes, refresh_s)
+        depths = await self.depths(lanes)
         return {lane for lane in lanes if depths[lane] >= MAX_PENDING_BATCHES}
 
 

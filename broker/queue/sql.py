@@ -18,7 +18,19 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import JSON, LargeBinary, Row, and_, bindparam, exists, func, or_, select, update
+from sqlalchemy import (
+    JSON,
+    LargeBinary,
+    Row,
+    and_,
+    bindparam,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -39,6 +51,15 @@ ACTIVE_STATES = (State.PENDING.value, State.RUNNING.value)
 inv = invocations.c
 _ahead = invocations.alias("ahead")
 
+
+
+def _literal_active(column: Any) -> Any:
+    """``state IN ('pending', 'running')`` with the values inline: the partial indexes
+    (``ix_invocations_active``, ``ix_invocations_lane``) have that predicate, and SQLite
+    uses a partial index only for a query that repeats it literally, not with parameters."""
+    return column.in_([literal_column(f"'{state}'") for state in ACTIVE_STATES])
+
+
 # An invocation is runnable when its time has come (or its lease ran out) and
 # nothing older in its lane is unfinished.
 _NOW = bindparam("now", type_=UTCDateTime())
@@ -52,7 +73,7 @@ _RUNNABLE = and_(
         ~exists().where(
             _ahead.c.lane == inv.lane,
             _ahead.c.seq < inv.seq,
-            _ahead.c.state.in_(ACTIVE_STATES),
+            _literal_active(_ahead.c.state),
         ),
     ),
 )
@@ -186,7 +207,11 @@ class SqlQueue:
     def _candidates(self, n: int) -> Any:
         return (
             select(invocations)
-            .where(inv.function.in_(bindparam("fns", expanding=True)), _RUNNABLE)
+            .where(
+                inv.function.in_(bindparam("fns", expanding=True)),
+                _literal_active(inv.state),
+                _RUNNABLE,
+            )
             .order_by(inv.seq)
             .limit(n)
         )
@@ -365,14 +390,25 @@ class SqlQueue:
     # ------------------------------------------------------------ wait / close
 
     async def next_due(self, functions: Mapping[str, FunctionLimits]) -> datetime | None:
-        """When the earliest delayed invocation or running lease comes due."""
+        """When the earliest delayed invocation or running lease comes due.
+
+        Pending invocations already due are left out: they were not leased because
+        they wait behind their lane's head (or for concurrency), and what frees
+        them (a settle, an enqueue) wakes the dispatcher; counting them would make
+        an idle dispatcher poll without pause.
+        """
         names = list(functions)
+        now = self.clock()
         async with self.engine.connect() as conn:
             row = (
                 await conn.execute(
                     select(
                         select(func.min(inv.available_at, type_=UTCDateTime()))
-                        .where(inv.state == State.PENDING.value, inv.function.in_(names))
+                        .where(
+                            inv.state == State.PENDING.value,
+                            inv.function.in_(names),
+                            inv.available_at > now,
+                        )
                         .scalar_subquery(),
                         select(func.min(inv.lease_expires_at, type_=UTCDateTime()))
                         .where(inv.state == State.RUNNING.value, inv.function.in_(names))
