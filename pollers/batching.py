@@ -68,8 +68,13 @@ class _Partition:
     """Records read and not yet checkpointable, in order (filtered ones too)."""
     waiting: list[Record] = field(default_factory=list)
     """Matching records not yet in a batch."""
-    opened_at: float = 0.0
+    arrived: list[float] = field(default_factory=list)
+    """When each waiting record was read (a batch's window runs from its first)."""
     cut: Cut | None = None
+
+    @property
+    def opened_at(self) -> float:
+        return self.arrived[0]
 
 
 @dataclass(slots=True)
@@ -106,9 +111,8 @@ class Batcher:
         if not self._matches(record):
             self.filtered += 1
             return
-        if not part.waiting:
-            part.opened_at = now
         part.waiting.append(record)
+        part.arrived.append(now)
 
     def _matches(self, record: Record) -> bool:
         if self.filter.accepts_all:
@@ -169,22 +173,20 @@ class Batcher:
                     continue
                 if end is None:
                     return  # the rest of the cut batch is still to be read
-                self._emit(name, part, end + 1, False, now, out)
+                self._emit(name, part, end + 1, False, out)
                 part.cut = None
                 continue
             if len(part.waiting) >= self.batch_size:
-                self._emit(name, part, self.batch_size, False, now, out)
+                self._emit(name, part, self.batch_size, False, out)
             elif now - part.opened_at >= self.window_s:
-                self._emit(name, part, len(part.waiting), True, now, out)
+                self._emit(name, part, len(part.waiting), True, out)
             else:
                 return
 
     @staticmethod
-    def _emit(
-        name: str, part: _Partition, count: int, cut: bool, now: float, out: list[Batch]
-    ) -> None:
+    def _emit(name: str, part: _Partition, count: int, cut: bool, out: list[Batch]) -> None:
         records, part.waiting = part.waiting[:count], part.waiting[count:]
-        part.opened_at = now
+        del part.arrived[:count]
         out.append(Batch(name, tuple(records), cut))
 
 
