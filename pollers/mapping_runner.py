@@ -58,6 +58,7 @@ log = logging.getLogger("eventwire.mappings")
 READER_BACKOFF = Backoff(initial_s=1.0, multiplier=2.0, max_s=60.0, jitter=0.2)
 """A failing mapping's reader starts again after 1 s, doubling up to a minute."""
 WATCH_INTERVAL_S = 1.0
+STOP_GRACE_S = 10.0
 MAX_PENDING_BATCHES = 8
 """Per lane: a reader stops reading a partition while this many of its batches wait."""
 DEPTH_REFRESH_S = 0.2
@@ -314,10 +315,16 @@ class MappingPoller:
         try:
             await self._stop.wait()
         finally:
-            await asyncio.gather(*tasks, return_exceptions=True)
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            # Readers stop at their next step; one stuck on its transport is cancelled
+            # (nothing is lost: what it read and did not checkpoint is read again).
+            everything = [*tasks, watcher]
+            _done, stuck = await asyncio.wait(everything, timeout=STOP_GRACE_S)
+            for task in stuck:
+                log.warning(
+                    "%s: %s did not stop in time; cancelling it", self.name, task.get_name()
+                )
+                task.cancel()
+            await asyncio.gather(*everything, return_exceptions=True)
             await self._report_all(final=True)
 
     # ------------------------------------------------------------ one mapping
@@ -410,8 +417,8 @@ class MappingPoller:
         status = state.status
         if run is not None and run.connected:
             status, state.status, state.reason = RUNNING, RUNNING, None
-        if final or state.desired == DISABLED:
-            status = STOPPED if status != FAILING else status
+        elif (final or state.desired == DISABLED) and status != FAILING:
+            status = STOPPED  # the reader has returned
         try:
             await report_status(
                 self.context.engine,

@@ -85,7 +85,8 @@ class RabbitReader:
         finally:
             run.connected = False
             with contextlib.suppress(Exception):
-                await connection.close()
+                async with asyncio.timeout(5):
+                    await connection.close()
 
     def _on_close(self, _channel: Any, exc: BaseException | None = None) -> None:
         self.close_reason = str(exc) if exc else "closed"
@@ -94,7 +95,12 @@ class RabbitReader:
     async def _check_queue(self) -> None:
         """RabbitMQ cancels the consumer of a deleted queue without a word: ask after it."""
         try:
-            await self.channel.get_queue(self.source.queue, ensure=True)
+            async with asyncio.timeout(10):
+                await self.channel.get_queue(self.source.queue, ensure=True)
+        except TimeoutError:
+            raise SourceError(
+                f"RabbitMQ did not answer about queue {self.source.queue!r}"
+            ) from None
         except (ChannelClosed, AMQPError):
             raise SourceError(
                 f"queue {self.source.queue!r} does not exist in vhost {self.source.vhost!r} "
