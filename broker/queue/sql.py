@@ -208,13 +208,17 @@ class SqlQueue:
         return (
             select(invocations)
             .where(
-                inv.function.in_(bindparam("fns", expanding=True)),
+                self._function_term().in_(bindparam("fns", expanding=True)),
                 _literal_active(inv.state),
                 _RUNNABLE,
             )
             .order_by(inv.seq)
             .limit(n)
         )
+
+    def _function_term(self) -> Any:
+        """The function column as the candidate scan filters on it (backend-specific)."""
+        return inv.function
 
     async def _lock_for_limits(self, conn: AsyncConnection) -> None:
         """Serialize leasers while reserved concurrency is counted (backend-specific)."""
