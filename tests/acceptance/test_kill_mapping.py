@@ -85,7 +85,7 @@ mappings:
         def progressed(at_least: int = before) -> bool:
             return len(invoked(sink)) > at_least
 
-        wait_for(progressed, 30, f"progress in run {run}")
+        wait_for(progressed, 60, f"progress in run {run}")
         time.sleep(rng.uniform(0.0, 0.4))
         server.kill()
         progress.append(len(invoked(sink)))
@@ -94,7 +94,7 @@ mappings:
     server = Serve(config, env, tmp_path / "serve-last.log")
     try:
         server.wait_serving()
-        wait_for(lambda: len(invoked(sink)) >= RECORDS, 60, "every record")
+        wait_for(lambda: len(invoked(sink)) >= RECORDS, 90, "every record")
     finally:
         assert server.stop() == 0, server.log()
     seen = invoked(sink)

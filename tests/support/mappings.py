@@ -35,7 +35,18 @@ async def mapping_service(
         yield service
     finally:
         service.stop()
-        await asyncio.wait_for(task, 30)
+        done, _ = await asyncio.wait({task}, timeout=30)
+        if not done:
+            stacks = "\n".join(_stack(t) for t in asyncio.all_tasks() if not t.done())
+            task.cancel()
+            raise AssertionError(f"service did not stop within 30s; running tasks:\n{stacks}")
+        task.result()
+
+
+def _stack(task: asyncio.Task[Any]) -> str:
+    frames = task.get_stack(limit=8)
+    where = " < ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in reversed(frames))
+    return f"  {task.get_name()}: {where}"
 
 
 def record_data(event: dict[str, Any]) -> list[bytes]:
