@@ -32,6 +32,7 @@ log = logging.getLogger("eventwire.mappings.kafka")
 MAX_RECORDS_PER_FETCH = 5000
 TOPIC_CHECK_S = 5.0
 LAG_CHECK_S = 1.0
+SESSION_TIMEOUT_MS = 6000
 
 
 def _name(tp: TopicPartition) -> str:
@@ -76,6 +77,9 @@ class KafkaReader:
             metadata_max_age_ms=int(TOPIC_CHECK_S * 1000),
             fetch_max_wait_ms=100,
             request_timeout_ms=15000,
+            # A serve process that dies loses its partitions to the others after this.
+            session_timeout_ms=SESSION_TIMEOUT_MS,
+            heartbeat_interval_ms=SESSION_TIMEOUT_MS // 3,
         )
         self.consumer = consumer
         try:

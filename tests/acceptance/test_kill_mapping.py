@@ -76,20 +76,19 @@ mappings:
     seed = random.randrange(1_000_000)
     rng = random.Random(seed)
     progress: list[int] = []
-    for run in range(KILLS):
+    # Kill points: random record counts, so each kill lands mid-run whatever the speed.
+    targets = sorted(rng.sample(range(100, RECORDS * 3 // 4), KILLS))
+    for run, target in enumerate(targets):
         server = Serve(config, env, tmp_path / f"serve-{run}.log")
         server.wait_serving()
-        before = len(invoked(sink))
-        # Kill once some records of this run are in, at a random point after that.
 
-        def progressed(at_least: int = before) -> bool:
-            return len(invoked(sink)) > at_least
+        def reached(at_least: int = target) -> bool:
+            return len(invoked(sink)) >= at_least
 
-        wait_for(progressed, 60, f"progress in run {run}")
-        time.sleep(rng.uniform(0.0, 0.4))
+        wait_for(reached, 60, f"{target} records in run {run}")
+        time.sleep(rng.uniform(0.0, 0.05))
         server.kill()
         progress.append(len(invoked(sink)))
-    progress.append(len(invoked(sink)))
     assert progress[-1] < RECORDS, f"the kills came too late to matter: {progress}"
     server = Serve(config, env, tmp_path / "serve-last.log")
     try:
