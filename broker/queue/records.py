@@ -3,20 +3,23 @@
 An event is a small JSON object, made where the change happens (enqueue,
 settle) and turned into rows of ``invocations``, ``attempts`` and
 ``dead_letters`` by the history writer. Times are microseconds since the
-epoch; payloads and results are text, with bytes that are not UTF-8 kept by
-``surrogateescape`` so they come back exactly.
+epoch; payloads and results are text when they are UTF-8 (they nearly always
+are: JSON), and ``{"b64": …}`` otherwise, so every byte comes back exactly.
 """
 
 from __future__ import annotations
 
-import json
+import base64
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+
 from broker.models import NewInvocation, Settlement, State
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TERMINAL = frozenset(state.value for state in State if state.terminal)
 
 
 def us(when: datetime) -> int:
@@ -28,16 +31,33 @@ def from_us(value: int | str | bytes) -> datetime:
     return _EPOCH + timedelta(microseconds=int(value))
 
 
-def _text(data: bytes | None) -> str | None:
-    return None if data is None else data.decode("utf-8", "surrogateescape")
+def _text(data: bytes | None) -> str | dict[str, str] | None:
+    if data is None:
+        return None
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return {"b64": base64.b64encode(data).decode()}
 
 
-def _bytes(text: str | None) -> bytes | None:
-    return None if text is None else text.encode("utf-8", "surrogateescape")
+def _bytes(text: str | dict[str, str] | None) -> bytes | None:
+    if text is None:
+        return None
+    if isinstance(text, dict):
+        return base64.b64decode(text["b64"])
+    return text.encode()
 
 
-def enqueue_event(item: NewInvocation, first: datetime, available: datetime, now: datetime) -> str:
-    return json.dumps(
+def loads(entry: bytes) -> list[dict[str, Any]]:
+    """The events of one history stream entry."""
+    events: list[dict[str, Any]] = orjson.loads(entry)
+    return events
+
+
+def enqueue_event(
+    item: NewInvocation, first: datetime, available: datetime, now: datetime
+) -> bytes:
+    return orjson.dumps(
         {
             "k": "e",
             "id": item.id,
@@ -52,15 +72,14 @@ def enqueue_event(item: NewInvocation, first: datetime, available: datetime, now
             "fq": us(first),
             "av": us(available),
             "u": us(now),
-        },
-        separators=(",", ":"),
+        }
     )
 
 
-def settle_event(s: Settlement, now: datetime) -> str:
+def settle_event(s: Settlement, now: datetime) -> bytes:
     a = s.attempt
     letter = s.dead_letter
-    return json.dumps(
+    return orjson.dumps(
         {
             "k": "s",
             "id": s.invocation_id,
@@ -98,8 +117,7 @@ def settle_event(s: Settlement, now: datetime) -> str:
                 "first_enqueued_at": us(letter.first_enqueued_at),
                 "dead_at": us(letter.dead_at),
             },
-        },
-        separators=(",", ":"),
+        }
     )
 
 
@@ -108,12 +126,12 @@ class Rows:
     """The SQL rows a run of history events comes to.
 
     ``new`` are invocations first seen in this run, already carrying the last
-    state the run gives them; ``updates`` are states of invocations written by
-    an earlier run, in order.
+    state the run gives them; ``updates`` are the last states this run gives
+    invocations that an earlier run wrote.
     """
 
     new: dict[str, dict[str, Any]] = field(default_factory=dict)
-    updates: list[dict[str, Any]] = field(default_factory=list)
+    updates: dict[str, dict[str, Any]] = field(default_factory=dict)
     attempts: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
 
@@ -126,7 +144,11 @@ class Rows:
         if row is not None and row["attempts"] <= state["attempts"]:
             row.update({k: v for k, v in state.items() if k != "available_at" or v is not None})
         elif row is None:
-            self.updates.append({"b_id": event["id"], **{f"b_{k}": v for k, v in state.items()}})
+            earlier = self.updates.get(event["id"])  # events of one invocation come in order
+            if earlier is not None and state["available_at"] is None:
+                state["available_at"] = earlier["available_at"]
+            state["id"] = event["id"]
+            self.updates[event["id"]] = state
         self.attempts.append(_attempt_row(event))
         if event["dl"] is not None:
             self.dead_letters.append(_dead_letter_row(event["dl"]))
@@ -158,7 +180,8 @@ def _invocation_row(e: dict[str, Any]) -> dict[str, Any]:
 
 
 def _state_of(e: dict[str, Any]) -> dict[str, Any]:
-    terminal = State(e["st"]).terminal
+    terminal = e["st"] in _TERMINAL
+    updated = from_us(e["u"])
     state = {
         "state": e["st"],
         "attempts": e["a"][0],
@@ -167,8 +190,8 @@ def _state_of(e: dict[str, Any]) -> dict[str, Any]:
         "result": _bytes(e["res"]),
         "error_type": e["et"],
         "error_message": e["em"],
-        "updated_at": from_us(e["u"]),
-        "finished_at": from_us(e["u"]) if terminal else None,
+        "updated_at": updated,
+        "finished_at": updated if terminal else None,
         "available_at": None if e["av"] is None else from_us(e["av"]),
     }
     return state

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -25,6 +24,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -120,7 +120,7 @@ class RedisQueue:
             "1" if item.sync else "0",
             us(first),
             us(available),
-            json.dumps(dict(item.source)) if item.source else "",
+            orjson.dumps(dict(item.source)) if item.source else b"",
             enqueue_event(item, first, available, now),
         ]
 
@@ -349,7 +349,7 @@ def _lease(row: Sequence[Any]) -> Lease:
         system_errors=int(system_errors),
         first_enqueued_at=from_us(first),
         available_at=from_us(available),
-        source=json.loads(source) if source else {},
+        source=orjson.loads(source) if source else {},
     )
     return Lease(token=token.decode(), invocation=invocation, expires_at=from_us(expires))
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from typing import cast
 
@@ -21,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.queue import redis_lua
-from broker.queue.records import Rows
+from broker.queue.records import Rows, loads
 from broker.store.history_writes import add_throttles, write_rows
 
 log = logging.getLogger("eventwire.history")
@@ -98,7 +97,7 @@ class HistoryWriter:
             return 0
         rows = Rows()
         for _id, fields in entries:
-            for event in json.loads(fields[b"e"]):
+            for event in loads(fields[b"e"]):
                 rows.add(event)
         taken = await self._take_throttles(args=[self.prefix])
         throttles = {taken[j].decode(): int(taken[j + 1]) for j in range(0, len(taken), 2)}

@@ -71,6 +71,33 @@ def _unnest_insert(table: str, columns: Sequence[tuple[str, str]], conflict: str
     )
 
 
+UPDATE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("id", "varchar"),
+    ("state", "varchar"),
+    ("attempts", "int4"),
+    ("function_errors", "int4"),
+    ("system_errors", "int4"),
+    ("result", "bytea"),
+    ("error_type", "varchar"),
+    ("error_message", "text"),
+    ("updated_at", "timestamptz"),
+    ("finished_at", "timestamptz"),
+    ("available_at", "timestamptz"),
+)
+_PG_UPDATE = (
+    "UPDATE invocations AS i SET "
+    + ", ".join(
+        f"{name} = u.{name}" for name, _ in UPDATE_COLUMNS if name not in ("id", "available_at")
+    )
+    + ", available_at = COALESCE(u.available_at, i.available_at) FROM unnest("
+    + ", ".join(f"${n}::{kind}[]" for n, (_, kind) in enumerate(UPDATE_COLUMNS, 1))
+    + ") AS u("
+    + ", ".join(name for name, _ in UPDATE_COLUMNS)
+    + ") WHERE i.id = u.id AND (i.attempts < u.attempts"
+    " OR (i.attempts = u.attempts AND i.state IN ('pending', 'running')))"
+)
+"""A state over an older one only: replayed events never take an invocation back."""
+
 _PG_INVOCATIONS = _unnest_insert("invocations", INVOCATION_COLUMNS, "") + " RETURNING id"
 _PG_ATTEMPTS = _unnest_insert("attempts", ATTEMPT_COLUMNS, "(invocation_id, number)")
 
@@ -113,7 +140,13 @@ async def write_rows(conn: AsyncConnection, rows: Rows) -> None:
         else:
             await _insert_invocations(conn, new)
     if rows.updates:
-        await conn.execute(_UPDATE, rows.updates)
+        updates = list(rows.updates.values())
+        if postgres:
+            await conn.exec_driver_sql(_PG_UPDATE, _arrays(updates, UPDATE_COLUMNS))
+        else:
+            await conn.execute(
+                _UPDATE, [{f"b_{k}": v for k, v in state.items()} for state in updates]
+            )
     if rows.attempts:
         if postgres:
             await conn.exec_driver_sql(_PG_ATTEMPTS, _arrays(rows.attempts, ATTEMPT_COLUMNS))
