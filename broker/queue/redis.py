@@ -188,25 +188,20 @@ class RedisQueue:
     async def settle(self, settlements: Sequence[Settlement], now: datetime) -> set[str]:
         if not settlements:
             return set()
+        now_us = us(now)
         args: list[Any] = [
             self.prefix,
-            us(now),
+            now_us,
             self.idempotency_window_s,
             GUARD_WINDOW_S,
             len(settlements),
         ]
         for s in settlements:
-            args.extend(
-                (
-                    s.lease_token,
-                    s.state.value,
-                    us(s.retry_at) if s.state is State.PENDING and s.retry_at else us(now),
-                    s.function_errors,
-                    s.system_errors,
-                    settle_event(s, now),
-                    len(s.enqueue),
-                )
+            retry_at = us(s.retry_at) if s.state is State.PENDING and s.retry_at else now_us
+            header = (
+                f"{s.state.value}|{retry_at}|{s.function_errors}|{s.system_errors}|{len(s.enqueue)}"
             )
+            args.extend((s.lease_token, header, settle_event(s, now)))
             for item in s.enqueue:
                 args.extend(self._item_args(item, now))
         held = {t.decode() for t in await self._settle(args=args)}

@@ -220,16 +220,17 @@ SETTLE = (
     _PRELUDE
     + """
 -- ARGV: P, now, key window s, guard window s, count, then per settlement:
---   token, next state (pending | succeeded | failed), retry at µs (now when none),
---   function errors, system errors, history event, follow-on count,
---   follow-on count * 12 item arguments.
+--   token, "state|retry at µs|function errors|system errors|follow-on count" (state:
+--   pending | succeeded | failed), history event, follow-on count * 12 item arguments.
 local count = tonumber(ARGV[5])
 local i = 6
 local answers, events, wake, done, finished = {}, {}, false, {}, {}
 for _ = 1, count do
-  local token, state, retry_at = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local fe, se, event, follow = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])
-  i = i + 7
+  local token, event = ARGV[i], ARGV[i + 2]
+  local state, retry_at, fe, se, follow =
+    string.match(ARGV[i + 1], '^(%a+)|(%d+)|(%d+)|(%d+)|(%d+)$')
+  follow = tonumber(follow)
+  i = i + 3
   local id, h, fn, lane, seq = held(token)
   if id then
     answers[#answers + 1] = token
