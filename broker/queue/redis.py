@@ -48,6 +48,7 @@ from broker.queue import redis_lua
 from broker.queue.records import enqueue_event, from_us, settle_event, us
 from broker.queue.redis_history import HistoryWriter
 from broker.queue.sql import Clock, utcnow
+from broker.queue.wakeup import Wakeup
 from broker.settings import Settings
 
 log = logging.getLogger("eventwire.queue")
@@ -87,9 +88,7 @@ class RedisQueue:
         self.clock = clock
         self.idempotency_window_s = int(idempotency_window_s)
         self.account_concurrency = account_concurrency
-        self._wakeup = asyncio.Event()
-        self._listener: asyncio.Task[None] | None = None
-        self._listening = asyncio.Event()
+        self._wakeup = Wakeup(clock)
         self._enqueue = client.register_script(redis_lua.ENQUEUE)
         self._lease = client.register_script(redis_lua.LEASE)
         self._settle = client.register_script(redis_lua.SETTLE)
@@ -211,11 +210,8 @@ class RedisQueue:
     # ------------------------------------------------------------ wait / close
 
     async def start_listening(self) -> None:
-        """Subscribe to wake-ups; returns once subscribed (or after logging why not)."""
-        if self._listener is None:
-            self._listener = asyncio.create_task(self._listen(), name="eventwire-redis-wake")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._listening.wait(), 10)
+        """Subscribe to wake-ups; returns once subscribed (or after 10 s; it goes on)."""
+        await self._wakeup.listen(self._listen, "eventwire-redis-wake")
 
     async def _listen(self) -> None:
         failures = 0
@@ -223,7 +219,7 @@ class RedisQueue:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.prefix + "wake")
-                self._listening.set()
+                self._wakeup.listening.set()
                 self._wakeup.set()  # work may have come while we were not listening
                 failures = 0
                 async for _message in pubsub.listen():
@@ -234,7 +230,7 @@ class RedisQueue:
                 log.warning("queue: Redis wake-up channel lost (%s); retry in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
             finally:
-                self._listening.clear()
+                self._wakeup.listening.clear()
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
 
@@ -244,22 +240,10 @@ class RedisQueue:
         return from_us(value) if value else None
 
     async def wait(self, functions: Mapping[str, FunctionLimits], timeout_s: float) -> None:
-        if self._wakeup.is_set():
-            return
-        due = await self.next_due(functions)
-        if due is not None:
-            timeout_s = min(timeout_s, max(0.0, (due - self.clock()).total_seconds()))
-        if timeout_s <= 0:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), timeout_s)
+        await self._wakeup.wait(lambda: self.next_due(functions), timeout_s)
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-            self._listener = None
+        await self._wakeup.close()
 
 
 @asynccontextmanager
