@@ -30,6 +30,7 @@ from broker.config_errors import describe_validation_error
 from broker.destinations import parse_destination
 from broker.durations import parse_duration, parse_size
 from broker.errors import ConfigError
+from broker.invoker_config import check_invoker_keys
 from broker.yaml_lines import load_yaml_with_lines
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
@@ -86,6 +87,14 @@ class FunctionConfig(_Model):
     on_success: Destination | None = None
     on_failure: Destination | None = None
     environment: dict[str, str] = Field(default_factory=dict)
+    # process and http invokers (which keys each kind takes: broker/invoker_config.py)
+    command: list[str] | None = None
+    concurrency: int | None = Field(None, ge=1, le=10_000)
+    warm: int = Field(0, ge=0, le=10_000)
+    idle_timeout_s: Seconds = Field(300.0, alias="idle_timeout", gt=0)
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    tls_verify: bool = True
 
     @model_validator(mode="after")
     def _handler_for_python(self) -> FunctionConfig:
@@ -103,6 +112,7 @@ class Limits(_Model):
 
     async_payload_bytes: Bytes = Field(256 * 1024, alias="async_payload", gt=0)
     sync_payload_bytes: Bytes = Field(6 * 1024 * 1024, alias="sync_payload", gt=0)
+    response_bytes: Bytes = Field(6 * 1024 * 1024, alias="response", gt=0)
 
 
 class ProjectConfig(_Model):
@@ -159,6 +169,8 @@ def parse_config(
             describe_validation_error(exc, ProjectConfig, source, lines or {})
         ) from None
     _check_references(config, source, lines or {})
+    for name, function in config.functions.items():
+        check_invoker_keys(name, function, source, lines or {})
     return config
 
 
