@@ -181,7 +181,7 @@ class Dispatcher:
         )
         try:
             # The invoker owns the timeout; this bound only guards against one that hangs.
-            return await asyncio.wait_for(function.invoker.invoke(request), timeout_s + 5)
+            outcome = await asyncio.wait_for(function.invoker.invoke(request), timeout_s + 5)
         except TimeoutError:
             return FunctionError("Task.TimedOut", f"Task timed out after {timeout_s:.2f} seconds")
         except asyncio.CancelledError:
@@ -189,6 +189,7 @@ class Dispatcher:
         except Exception as exc:
             log.exception("invoke %s %s: invoker failed", inv.function, inv.id)
             return SystemFault(type(exc).__name__, str(exc) or type(exc).__name__)
+        return response_limited(outcome, self.catalog.response_limit)
 
     def _count(
         self,
@@ -265,3 +266,15 @@ class Dispatcher:
                     await self.queue.release(unsettled)
                 except Exception as exc:
                     log.warning("stopping: could not release leases (%s); they will expire", exc)
+
+
+def response_limited(outcome: Outcome, limit: int) -> Outcome:
+    """A response over ``limit`` bytes is a function error, as in Lambda."""
+    if isinstance(outcome, Success) and len(outcome.payload) > limit:
+        return FunctionError(
+            "Function.ResponseSizeTooLarge",
+            f"Response payload size ({len(outcome.payload)} bytes) exceeded maximum allowed "
+            f"payload size ({limit} bytes).",
+            log=outcome.log,
+        )
+    return outcome

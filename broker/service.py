@@ -28,6 +28,8 @@ from broker.catalog import Catalog
 from broker.config import ProjectConfig
 from broker.dispatcher import Dispatcher
 from broker.errors import UsageError
+from broker.pool_publisher import PoolPublisher
+from broker.pool_stats import PoolReporter
 from broker.queue import open_queue
 from broker.queue.sql import Clock, utcnow
 from broker.settings import Settings
@@ -93,7 +95,13 @@ class Service:
                         _redacted(self.settings.database_url),
                     )
                     self.started.set()
-                    await self.dispatcher.run()
+                    pools = {
+                        name: deployed.invoker
+                        for name, deployed in catalog.items()
+                        if isinstance(deployed.invoker, PoolReporter)
+                    }
+                    async with PoolPublisher(engine, pools, self.owner, self.clock).running():
+                        await self.dispatcher.run()
             finally:
                 await catalog.close()
         finally:
