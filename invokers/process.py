@@ -59,7 +59,9 @@ log = logging.getLogger("eventwire.functions")
 INIT_TIMEOUT_S: Final = 10.0
 """How long ``start`` waits for the warm processes to ask for work (Lambda's init limit)."""
 
-RESPONSE_LIMIT_BYTES: Final = 6 * 1024 * 1024
+RESPONSE_LIMIT_BYTES: Final = 64 * 1024 * 1024
+"""What the Runtime API reads of a response at most (the limit users set is checked by
+the dispatcher: ``limits.response``, 6 MB by default)."""
 
 INHERITED: Final = (
     "PATH",
@@ -261,19 +263,24 @@ class ProcessInvoker:
         return worker
 
     async def _start_worker(self, worker: Worker) -> None:
-        listener = await self._server.listen(worker)
+        try:
+            listener = await self._server.listen(worker)
+        except Exception as exc:
+            self._not_started(worker, f"cannot serve the Runtime API: {exc}")
+            return
         try:
             await worker.spawn(self.launch, listener)
-        except OSError as exc:
+        except Exception as exc:
             await self._server.unlisten(listener)
-            worker.listener = None
-            worker.state = WorkerState.STOPPED
-            worker.init_error = FunctionError(
-                "Runtime.InvalidEntrypoint", f"cannot run {self.launch.argv[0]!r}: {exc}"
-            )
-            worker.exited.set()
-            worker.settled.set()
-            self.on_exit(worker)
+            self._not_started(worker, f"cannot run {self.launch.argv[0]!r}: {exc}")
+
+    def _not_started(self, worker: Worker, message: str) -> None:
+        worker.listener = None
+        worker.state = WorkerState.STOPPED
+        worker.init_error = FunctionError("Runtime.InvalidEntrypoint", message)
+        worker.exited.set()
+        worker.settled.set()
+        self.on_exit(worker)
 
     def _scale(self) -> None:
         """Start as many processes as there are callers waiting, within ``concurrency``."""

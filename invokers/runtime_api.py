@@ -87,7 +87,9 @@ class RuntimeApiServer:
         app.router.add_post(f"{PREFIX}/invocation/{{id}}/response", self._response)
         app.router.add_post(f"{PREFIX}/invocation/{{id}}/error", self._error)
         app.router.add_post(f"{PREFIX}/init/error", self._init_error)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=0.0
+        )
         self._started = False
 
     async def start(self) -> None:
@@ -102,7 +104,7 @@ class RuntimeApiServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
-        site = web.SockSite(self._runner, sock, shutdown_timeout=0.0)
+        site = web.SockSite(self._runner, sock)
         await site.start()
         self._runtimes[port] = runtime
         return Listener(site, port)
