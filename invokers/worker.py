@@ -28,12 +28,10 @@ from dataclasses import dataclass, field
 from typing import Final, Protocol
 
 from broker.models import FunctionError, Outcome, Success
+from invokers.capture import LogBuffer
 from invokers.runtime_api import Listener, RuntimeGone, Work
 
 log = logging.getLogger("eventwire.functions")
-
-LOG_LIMIT_BYTES: Final = 64 * 1024
-"""What is kept of one invocation's output; the rest is counted, not stored."""
 
 _TAIL_LINES: Final = 20
 _OOM_MARKERS: Final = (
@@ -51,30 +49,6 @@ class WorkerState(enum.StrEnum):
     IDLE = "idle"
     BUSY = "busy"
     STOPPED = "stopped"
-
-
-class LogBuffer:
-    """One invocation's output, kept up to ``limit`` bytes."""
-
-    def __init__(self, limit: int = LOG_LIMIT_BYTES) -> None:
-        self.limit = limit
-        self._lines: list[str] = []
-        self._size = 0
-        self._dropped = 0
-
-    def add(self, line: str) -> None:
-        size = len(line.encode(errors="replace")) + 1
-        if self._size + size > self.limit:
-            self._dropped += size
-            return
-        self._lines.append(line)
-        self._size += size
-
-    def text(self) -> str:
-        text = "\n".join(self._lines)
-        if self._dropped:
-            text += f"\n[log truncated: {self._dropped} more bytes]"
-        return text
 
 
 @dataclass(slots=True)

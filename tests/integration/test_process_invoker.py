@@ -15,8 +15,8 @@ import pytest
 from broker.config import FunctionConfig
 from broker.invoker import InvokeRequest, InvokerInitError
 from broker.models import FunctionError, Success, SystemFault
+from invokers.capture import LOG_LIMIT_BYTES
 from invokers.process import ProcessInvoker
-from invokers.worker import LOG_LIMIT_BYTES
 from tests.support.waiting import eventually
 
 
