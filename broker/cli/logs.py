@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from broker.cli.common import JsonOption, open_store, print_json, run, settings
+from broker.cli.common import JsonOption, err_console, open_store, print_json, run, settings
 from broker.cli.output import iso, to_json
 from broker.errors import UsageError
 from broker.settings import Settings
@@ -58,6 +58,8 @@ async def _print(config: Settings, function: str, limit: int, follow: bool) -> N
             # Nothing to show yet: follow from the newest attempt on.
             newest = await function_logs(engine, function, limit=1)
             last = newest[-1].seq if newest else 0
+        if follow:
+            err_console.print(f"following {function}'s output; Ctrl-C to stop", style="dim")
         while follow:
             await asyncio.sleep(FOLLOW_POLL_S)
             last = _show(await function_logs(engine, function, after_seq=last or 0), last)

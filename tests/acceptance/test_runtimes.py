@@ -10,6 +10,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,6 +190,30 @@ def test_functions_ls_shows_pools_and_durations(running: Running) -> None:
     assert row["pool"]["idle"] + row["pool"]["busy"] >= 1  # the warm process
     assert row["pool"]["cold_starts"] >= 1
     assert row["duration_p99_ms"] >= row["duration_p50_ms"] > 0
+
+
+def test_logs_follow_prints_new_output_tagged_with_request_ids(running: Running) -> None:
+    out = running.tmp / "follow.out"
+    with out.open("w") as sink:
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "broker.cli", "logs", "echo", "--follow", "-n", "0"],
+            env=running.env,
+            cwd=REPO,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_for(lambda: "following echo" in out.read_text(), 10, "logs --follow to start")
+            code, shown = running.invoke("echo", {"follow": "me"})
+            assert code == 0, shown
+            line = f"{shown['id']} echoing {{'follow': 'me'}}"
+            wait_for(lambda: line in out.read_text(), 10, "the followed line")
+        finally:
+            follower.send_signal(signal.SIGINT)
+            follower.wait(10)
+    followed = out.read_text()
+    assert "echoing {'name': 'x'}" not in followed  # -n 0: only what came after
+    assert "Traceback" not in followed
 
 
 def _alive(pid: int) -> bool:
