@@ -30,6 +30,9 @@ from broker.settling import settle_attempt
 
 log = logging.getLogger("eventwire.dispatch")
 
+INVOKER_GRACE_S = 5.0
+"""How long past an attempt's deadline the dispatcher waits for its invoker before giving up."""
+
 
 @dataclass(slots=True)
 class _Running:
@@ -181,7 +184,9 @@ class Dispatcher:
         )
         try:
             # The invoker owns the timeout; this bound only guards against one that hangs.
-            outcome = await asyncio.wait_for(function.invoker.invoke(request), timeout_s + 5)
+            outcome = await asyncio.wait_for(
+                function.invoker.invoke(request), timeout_s + INVOKER_GRACE_S
+            )
         except TimeoutError:
             return FunctionError("Task.TimedOut", f"Task timed out after {timeout_s:.2f} seconds")
         except asyncio.CancelledError:

@@ -22,6 +22,11 @@ Limits that hold:
 * a response larger than ``limits.response`` (6 MB) is refused:
   ``Function.ResponseSizeTooLarge``.
 
+An invocation that waits for a free process gets its whole timeout once it
+has one, as far as the dispatcher's patience allows (5 s past its deadline);
+one that finds no process free by its deadline is the system error
+``Runtime.Unavailable``, retried without using up an attempt.
+
 A runtime that cannot start (its handler does not import …) is reported once
 per function with the runtime's own message; the invocation that was waiting
 for it fails with that error.
@@ -43,6 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import invokers
+from broker.dispatcher import INVOKER_GRACE_S
 from broker.invoker import InvokeRequest, InvokerInitError
 from broker.invoker_config import process_concurrency
 from broker.models import FunctionError, Outcome, SystemFault
@@ -62,6 +68,9 @@ INIT_TIMEOUT_S: Final = 10.0
 RESPONSE_LIMIT_BYTES: Final = 64 * 1024 * 1024
 """What the Runtime API reads of a response at most (the limit users set is checked by
 the dispatcher: ``limits.response``, 6 MB by default)."""
+
+QUEUE_GRACE_S: Final = INVOKER_GRACE_S - 0.5
+"""How far past its deadline an invocation that waited for a free process may run."""
 
 INHERITED: Final = (
     "PATH",
@@ -156,21 +165,24 @@ class ProcessInvoker:
             return _CLOSED
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds_until(request.deadline)
-        work = Work(
-            request_id=request.request_id,
-            payload=request.payload,
-            deadline_ms=int(request.deadline.timestamp() * 1000),
-            function_arn=request.function_arn,
-            trace_id=f"Root=1-{int(time.time()):08x}-{secrets.token_hex(12)};Sampled=0",
-        )
         while True:
             got = await self._acquire(deadline)
             if not isinstance(got, Worker):
                 return got
+            # Waiting for a free process does not eat into the function's timeout, as far as
+            # the dispatcher's patience allows.
+            run_s = min(self._timeout_s, deadline + QUEUE_GRACE_S - loop.time())
+            work = Work(
+                request_id=request.request_id,
+                payload=request.payload,
+                deadline_ms=int((time.time() + run_s) * 1000),
+                function_arn=request.function_arn,
+                trace_id=f"Root=1-{int(time.time()):08x}-{secrets.token_hex(12)};Sampled=0",
+            )
             assignment = Assignment(work, loop.create_future())
             if got.assign(assignment):
                 break
-        return await self._await(got, assignment, deadline)
+        return await self._await(got, assignment, loop.time() + run_s)
 
     async def close(self) -> None:
         """Stop every process (SIGTERM, then SIGKILL after a second) and the Runtime API."""

@@ -61,3 +61,10 @@ def chatty(event: Any, context: Any) -> str:
     for n in range(event["lines"]):
         print(f"line {n} " + "x" * 100)
     return "ok"
+
+
+def nap(event: Any, context: Any) -> int:
+    """Sleeps ``event["s"]`` seconds; answers the milliseconds it had left when it began."""
+    remaining = int(context.get_remaining_time_in_millis())
+    time.sleep(event["s"])
+    return remaining

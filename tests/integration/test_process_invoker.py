@@ -161,3 +161,13 @@ async def test_close_stops_every_process() -> None:
     await eventually(gone(started), 5, "the processes to exit")
     outcome = await invoker.invoke(request())
     assert isinstance(outcome, SystemFault) and outcome.error_type == "Invoker.Closed"
+
+
+async def test_waiting_for_a_free_process_does_not_eat_the_timeout() -> None:
+    async with pool("tests.runtime_handlers.nap", concurrency=1, warm=1, timeout="1s") as invoker:
+        first, second = await asyncio.gather(
+            invoker.invoke(request({"s": 0.6}, 1.0, "r-1")),
+            invoker.invoke(request({"s": 0.6}, 1.0, "r-2")),
+        )
+    assert isinstance(first, Success) and isinstance(second, Success), (first, second)
+    assert json.loads(second.payload) > 900  # the whole second, though it waited 0.6 s
