@@ -171,3 +171,13 @@ async def test_waiting_for_a_free_process_does_not_eat_the_timeout() -> None:
         )
     assert isinstance(first, Success) and isinstance(second, Success), (first, second)
     assert json.loads(second.payload) > 900  # the whole second, though it waited 0.6 s
+
+
+async def test_a_crashed_warm_process_is_replaced(tmp_path: Any) -> None:
+    async with pool("tests.runtime_handlers.crash_once", warm=1, concurrency=1) as invoker:
+        crashed = await invoker.invoke(request({"marker": str(tmp_path / "m")}))
+        assert isinstance(crashed, FunctionError) and crashed.error_type == "Runtime.ExitError"
+        await eventually(lambda: invoker.pool_stats().idle == 1, 5, "a replacement to be warm")
+        assert invoker.pool_stats().cold_starts == 2
+        again = await invoker.invoke(request({"marker": str(tmp_path / "m")}))
+        assert isinstance(again, Success)
