@@ -36,9 +36,16 @@ class Deployed:
     init_error: str | None = None
 
 
+DEFAULT_RESPONSE_LIMIT = 6 * 1024 * 1024
+
+
 class Catalog(Mapping[str, Deployed]):
-    def __init__(self, functions: dict[str, Deployed]) -> None:
+    def __init__(
+        self, functions: dict[str, Deployed], *, response_limit: int = DEFAULT_RESPONSE_LIMIT
+    ) -> None:
         self._functions = functions
+        self.response_limit = response_limit
+        """A larger response is the function error ``Function.ResponseSizeTooLarge``."""
         self.limits: dict[str, FunctionLimits] = {n: f.limits for n, f in functions.items()}
 
     def __getitem__(self, name: str) -> Deployed:
@@ -73,7 +80,7 @@ class Catalog(Mapping[str, Deployed]):
                 deployed.init_error = str(exc)
                 log.error("function %s cannot start: %s", name, exc)
             functions[name] = deployed
-        return cls(functions)
+        return cls(functions, response_limit=config.limits.response_bytes)
 
     async def close(self) -> None:
         for deployed in self._functions.values():

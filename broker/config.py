@@ -32,6 +32,7 @@ from broker.config_errors import describe_validation_error
 from broker.destinations import parse_destination
 from broker.durations import parse_duration, parse_size
 from broker.errors import ConfigError
+from broker.invoker_config import check_invoker_keys
 from broker.mapping_config import MappingConfig, check_mappings
 from broker.schedules import check_expression
 from broker.yaml_lines import load_yaml_with_lines
@@ -90,6 +91,14 @@ class FunctionConfig(_Model):
     on_success: Destination | None = None
     on_failure: Destination | None = None
     environment: dict[str, str] = Field(default_factory=dict)
+    # process and http invokers (which keys each kind takes: broker/invoker_config.py)
+    command: list[str] | None = None
+    concurrency: int | None = Field(None, ge=1, le=10_000)
+    warm: int = Field(0, ge=0, le=10_000)
+    idle_timeout_s: Seconds = Field(300.0, alias="idle_timeout", gt=0)
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    tls_verify: bool = True
 
     @model_validator(mode="after")
     def _handler_for_python(self) -> FunctionConfig:
@@ -160,6 +169,7 @@ class Limits(_Model):
 
     async_payload_bytes: Bytes = Field(256 * 1024, alias="async_payload", gt=0)
     sync_payload_bytes: Bytes = Field(6 * 1024 * 1024, alias="sync_payload", gt=0)
+    response_bytes: Bytes = Field(6 * 1024 * 1024, alias="response", gt=0)
 
 
 class ProjectConfig(_Model):
@@ -220,6 +230,8 @@ def parse_config(
         ) from None
     _check_references(config, source, lines or {})
     check_mappings(config.mappings, config.functions, source, lines or {})
+    for name, function in config.functions.items():
+        check_invoker_keys(name, function, source, lines or {})
     return config
 
 

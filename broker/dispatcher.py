@@ -31,6 +31,9 @@ from broker.settling import settle_attempt
 
 log = logging.getLogger("eventwire.dispatch")
 
+INVOKER_GRACE_S = 5.0
+"""How long past an attempt's deadline the dispatcher waits for its invoker before giving up."""
+
 
 @dataclass(slots=True)
 class _Running:
@@ -182,8 +185,8 @@ class Dispatcher:
         )
         try:
             # The invoker owns the timeout; this bound only guards against one that hangs.
-            async with asyncio.timeout(timeout_s + 5):
-                return await function.invoker.invoke(request)
+            async with asyncio.timeout(timeout_s + INVOKER_GRACE_S):
+                outcome = await function.invoker.invoke(request)
         except TimeoutError:
             return FunctionError("Task.TimedOut", f"Task timed out after {timeout_s:.2f} seconds")
         except asyncio.CancelledError:
@@ -191,6 +194,7 @@ class Dispatcher:
         except Exception as exc:
             log.exception("invoke %s %s: invoker failed", inv.function, inv.id)
             return SystemFault(type(exc).__name__, str(exc) or type(exc).__name__)
+        return response_limited(outcome, self.catalog.response_limit)
 
     def _count(
         self,
@@ -267,3 +271,15 @@ class Dispatcher:
                     await self.queue.release(unsettled)
                 except Exception as exc:
                     log.warning("stopping: could not release leases (%s); they will expire", exc)
+
+
+def response_limited(outcome: Outcome, limit: int) -> Outcome:
+    """A response over ``limit`` bytes is a function error, as in Lambda."""
+    if isinstance(outcome, Success) and len(outcome.payload) > limit:
+        return FunctionError(
+            "Function.ResponseSizeTooLarge",
+            f"Response payload size ({len(outcome.payload)} bytes) exceeded maximum allowed "
+            f"payload size ({limit} bytes).",
+            log=outcome.log,
+        )
+    return outcome

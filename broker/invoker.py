@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 INVOKERS: dict[str, str] = {
     "python": "invokers.python:PythonInvoker",
+    "process": "invokers.process:ProcessInvoker",
+    "http": "invokers.http:HttpInvoker",
 }
 
 

@@ -126,9 +126,14 @@ class FunctionLimits:
 
 @dataclass(frozen=True, slots=True)
 class Success:
-    """The function returned; ``payload`` is its response as JSON bytes."""
+    """The function returned; ``payload`` is its response as JSON bytes.
+
+    ``log`` (on every outcome) is what the function wrote to stdout/stderr
+    during the attempt, capped by the invoker; it is not part of equality.
+    """
 
     payload: bytes
+    log: str = field(default="", compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +148,7 @@ class FunctionError:
     error_type: str
     message: str
     trace: tuple[str, ...] = ()
+    log: str = field(default="", compare=False, repr=False)
 
     @property
     def timed_out(self) -> bool:
@@ -151,10 +157,16 @@ class FunctionError:
 
 @dataclass(frozen=True, slots=True)
 class SystemFault:
-    """The function could not be run at all; retried without using up attempts."""
+    """The function could not be run at all; retried without using up attempts.
+
+    ``retry_after_s`` (a throttle's ``Retry-After``) is the least delay before
+    the retry; the system backoff applies when it is longer.
+    """
 
     error_type: str
     message: str
+    retry_after_s: float | None = None
+    log: str = field(default="", compare=False, repr=False)
 
 
 Outcome = Success | FunctionError | SystemFault
@@ -174,6 +186,7 @@ class AttemptRecord:
     error_type: str | None = None
     error_message: str | None = None
     error_trace: tuple[str, ...] = ()
+    log_excerpt: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

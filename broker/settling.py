@@ -73,6 +73,7 @@ def settle_attempt(
         error_type=error.error_type if error else None,
         error_message=error.message if error else None,
         error_trace=error.trace if isinstance(error, FunctionError) else (),
+        log_excerpt=outcome.log or None if outcome is not None else None,
     )
     error_type: str | None = error.error_type if error else None
     error_message: str | None = error.message if error else None

@@ -8,7 +8,7 @@ from typing import Annotated
 import click
 import typer
 
-from broker.cli import config_cmd, dlq, functions, invocations, invoke, schedules, serve
+from broker.cli import config_cmd, dlq, functions, invocations, invoke, logs, schedules, serve
 from broker.cli.common import err_console
 from broker.errors import EventwireError
 
@@ -39,6 +39,7 @@ def root(
 app.command("serve")(serve.serve)
 app.command("migrate")(serve.migrate)
 app.command("invoke")(invoke.invoke)
+app.command("logs")(logs.logs)
 app.add_typer(functions.app, name="functions")
 app.add_typer(invocations.app, name="invocations")
 app.add_typer(dlq.app, name="dlq")

@@ -99,6 +99,7 @@ def settle_event(s: Settlement, now: datetime) -> bytes:
                 a.error_type,
                 a.error_message,
                 list(a.error_trace) or None,
+                a.log_excerpt,
             ],
             "dl": None
             if letter is None
@@ -198,7 +199,7 @@ def _state_of(e: dict[str, Any]) -> dict[str, Any]:
 
 
 def _attempt_row(e: dict[str, Any]) -> dict[str, Any]:
-    number, started, duration, status, error_type, error_message, trace = e["a"]
+    number, started, duration, status, error_type, error_message, trace, log = e["a"]
     return {
         "invocation_id": e["id"],
         "number": number,
@@ -208,6 +209,7 @@ def _attempt_row(e: dict[str, Any]) -> dict[str, Any]:
         "error_type": error_type,
         "error_message": error_message,
         "error_trace": trace,
+        "log_excerpt": log,
     }
 
 

@@ -309,6 +309,7 @@ class SqlQueue:
                     "error_type": s.attempt.error_type,
                     "error_message": s.attempt.error_message,
                     "error_trace": list(s.attempt.error_trace) or None,
+                    "log_excerpt": s.attempt.log_excerpt,
                 }
                 for s in applied
             ],

@@ -88,6 +88,7 @@ class AttemptRow:
     error_type: str | None
     error_message: str | None
     error_trace: tuple[str, ...]
+    log_excerpt: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

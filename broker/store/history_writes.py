@@ -57,6 +57,7 @@ ATTEMPT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("error_type", "varchar"),
     ("error_message", "text"),
     ("error_trace", "json"),
+    ("log_excerpt", "text"),
 )
 JSON_COLUMNS = frozenset({"source", "error_trace"})
 

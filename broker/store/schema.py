@@ -130,6 +130,7 @@ attempts = Table(
     Column("error_type", String(255)),
     Column("error_message", Text),
     Column("error_trace", JSON),
+    Column("log_excerpt", Text),  # what the function wrote during the attempt, capped
     Index("ix_attempts_invocation_id", "invocation_id", "number", unique=True),
 )
 
@@ -185,4 +186,18 @@ leader_leases = Table(
     Column("owner", String(128), nullable=False),
     Column("acquired_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
+)
+
+function_pools = Table(
+    "function_pools",
+    metadata,
+    # The live figures of one serve process's pool for one function (broker/store/pools.py).
+    Column("owner", String(128), primary_key=True),
+    Column("function", String(128), primary_key=True),
+    Column("idle", Integer, nullable=False),
+    Column("busy", Integer, nullable=False),
+    Column("starting", Integer, nullable=False),
+    Column("cold_starts", BigInteger, nullable=False),
+    Column("cold_start_p50_ms", Float),
+    Column("updated_at", UTCDateTime, nullable=False),
 )

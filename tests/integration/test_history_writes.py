@@ -52,7 +52,13 @@ def settled(
         lease_token="t",
         invocation_id=item.id,
         state=state,
-        attempt=AttemptRecord(number, at, 1.5, "success" if state is State.SUCCEEDED else "error"),
+        attempt=AttemptRecord(
+            number,
+            at,
+            1.5,
+            "success" if state is State.SUCCEEDED else "error",
+            log_excerpt=f"attempt {number}\n",
+        ),
         **kw,
     )
     event: dict[str, Any] = orjson.loads(settle_event(settlement, at))
@@ -97,7 +103,11 @@ async def test_one_batch_writes_the_final_state_and_every_attempt(engine: AsyncE
     assert (row.lane, row.source, row.result) == ("L", {"topic": "t"}, b'"ok"')
     assert row.first_enqueued_at == T0
     assert row.finished_at == T0 + timedelta(seconds=6)
-    assert await count(engine, attempts) == 2
+    async with engine.connect() as conn:
+        logs = (
+            await conn.execute(select(attempts.c.log_excerpt).order_by(attempts.c.number))
+        ).all()
+    assert [log for (log,) in logs] == ["attempt 1\n", "attempt 2\n"]
 
 
 async def test_a_batch_written_twice_is_written_once(engine: AsyncEngine) -> None:
