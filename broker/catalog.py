@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from broker.config import FunctionConfig, ProjectConfig
 from broker.destinations import Destination, parse_destination
 from broker.invoker import Invoker, InvokerInitError, invoker_factory
+from broker.invoker_config import local_concurrency
 from broker.models import FunctionLimits
 from broker.settings import Settings
 
@@ -34,6 +35,8 @@ class Deployed:
     on_success: Destination | None
     on_failure: Destination | None
     init_error: str | None = None
+    local_concurrency: int | None = None
+    """At most this many at once in this process (its pool's size), if bounded."""
 
 
 DEFAULT_RESPONSE_LIMIT = 6 * 1024 * 1024
@@ -73,6 +76,7 @@ class Catalog(Mapping[str, Deployed]):
                 ),
                 on_success=parse_destination(fn.on_success) if fn.on_success else None,
                 on_failure=parse_destination(fn.on_failure) if fn.on_failure else None,
+                local_concurrency=local_concurrency(fn),
             )
             try:
                 await invoker.start()

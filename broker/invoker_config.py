@@ -40,6 +40,14 @@ def process_concurrency(function: FunctionConfig) -> int:
     return function.concurrency or function.reserved_concurrency or DEFAULT_PROCESS_CONCURRENCY
 
 
+def local_concurrency(function: FunctionConfig) -> int | None:
+    """How many invocations of ``function`` one serve process can run at once, if bounded
+    (a process pool's size, an http function's ``concurrency``)."""
+    if function.invoker == "process":
+        return process_concurrency(function)
+    return function.concurrency
+
+
 def check_invoker_keys(
     name: str, function: FunctionConfig, source: str, lines: dict[tuple[str, ...], int]
 ) -> None:

@@ -119,6 +119,10 @@ class FunctionLimits:
 
     lease_s: float
     reserved_concurrency: int | None = None
+    at_most: int | None = None
+    """This lease call takes at most this many of the function: the leasing
+    process's own room for it (a process pool's free workers). Unlike
+    ``reserved_concurrency`` it is not shared with other processes."""
 
 
 # ---------------------------------------------------------------- outcomes

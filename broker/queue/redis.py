@@ -163,9 +163,14 @@ class RedisQueue:
             len(functions),
         ]
         for name, limits in functions.items():
-            reserved = limits.reserved_concurrency
+            reserved, at_most = limits.reserved_concurrency, limits.at_most
             args.extend(
-                (name, int(limits.lease_s * 1_000_000), -1 if reserved is None else reserved)
+                (
+                    name,
+                    int(limits.lease_s * 1_000_000),
+                    -1 if reserved is None else reserved,
+                    -1 if at_most is None else at_most,
+                )
             )
         rows, _throttles = await self._lease(args=args)
         return [_lease(row) for row in rows]

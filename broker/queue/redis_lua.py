@@ -124,7 +124,8 @@ LEASE = (
     _PRELUDE
     + """
 -- ARGV: P, now, n, nonce, account limit (-1: none), function count,
---       then per function: name, lease µs, reserved concurrency (-1: none).
+--       then per function: name, lease µs, reserved concurrency (-1: none),
+--       at most this many in this call (-1: no limit of the caller's own).
 local n = tonumber(ARGV[3])
 local nonce = ARGV[4]
 local account = tonumber(ARGV[5])
@@ -153,9 +154,10 @@ if account >= 0 then room = math.min(room, account - (counts['*'] or 0)) end
 
 local candidates, lease_us, throttled = {}, {}, {}
 for j = 0, nfn - 1 do
-  local fn = ARGV[7 + 3 * j]
-  lease_us[fn] = tonumber(ARGV[8 + 3 * j])
-  local reserved = tonumber(ARGV[9 + 3 * j])
+  local fn = ARGV[7 + 4 * j]
+  lease_us[fn] = tonumber(ARGV[8 + 4 * j])
+  local reserved = tonumber(ARGV[9 + 4 * j])
+  local at_most = tonumber(ARGV[10 + 4 * j])
   local rkey, dkey = P .. 'r:' .. fn, P .. 'd:' .. fn
   local due = redis.call('ZRANGEBYSCORE', dkey, '-inf', NOW, 'LIMIT', 0, n)
   for _, id in ipairs(due) do
@@ -164,6 +166,7 @@ for j = 0, nfn - 1 do
   if #due > 0 then redis.call('ZREM', dkey, unpack(due)) end
   local cap = n
   if reserved >= 0 then cap = math.min(cap, reserved - (counts[fn] or 0)) end
+  if at_most >= 0 then cap = math.min(cap, at_most) end
   if cap > 0 then
     local got = redis.call('ZRANGE', rkey, 0, cap - 1, 'WITHSCORES')
     for k = 1, #got, 2 do

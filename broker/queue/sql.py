@@ -146,6 +146,9 @@ class SqlQueue:
             if limited or self.account_concurrency is not None:
                 await self._lock_for_limits(conn)
                 capacity = await self._capacity(conn, limited, now)
+            for f, lim in functions.items():
+                if lim.at_most is not None:
+                    capacity[f] = min(capacity.get(f, lim.at_most), lim.at_most)
             if self.account_concurrency is not None:
                 room = min(n, self.account_concurrency - await self._running(conn, now))
             eligible = [f for f in functions if capacity.get(f, 1) > 0]
