@@ -277,7 +277,9 @@ async def open_redis_queue(
         await queue.check(redact(url))
         await queue.start_listening()
         if history_owner is not None:
-            writer = HistoryWriter(client, queue.prefix, engine, owner=history_owner)
+            # Unique even for two services in one process: the lease tells writers apart.
+            owner = f"{history_owner}/{uuid.uuid4().hex[:8]}"
+            writer = HistoryWriter(client, queue.prefix, engine, owner=owner)
             task = asyncio.create_task(writer.run(), name="eventwire-history")
         yield queue
     finally:

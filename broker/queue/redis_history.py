@@ -40,6 +40,7 @@ class HistoryWriter:
         self.engine = engine
         self.owner = owner
         self._lead = client.register_script(redis_lua.LEAD)
+        self._resign = client.register_script(redis_lua.RESIGN)
         self._advance = client.register_script(redis_lua.ADVANCE_HISTORY)
         self._take_throttles = client.register_script(redis_lua.TAKE_THROTTLES)
         self._stopping = asyncio.Event()
@@ -70,6 +71,9 @@ class HistoryWriter:
                 wrote = 0
                 await self._pause(5.0)
             if self._stopping.is_set() and wrote == 0:
+                if leading:  # let another process take over at once, not after the lease
+                    with contextlib.suppress(RedisError, OSError):
+                        await self._resign(args=[self.prefix, self.owner])
                 return
             if not leading and not self._stopping.is_set():
                 await self._pause(LEAD_TTL_MS / 4000)

@@ -358,3 +358,10 @@ if current == false or current == ARGV[2] then
 end
 return 0
 """
+
+RESIGN = """
+-- ARGV: P, owner. Gives the history writer's lease up, if ``owner`` holds it.
+local key = ARGV[1] .. 'hl'
+if redis.call('GET', key) == ARGV[2] then redis.call('DEL', key) end
+return 0
+"""

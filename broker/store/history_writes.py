@@ -141,13 +141,7 @@ async def write_rows(conn: AsyncConnection, rows: Rows) -> None:
         else:
             await _insert_invocations(conn, new)
     if rows.updates:
-        updates = list(rows.updates.values())
-        if postgres:
-            await conn.exec_driver_sql(_PG_UPDATE, _arrays(updates, UPDATE_COLUMNS))
-        else:
-            await conn.execute(
-                _UPDATE, [{f"b_{k}": v for k, v in state.items()} for state in updates]
-            )
+        await _update(conn, list(rows.updates.values()))
     if rows.attempts:
         if postgres:
             await conn.exec_driver_sql(_PG_ATTEMPTS, _arrays(rows.attempts, ATTEMPT_COLUMNS))
@@ -192,7 +186,7 @@ async def _pg_insert_invocations(conn: AsyncConnection, new: Sequence[dict[str, 
     written = {id for (id,) in result}
     unwritten = [row for row in new if row["id"] not in written]
     if unwritten:
-        rest = await _without_taken_keys(conn, unwritten)
+        rest = await _not_inserted(conn, unwritten)
         if rest:
             await conn.exec_driver_sql(_PG_INVOCATIONS, _arrays(rest, INVOCATION_COLUMNS))
 
@@ -202,20 +196,36 @@ async def _insert_invocations(conn: AsyncConnection, new: Sequence[dict[str, Any
     written = {r.id for r in await conn.execute(stmt.returning(inv.id), new)}
     unwritten = [row for row in new if row["id"] not in written]
     if unwritten:
-        rest = await _without_taken_keys(conn, unwritten)
+        rest = await _not_inserted(conn, unwritten)
         if rest:
             await conn.execute(stmt, rest)
 
 
-async def _without_taken_keys(
+async def _not_inserted(
     conn: AsyncConnection, unwritten: Sequence[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """Rows not written: written before (a replay: dropped), or whose idempotency key
-    outlived the queue's window and is taken by an older invocation (kept, without it)."""
+    """Handles rows the insert skipped; answers those still to insert.
+
+    A row is skipped when its invocation is there already — a replay, possibly
+    with later events folded in: its state is applied as an update, over an
+    older state only — or when its idempotency key outlived the queue's window
+    and an older invocation holds it: then it is inserted without the key.
+    """
     known = {
         r.id
         for r in await conn.execute(
             select(inv.id).where(inv.id.in_([row["id"] for row in unwritten]))
         )
     }
+    replayed = [{k: row[k] for k, _ in UPDATE_COLUMNS} for row in unwritten if row["id"] in known]
+    if replayed:
+        await _update(conn, replayed)
     return [{**row, "idempotency_key": None} for row in unwritten if row["id"] not in known]
+
+
+async def _update(conn: AsyncConnection, states: Sequence[dict[str, Any]]) -> None:
+    """Later states of invocations already written, each over an older one only."""
+    if conn.dialect.name == "postgresql":
+        await conn.exec_driver_sql(_PG_UPDATE, _arrays(states, UPDATE_COLUMNS))
+    else:
+        await conn.execute(_UPDATE, [{f"b_{k}": v for k, v in state.items()} for state in states])

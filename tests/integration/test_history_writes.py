@@ -157,6 +157,18 @@ async def test_states_of_earlier_invocations_never_go_back(engine: AsyncEngine) 
     assert (row.state, row.attempts, row.result) == ("succeeded", 2, b"1")
 
 
+async def test_a_replayed_batch_with_later_events_folded_in_keeps_the_later_state(
+    engine: AsyncEngine,
+) -> None:
+    """A writer died after its commit, before moving the cursor: the next one reads the
+    same enqueue again, now together with the settlement that followed."""
+    a = item()
+    await write(engine, enqueued(a))
+    await write(engine, enqueued(a), settled(a, 1, State.SUCCEEDED, T0, result=b"1"))
+    row = await stored(engine, a.id)
+    assert (row.state, row.attempts, row.result) == ("succeeded", 1, b"1")
+
+
 async def test_a_key_reused_after_the_queues_window_keeps_both_invocations(
     engine: AsyncEngine,
 ) -> None:

@@ -158,3 +158,27 @@ async def test_two_serve_processes_share_one_queue(tmp_path: Path) -> None:
     runs = Counter(call["id"] for call in handlers.calls)
     assert set(runs) == ids and set(runs.values()) == {1}
     assert min(shares) > 0, shares  # both took part
+
+
+async def test_history_moves_to_another_process_when_the_writer_stops(tmp_path: Path) -> None:
+    handlers.reset()
+    async with redis_prefix() as prefix:
+        store = Store(f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}", REDIS_URL, prefix)
+        engine = create_engine(store.database_url)
+        try:
+            async with running_service(store, ECHO) as first:
+                async with running_service(store, ECHO) as second:
+                    assert second.dispatcher is not None
+                    before = batch(10, when="before")
+                    await second.dispatcher.queue.enqueue(before)
+                    ids = {i.id for i in before}
+                    await eventually(lambda: _is_subset(ids, engine), 10, "the first batch")
+                # Whichever of the two was writing the history, one of them stopped: the
+                # other writes it now, well within the writer's 10 s lease.
+                assert first.dispatcher is not None
+                after = batch(10, when="after")
+                await first.dispatcher.queue.enqueue(after)
+                ids = {i.id for i in after}
+                await eventually(lambda: _is_subset(ids, engine), 5, "the second batch")
+        finally:
+            await engine.dispose()
