@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from broker.config import FunctionConfig, ProjectConfig
 from broker.destinations import Destination, parse_destination
+from broker.destinations.external import ExternalDestination
 from broker.invoker import Invoker, InvokerInitError, invoker_factory
 from broker.models import FunctionLimits
 from broker.settings import Settings
@@ -34,9 +35,15 @@ class Deployed:
     on_success: Destination | None
     on_failure: Destination | None
     init_error: str | None = None
+    dead_letter: ExternalDestination | None = None
 
 
 DEFAULT_RESPONSE_LIMIT = 6 * 1024 * 1024
+
+
+def _dead_letter(uri: str | None) -> ExternalDestination | None:
+    target = parse_destination(uri) if uri else None
+    return target if isinstance(target, ExternalDestination) else None
 
 
 class Catalog(Mapping[str, Deployed]):
@@ -60,7 +67,7 @@ class Catalog(Mapping[str, Deployed]):
     @classmethod
     async def start(cls, config: ProjectConfig, settings: Settings) -> Catalog:
         functions: dict[str, Deployed] = {}
-        for name, fn in config.functions.items():
+        for name, fn in config.served_functions().items():
             invoker = invoker_factory(fn.invoker)(name, fn)
             deployed = Deployed(
                 name=name,
@@ -73,6 +80,7 @@ class Catalog(Mapping[str, Deployed]):
                 ),
                 on_success=parse_destination(fn.on_success) if fn.on_success else None,
                 on_failure=parse_destination(fn.on_failure) if fn.on_failure else None,
+                dead_letter=_dead_letter(fn.dead_letter),
             )
             try:
                 await invoker.start()
