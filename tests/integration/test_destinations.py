@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.config import Limits
 from broker.destinations.external import delivery_function
+from broker.destinations.webhook import SIGNATURE_HEADER, verify_signature
 from broker.invoke import submit
-from broker.models import State
+from broker.models import Condition, State
 from broker.service import Service
+from broker.store.deliveries import list_destinations
 from broker.store.engine import create_engine
+from broker.store.history import list_dead_letters, list_functions, redrive
 from broker.store.schema import invocations
 from tests import pipeline_handlers as handlers
 from tests.support.kafka import kafka_bootstrap  # noqa: F401
@@ -31,6 +35,7 @@ from tests.support.rabbitmq import RABBITMQ_URL
 from tests.support.receivers import (
     Receiver,
     amqp_receiver,
+    declare_exchange,
     kafka_receiver,
     redis_receiver,
     webhook_receiver,
@@ -179,7 +184,120 @@ async def test_delivery_functions_are_registered_per_destination(engine: AsyncEn
         }
         async with running_service(str(engine.url), functions):
             pass
-    from broker.store.history import list_functions
-
     names = [row.name for row in await list_functions(engine)]
     assert names == sorted(["ok", "ok2", delivery_function(receiver.uri("a"))])
+
+
+# ---------------------------------------------------------------- a destination that is down
+
+HOOK_RETRY = {"max_attempts": 1000, "backoff": {"initial": "20ms", "max": "100ms", "jitter": 0}}
+
+
+def hooked(uri: str, **settings: Any) -> dict[str, Any]:
+    return {"destinations": {uri: {"retry": HOOK_RETRY, **settings}}}
+
+
+async def test_a_webhook_answering_503_gets_every_record_once_it_is_back(
+    engine: AsyncEngine,
+) -> None:
+    async with webhook_receiver() as receiver:
+        receiver.answer = lambda _c, n: (503, {"Retry-After": "0"}) if n <= 4 else (200, {})
+        uri = receiver.uri("audit")
+        functions = {"ok": {"handler": "tests.pipeline_handlers:echo", "on_success": uri}}
+        async with running_service(str(engine.url), functions, config=hooked(uri)) as service:
+            ids = [await invoke_async(service, engine, "ok", {"n": n}) for n in range(5)]
+            got = await settled_and_received(engine, receiver, {"audit": 5})
+        [row] = await list_destinations(engine)
+    requests = sorted(body["requestContext"]["requestId"] for body, _ in got["audit"])
+    assert requests == sorted(ids)
+    assert row.destination == uri
+    assert (row.delivered, row.given_up, row.destination_delivery_failures) == (5, 0, 4)
+
+
+async def test_a_webhook_started_later_gets_every_record(engine: AsyncEngine) -> None:
+    async with webhook_receiver(start=False) as receiver:
+        uri = receiver.uri("late")
+        functions = {"ok": {"handler": "tests.pipeline_handlers:echo", "on_success": uri}}
+        async with running_service(str(engine.url), functions, config=hooked(uri)) as service:
+            ids = [await invoke_async(service, engine, "ok", {"n": n}) for n in range(3)]
+
+            async def failing() -> bool:
+                [row] = await list_destinations(engine)
+                return row.destination_delivery_failures >= 3
+
+            await eventually(failing, 10, "deliveries failing while the webhook is down")
+            await receiver.start()
+            got = await settled_and_received(engine, receiver, {"late": 3})
+    assert sorted(body["requestContext"]["requestId"] for body, _ in got["late"]) == sorted(ids)
+
+
+async def test_an_amqp_exchange_declared_later_gets_every_record(engine: AsyncEngine) -> None:
+    require(RABBITMQ_URL, 5672, "RabbitMQ")
+    async with amqp_receiver(RABBITMQ_URL, CHANNELS, declare=False) as receiver:
+        uri = receiver.uri("success")
+        functions = {"ok": {"handler": "tests.pipeline_handlers:echo", "on_success": uri}}
+        async with running_service(str(engine.url), functions, config=hooked(uri)) as service:
+            invocation_id = await invoke_async(service, engine, "ok", {"n": 1})
+
+            async def failing() -> bool:
+                [row] = await list_destinations(engine)
+                return row.destination_delivery_failures >= 2
+
+            await eventually(failing, 10, "deliveries failing while the exchange is missing")
+            await declare_exchange(receiver, ("success",))
+            got = await settled_and_received(engine, receiver, {"success": 1})
+    [(record, _)] = got["success"]
+    assert record["requestContext"]["requestId"] == invocation_id
+
+
+async def test_after_its_own_limit_a_delivery_lands_in_the_dlq_with_the_reason(
+    engine: AsyncEngine,
+) -> None:
+    async with webhook_receiver() as receiver:
+        receiver.answer = lambda _c, _n: (500, {})
+        uri = receiver.uri("broken")
+        retry = {"max_attempts": 2, "backoff": {"initial": "20ms", "jitter": 0}}
+        config = {"destinations": {uri: {"retry": retry}}}
+        functions = {"ok": {"handler": "tests.pipeline_handlers:echo", "on_success": uri}}
+        async with running_service(str(engine.url), functions, config=config) as service:
+            invocation_id = await invoke_async(service, engine, "ok", {"n": 1})
+            letters = await eventually(
+                lambda: list_dead_letters(engine), 10, "the delivery in the DLQ"
+            )
+            [letter] = letters
+            assert letter.function == delivery_function(uri)
+            assert letter.condition is Condition.RETRIES_EXHAUSTED
+            assert letter.attempts == 2
+            assert letter.error_type == "Destination.Http500"
+            assert letter.error_message == f"delivery to {uri} failed: HTTP 500: no"
+            assert json.loads(letter.payload)["body"]["requestContext"]["requestId"] == (
+                invocation_id
+            )
+            # Once the webhook works again, a redrive delivers the record.
+            receiver.answer = lambda _c, _n: (200, {})
+            assert service.dispatcher is not None
+            await redrive(engine, service.dispatcher.queue, [letter.id], datetime.now(UTC))
+            got = await settled_and_received(engine, receiver, {"broken": 1})
+        [row] = await list_destinations(engine)
+    [(record, _)] = got["broken"]
+    assert record["requestContext"]["requestId"] == invocation_id
+    assert (row.given_up, row.delivered, row.destination_delivery_failures) == (1, 1, 2)
+
+
+async def test_webhook_requests_are_signed_when_a_secret_is_configured(
+    engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUDIT_HOOK_SECRET", "s3cret")
+    async with webhook_receiver() as receiver:
+        uri = receiver.uri("signed")
+        config = {"destinations": {uri: {"signing_secret_env": "AUDIT_HOOK_SECRET"}}}
+        functions = {"ok": {"handler": "tests.pipeline_handlers:echo", "on_success": uri}}
+        async with running_service(str(engine.url), functions, config=config) as service:
+            await invoke_async(service, engine, "ok", {"n": 1})
+            await settled_and_received(engine, receiver, {"signed": 1})
+    [(body, headers)] = receiver.requests["signed"]
+    signature = headers[SIGNATURE_HEADER]
+    assert verify_signature(b"s3cret", body, signature)
+    assert not verify_signature(b"other", body, signature)
+    assert not verify_signature(b"s3cret", body + b" ", signature)
+    assert headers["X-Eventwire-Delivery-Id"]
