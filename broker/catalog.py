@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from broker.config import FunctionConfig, ProjectConfig
 from broker.destinations import Destination, parse_destination
+from broker.destinations.external import ExternalDestination
 from broker.invoker import Invoker, InvokerInitError, invoker_factory
 from broker.invoker_config import local_concurrency
 from broker.models import FunctionLimits
@@ -37,9 +38,15 @@ class Deployed:
     init_error: str | None = None
     local_concurrency: int | None = None
     """At most this many at once in this process (its pool's size), if bounded."""
+    dead_letter: ExternalDestination | None = None
 
 
 DEFAULT_RESPONSE_LIMIT = 6 * 1024 * 1024
+
+
+def _dead_letter(uri: str | None) -> ExternalDestination | None:
+    target = parse_destination(uri) if uri else None
+    return target if isinstance(target, ExternalDestination) else None
 
 
 class Catalog(Mapping[str, Deployed]):
@@ -63,7 +70,7 @@ class Catalog(Mapping[str, Deployed]):
     @classmethod
     async def start(cls, config: ProjectConfig, settings: Settings) -> Catalog:
         functions: dict[str, Deployed] = {}
-        for name, fn in config.functions.items():
+        for name, fn in config.served_functions().items():
             invoker = invoker_factory(fn.invoker)(name, fn)
             deployed = Deployed(
                 name=name,
@@ -77,6 +84,7 @@ class Catalog(Mapping[str, Deployed]):
                 on_success=parse_destination(fn.on_success) if fn.on_success else None,
                 on_failure=parse_destination(fn.on_failure) if fn.on_failure else None,
                 local_concurrency=local_concurrency(fn),
+                dead_letter=_dead_letter(fn.dead_letter),
             )
             try:
                 await invoker.start()

@@ -90,6 +90,7 @@ class FunctionConfig(_Model):
     retry: RetryPolicy = RetryPolicy()
     on_success: Destination | None = None
     on_failure: Destination | None = None
+    dead_letter: Destination | None = None  # a queue, topic, stream or webhook, besides `dlq`
     environment: dict[str, str] = Field(default_factory=dict)
     # process and http invokers (which keys each kind takes: broker/invoker_config.py)
     command: list[str] | None = None
@@ -164,6 +165,24 @@ def check_timezone(name: str) -> None:
         ) from None
 
 
+class DeliveryRetry(RetryPolicy):
+    """How a delivery to an external destination is retried: for hours, from 1 s to 5 min."""
+
+    max_attempts: int = Field(30, ge=1, le=1000)
+    backoff: Backoff = Backoff(initial_s=1.0, multiplier=2.0, max_s=300.0, jitter=0.1)
+
+
+class DestinationConfig(_Model):
+    """Settings of one external destination (``destinations:``, keyed by its URI)."""
+
+    timeout_s: Seconds = Field(10.0, alias="timeout", gt=0, le=15 * 60)
+    retry: DeliveryRetry = DeliveryRetry()
+    # webhooks only
+    signing_secret_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    headers: dict[str, str] = Field(default_factory=dict)
+    tls_verify: bool = True
+
+
 class Limits(_Model):
     """Payload limits applied at enqueue."""
 
@@ -179,6 +198,13 @@ class ProjectConfig(_Model):
     schedules: dict[str, ScheduleConfig] = Field(default_factory=dict)
     limits: Limits = Limits()
     mappings: list[MappingConfig] = Field(default_factory=list)
+    destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
+
+    def served_functions(self) -> dict[str, FunctionConfig]:
+        """The configured functions and the built-in ones delivering to external destinations."""
+        from broker.destinations.delivery import delivery_functions
+
+        return {**self.functions, **delivery_functions(self)}
 
     @field_validator("functions", "schedules")
     @classmethod
@@ -232,6 +258,9 @@ def parse_config(
     check_mappings(config.mappings, config.functions, source, lines or {})
     for name, function in config.functions.items():
         check_invoker_keys(name, function, source, lines or {})
+    from broker.destinations.delivery import check_destinations
+
+    check_destinations(config, source, lines or {})
     return config
 
 

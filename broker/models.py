@@ -146,13 +146,15 @@ class FunctionError:
 
     ``error_type`` follows Lambda's names: the exception's class name for an
     unhandled error, ``Task.TimedOut``, ``Runtime.ExitError``,
-    ``Runtime.ImportModuleError`` ...
+    ``Runtime.ImportModuleError`` ...  ``retry_after_s`` (a destination's
+    ``Retry-After``) is the least delay before the retry.
     """
 
     error_type: str
     message: str
     trace: tuple[str, ...] = ()
     log: str = field(default="", compare=False, repr=False)
+    retry_after_s: float | None = None
 
     @property
     def timed_out(self) -> bool:

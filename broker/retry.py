@@ -18,7 +18,6 @@ from broker.models import (
     Outcome,
     State,
     Success,
-    SystemFault,
 )
 
 SYSTEM_BACKOFF = Backoff(initial_s=1.0, multiplier=2.0, max_s=300.0, jitter=0.1)
@@ -104,7 +103,7 @@ def decide(
                 State.FAILED, function_errors, system_errors, None, Condition.RETRIES_EXHAUSTED
             )
         backoff, retry = SYSTEM_BACKOFF, system_errors
-    least_s = outcome.retry_after_s if isinstance(outcome, SystemFault) else None
+    least_s = outcome.retry_after_s
     nominal_at = now + timedelta(seconds=max(backoff_delay(retry, backoff), least_s or 0.0))
     retry_at = now + timedelta(seconds=max(backoff_delay(retry, backoff, rng), least_s or 0.0))
     if (nominal_at - invocation.first_enqueued_at).total_seconds() > policy.max_event_age_s:

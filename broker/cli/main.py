@@ -8,7 +8,17 @@ from typing import Annotated
 import click
 import typer
 
-from broker.cli import config_cmd, dlq, functions, invocations, invoke, logs, schedules, serve
+from broker.cli import (
+    config_cmd,
+    destinations,
+    dlq,
+    functions,
+    invocations,
+    invoke,
+    logs,
+    schedules,
+    serve,
+)
 from broker.cli.common import err_console
 from broker.errors import EventwireError
 
@@ -45,6 +55,7 @@ app.add_typer(invocations.app, name="invocations")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(schedules.app, name="schedules")
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(destinations.app, name="destinations")
 
 
 def main() -> None:

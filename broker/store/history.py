@@ -138,7 +138,7 @@ async def register_functions(engine: AsyncEngine, config: ProjectConfig, now: da
             "reserved_concurrency": function.reserved_concurrency,
             "updated_at": now,
         }
-        for name, function in config.functions.items()
+        for name, function in config.served_functions().items()
     ]
     insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
     async with engine.begin() as conn:
@@ -153,7 +153,8 @@ async def register_functions(engine: AsyncEngine, config: ProjectConfig, now: da
                 ),
                 rows,
             )
-        await conn.execute(delete(functions).where(functions.c.name.not_in(list(config.functions))))
+        served = list(config.served_functions())
+        await conn.execute(delete(functions).where(functions.c.name.not_in(served)))
 
 
 async def list_functions(engine: AsyncEngine) -> list[FunctionRow]:
