@@ -108,6 +108,7 @@ class DeadLetterRow:
     redriven_at: datetime | None
     redriven_as: str | None
     source: Mapping[str, Any] = field(default_factory=dict)
+    redrive_to: str | None = None
 
 
 class RedriveStatus(enum.StrEnum):
