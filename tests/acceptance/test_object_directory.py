@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
@@ -23,19 +24,19 @@ object_notifications:
 """
 
 
-def events(env: dict[str, str]) -> list[tuple[str, str, dict[str, Any]]]:
-    """(event name, key, object) of every invocation, oldest first."""
-    done = eventwire("invocations", "ls", "--json", "--limit", "1000", env=env)
-    assert done.returncode == 0, done.stderr
+def events(database: Path) -> list[tuple[str, str, dict[str, Any]]]:
+    """(event name, key, object) of every invocation in the store, oldest first."""
+    with sqlite3.connect(database) as conn:
+        payloads = [row[0] for row in conn.execute("SELECT payload FROM invocations ORDER BY seq")]
     found = []
-    for row in reversed(json.loads(done.stdout)):
-        [record] = row["payload"]["Records"]
+    for payload in payloads:
+        [record] = json.loads(payload)["Records"]
         found.append((record["eventName"], record["s3"]["object"]["key"], record["s3"]["object"]))
     return found
 
 
-def keys(env: dict[str, str]) -> Counter[tuple[str, str]]:
-    return Counter((name, key) for name, key, _ in events(env))
+def keys(database: Path) -> Counter[tuple[str, str]]:
+    return Counter((name, key) for name, key, _ in events(database))
 
 
 def test_files_are_reported_once_complete_and_not_again_after_a_restart(tmp_path: Path) -> None:
@@ -44,12 +45,13 @@ def test_files_are_reported_once_complete_and_not_again_after_a_restart(tmp_path
     (folder / "old.txt").write_text("there before serve started")
     config = tmp_path / "eventwire.yaml"
     config.write_text(CONFIG.format(folder=folder))
-    env = clean_env(EVENTWIRE_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'eventwire.db'}")
+    db = tmp_path / "eventwire.db"
+    env = clean_env(EVENTWIRE_DATABASE_URL=f"sqlite+aiosqlite:///{db}")
 
     serve = Serve(config, env, tmp_path / "serve.log")
     try:
         serve.wait_serving()
-        wait_for(lambda: keys(env)[("ObjectCreated:Put", "old.txt")], 20, "old.txt reported")
+        wait_for(lambda: keys(db)[("ObjectCreated:Put", "old.txt")], 20, "old.txt reported")
 
         (folder / "in box").mkdir()
         (folder / "in box" / "a b.csv").write_text("x,y\n1,2\n")
@@ -65,9 +67,9 @@ def test_files_are_reported_once_complete_and_not_again_after_a_restart(tmp_path
                 time.sleep(0.05)  # the pace of a slow writer, not a wait for a result
         # Reported while incomplete, it would be reported again once complete, with
         # another size: one report with the final size means it waited for the last write.
-        wait_for(lambda: keys(env)[("ObjectCreated:Put", "big.bin")], 20, "big.bin reported")
-        wait_for(lambda: keys(env)[("ObjectCreated:Put", "in+box/a+b.csv")], 20, "a b.csv")
-        [big_object] = [obj for _, key, obj in events(env) if key == "big.bin"]
+        wait_for(lambda: keys(db)[("ObjectCreated:Put", "big.bin")], 20, "big.bin reported")
+        wait_for(lambda: keys(db)[("ObjectCreated:Put", "in+box/a+b.csv")], 20, "a b.csv")
+        [big_object] = [obj for _, key, obj in events(db) if key == "big.bin"]
         assert big_object["size"] == len(content)  # reported once, complete
         assert big_object["eTag"] == hashlib.md5(content, usedforsecurity=False).hexdigest()
     finally:
@@ -81,15 +83,15 @@ def test_files_are_reported_once_complete_and_not_again_after_a_restart(tmp_path
     again = Serve(config, env, tmp_path / "serve2.log")
     try:
         again.wait_serving()
-        wait_for(lambda: keys(env)[("ObjectCreated:Put", "new.txt")], 20, "new.txt reported")
-        wait_for(lambda: keys(env)[("ObjectRemoved:Delete", "in+box/a+b.csv")], 20, "removal")
-        wait_for(lambda: keys(env)[("ObjectCreated:Put", "old.txt")] == 2, 20, "rewrite")
+        wait_for(lambda: keys(db)[("ObjectCreated:Put", "new.txt")], 20, "new.txt reported")
+        wait_for(lambda: keys(db)[("ObjectRemoved:Delete", "in+box/a+b.csv")], 20, "removal")
+        wait_for(lambda: keys(db)[("ObjectCreated:Put", "old.txt")] == 2, 20, "rewrite")
         (folder / "big.bin").unlink()
-        wait_for(lambda: keys(env)[("ObjectRemoved:Delete", "big.bin")], 20, "big.bin removed")
+        wait_for(lambda: keys(db)[("ObjectRemoved:Delete", "big.bin")], 20, "big.bin removed")
     finally:
         assert again.stop() == 0
 
-    assert keys(env) == Counter(
+    assert keys(db) == Counter(
         {
             ("ObjectCreated:Put", "old.txt"): 2,
             ("ObjectCreated:Put", "big.bin"): 1,  # not again after the restart
@@ -99,5 +101,7 @@ def test_files_are_reported_once_complete_and_not_again_after_a_restart(tmp_path
             ("ObjectRemoved:Delete", "big.bin"): 1,
         }
     )
-    [removal] = [obj for name, key, obj in events(env) if key == "big.bin" and "Removed" in name]
+    [removal] = [obj for name, key, obj in events(db) if key == "big.bin" and "Removed" in name]
     assert set(removal) == {"key", "sequencer"}  # as S3 reports a delete
+    shown = eventwire("invocations", "ls", "--json", env=env)
+    assert {row["origin"] for row in json.loads(shown.stdout)} == {"notification"}
