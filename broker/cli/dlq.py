@@ -166,6 +166,10 @@ def show(ctx: typer.Context, id: IdArg, as_json: bool = JsonOption) -> None:
                     "redriven",
                     f"{when(row.redriven_at)} as {row.redriven_as}" if row.redriven_at else None,
                 ),
+                (
+                    "redriving to",
+                    row.redrive_to if row.redrive_to and not row.redriven_at else None,
+                ),
             ]
         )
     )
