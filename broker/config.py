@@ -34,6 +34,7 @@ from broker.durations import parse_duration, parse_size
 from broker.errors import ConfigError
 from broker.invoker_config import check_invoker_keys
 from broker.mapping_config import MappingConfig, check_mappings
+from broker.object_notifications import ObjectNotificationConfig, check_object_notifications
 from broker.schedules import check_expression
 from broker.yaml_lines import load_yaml_with_lines
 
@@ -199,6 +200,7 @@ class ProjectConfig(_Model):
     limits: Limits = Limits()
     mappings: list[MappingConfig] = Field(default_factory=list)
     destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
+    object_notifications: list[ObjectNotificationConfig] = Field(default_factory=list)
 
     def served_functions(self) -> dict[str, FunctionConfig]:
         """The configured functions and the built-in ones delivering to external destinations."""
@@ -256,6 +258,7 @@ def parse_config(
         ) from None
     _check_references(config, source, lines or {})
     check_mappings(config.mappings, config.functions, source, lines or {})
+    check_object_notifications(config.object_notifications, config.functions, source, lines or {})
     for name, function in config.functions.items():
         check_invoker_keys(name, function, source, lines or {})
     from broker.destinations.delivery import check_destinations

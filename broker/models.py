@@ -38,6 +38,7 @@ class Origin(enum.StrEnum):
     MAPPING = "mapping"
     DESTINATION = "destination"
     REDRIVE = "redrive"
+    OBJECT_NOTIFICATION = "notification"
 
 
 class Condition(enum.StrEnum):

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 POLLERS: dict[str, str] = {
     "schedule": "pollers.schedule.poller:create",
+    "s3_webhook": "pollers.s3.webhook:create",
+    "s3_dir": "pollers.s3.directory:create",
 }
 
 
@@ -91,7 +93,11 @@ def load(target: str) -> Any:
 
 def kinds_in(config: ProjectConfig) -> list[str]:
     """The poller kinds a configuration uses."""
-    return ["schedule"] if config.schedules else []
+    kinds = ["schedule"] if config.schedules else []
+    notifications = config.object_notifications
+    kinds += ["s3_webhook"] if any(n.is_webhook for n in notifications) else []
+    kinds += ["s3_dir"] if any(not n.is_webhook for n in notifications) else []
+    return kinds
 
 
 def create_pollers(context: PollerContext) -> list[Poller]:

@@ -152,6 +152,9 @@ dead_letters = Table(
     Column("dead_at", UTCDateTime, nullable=False),
     Column("redriven_at", UTCDateTime),
     Column("redriven_as", String(36)),
+    # Set before a redrive enqueues: the function it goes to, so a re-run after a crash
+    # enqueues to the same one (and its idempotency key holds) whatever `--to` it is given.
+    Column("redrive_to", String(128)),
     Index("ix_dead_letters_function", "function", "dead_at"),
     Index("ix_dead_letters_invocation_id", "invocation_id"),
 )
@@ -200,4 +203,18 @@ function_pools = Table(
     Column("cold_starts", BigInteger, nullable=False),
     Column("cold_start_p50_ms", Float),
     Column("updated_at", UTCDateTime, nullable=False),
+)
+
+object_files = Table(
+    "object_files",
+    metadata,
+    # The files a dir:// object notification has reported, so a restart does not report them
+    # again (pollers/s3/directory.py). ``path_hash`` is the sha256 of ``path``.
+    Column("notification", String(64), primary_key=True),
+    Column("path_hash", String(64), primary_key=True),
+    Column("path", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("mtime_ns", BigInteger, nullable=False),
+    Column("etag", String(64), nullable=False),
+    Column("seen_at", UTCDateTime, nullable=False),
 )
