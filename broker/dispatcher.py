@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 
 from broker.catalog import Catalog, Deployed
 from broker.invoker import InvokeRequest
+from broker.mapping_settling import is_mapping_batch, record_age_exceeded, settle_mapping_attempt
 from broker.models import FunctionError, FunctionLimits, Lease, Outcome, Success, SystemFault
 from broker.overrides import effective
 from broker.queue.base import InvocationQueue
@@ -197,13 +198,19 @@ class Dispatcher:
         self.stats.started += 1
         t0 = time.perf_counter()
         outcome: Outcome | None
-        if is_expired(inv, function.config.retry, started_at):
+        mapping = is_mapping_batch(inv)
+        if mapping:
+            expired = record_age_exceeded(inv, started_at)
+        else:
+            expired = is_expired(inv, function.config.retry, started_at)
+        if expired:
             outcome = None
         else:
             outcome = await self._invoke(function, lease, started_at)
         duration_ms = (time.perf_counter() - t0) * 1000
         try:
-            settlement, decision = settle_attempt(
+            settle = settle_mapping_attempt if mapping else settle_attempt
+            settlement, decision = settle(
                 lease, outcome, function, started_at, duration_ms, self.clock(), self.rng
             )
             held.submitted = True

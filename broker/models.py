@@ -222,6 +222,9 @@ class Settlement:
     ``state`` is the invocation's next state: ``pending`` (a retry at
     ``retry_at``), ``succeeded`` or ``failed``. ``enqueue`` are follow-on
     invocations (function destinations); ``dead_letter`` the DLQ entry.
+    A ``pending`` settlement may give the invocation a new ``payload`` and
+    ``source`` (None keeps them): a mapping's batch retried reduced, or
+    bisected, runs as the same invocation at the head of its lane.
     """
 
     lease_token: str
@@ -236,3 +239,5 @@ class Settlement:
     error_message: str | None = None
     enqueue: tuple[NewInvocation, ...] = ()
     dead_letter: DeadLetter | None = None
+    payload: bytes | None = None
+    source: Mapping[str, Any] | None = None

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from broker.errors import UsageError
 from broker.queue.base import InvocationQueue
 from broker.settings import Settings
 
@@ -28,7 +29,12 @@ POLLERS: dict[str, str] = {
     "schedule": "pollers.schedule.poller:create",
     "s3_webhook": "pollers.s3.webhook:create",
     "s3_dir": "pollers.s3.directory:create",
+    "kafka": "pollers.kafka:create",
+    "amqp": "pollers.rabbitmq:create",
+    "redis": "pollers.redis_streams:create",
 }
+EXTRAS = {"kafka": "kafka", "amqp": "rabbitmq", "redis": "redis"}
+"""The ``eventwire[...]`` extra a poller kind's transport library comes with."""
 
 
 class Poller(Protocol):
@@ -97,9 +103,18 @@ def kinds_in(config: ProjectConfig) -> list[str]:
     notifications = config.object_notifications
     kinds += ["s3_webhook"] if any(n.is_webhook for n in notifications) else []
     kinds += ["s3_dir"] if any(not n.is_webhook for n in notifications) else []
-    return kinds
+    return kinds + sorted({mapping.kind.value for mapping in config.mappings})
 
 
 def create_pollers(context: PollerContext) -> list[Poller]:
-    factories: list[PollerFactory] = [load(POLLERS[kind]) for kind in kinds_in(context.config)]
+    factories: list[PollerFactory] = []
+    for kind in kinds_in(context.config):
+        try:
+            factories.append(load(POLLERS[kind]))
+        except ModuleNotFoundError as exc:
+            extra = EXTRAS.get(kind, kind)
+            raise UsageError(
+                f"{kind} mappings need the {extra} extra: pip install 'eventwire[{extra}]' "
+                f"({exc})"
+            ) from None
     return [factory(context) for factory in factories]

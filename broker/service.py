@@ -36,6 +36,7 @@ from broker.queue.sql import Clock, utcnow
 from broker.settings import Settings
 from broker.store.engine import create_engine
 from broker.store.history import register_functions
+from broker.store.mappings import register_mappings
 from broker.store.migrate import ensure_schema
 
 log = logging.getLogger("eventwire.service")
@@ -149,6 +150,7 @@ async def _prepare_store(
     try:
         await ensure_schema(engine, migrate=migrate)
         await register_functions(engine, config, datetime.now(UTC))
+        await register_mappings(engine, config.mappings, datetime.now(UTC))
     except (OperationalError, DBAPIError, OSError) as exc:
         raise UsageError(
             f"cannot use the database at {_redacted(settings.database_url)}: {_first_line(exc)}"

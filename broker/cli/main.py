@@ -16,6 +16,7 @@ from broker.cli import (
     invocations,
     invoke,
     logs,
+    mappings,
     schedules,
     serve,
 )
@@ -54,6 +55,7 @@ app.add_typer(functions.app, name="functions")
 app.add_typer(invocations.app, name="invocations")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(schedules.app, name="schedules")
+app.add_typer(mappings.app, name="mappings")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(destinations.app, name="destinations")
 

@@ -62,6 +62,11 @@ class InvocationQueue(Protocol):
         """Give leases back unrun (shutdown): pending again, the attempt not counted."""
         ...
 
+    async def lane_depths(self, lanes: Sequence[str]) -> dict[str, int]:
+        """Unfinished (pending or running) invocations in each of ``lanes``; cheap enough
+        for a poller to ask every few hundred milliseconds."""
+        ...
+
     async def wait(self, functions: Mapping[str, FunctionLimits], timeout_s: float) -> None:
         """Return when work may be available: an enqueue, a due retry, or ``timeout_s``."""
         ...

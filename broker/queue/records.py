@@ -20,6 +20,8 @@ from broker.models import NewInvocation, Settlement, State
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TERMINAL = frozenset(state.value for state in State if state.terminal)
+_KEPT = frozenset({"available_at", "payload", "source"})
+"""A settlement without these leaves the invocation's own."""
 
 
 def us(when: datetime) -> int:
@@ -91,6 +93,8 @@ def settle_event(s: Settlement, now: datetime) -> bytes:
             "em": s.error_message,
             "av": us(s.retry_at) if s.state is State.PENDING and s.retry_at else None,
             "u": us(now),
+            "p": _text(s.payload),
+            "s": None if s.source is None else dict(s.source),
             "a": [
                 a.number,
                 us(a.started_at),
@@ -143,11 +147,13 @@ class Rows:
         state = _state_of(event)
         row = self.new.get(event["id"])
         if row is not None and row["attempts"] <= state["attempts"]:
-            row.update({k: v for k, v in state.items() if k != "available_at" or v is not None})
+            row.update({k: v for k, v in state.items() if k not in _KEPT or v is not None})
         elif row is None:
             earlier = self.updates.get(event["id"])  # events of one invocation come in order
-            if earlier is not None and state["available_at"] is None:
-                state["available_at"] = earlier["available_at"]
+            if earlier is not None:
+                for kept in _KEPT:
+                    if state[kept] is None:
+                        state[kept] = earlier[kept]
             state["id"] = event["id"]
             self.updates[event["id"]] = state
         self.attempts.append(_attempt_row(event))
@@ -194,6 +200,8 @@ def _state_of(e: dict[str, Any]) -> dict[str, Any]:
         "updated_at": updated,
         "finished_at": updated if terminal else None,
         "available_at": None if e["av"] is None else from_us(e["av"]),
+        "payload": _bytes(e.get("p")),
+        "source": e.get("s"),
     }
     return state
 

@@ -204,15 +204,36 @@ class RedisQueue:
         ]
         for s in settlements:
             retry_at = us(s.retry_at) if s.state is State.PENDING and s.retry_at else now_us
+            replaces = "0" if s.payload is None else "1"
             header = (
-                f"{s.state.value}|{retry_at}|{s.function_errors}|{s.system_errors}|{len(s.enqueue)}"
+                f"{s.state.value}|{retry_at}|{s.function_errors}|{s.system_errors}"
+                f"|{len(s.enqueue)}|{replaces}"
             )
-            args.extend((s.lease_token, header, settle_event(s, now)))
+            args.extend(
+                (
+                    s.lease_token,
+                    header,
+                    settle_event(s, now),
+                    s.payload or b"",
+                    b"" if s.source is None else orjson.dumps(dict(s.source)),
+                )
+            )
             for item in s.enqueue:
                 args.extend(self._item_args(item, now))
         held = {t.decode() for t in await self._settle(args=args)}
         self._wakeup.set()
         return held
+
+    # ------------------------------------------------------------ lanes
+
+    async def lane_depths(self, lanes: Sequence[str]) -> dict[str, int]:
+        if not lanes:
+            return {}
+        async with self.client.pipeline(transaction=False) as pipe:
+            for lane in lanes:
+                pipe.llen(f"{self.prefix}l:{lane}")
+            counts = await pipe.execute()
+        return {lane: int(n) for lane, n in zip(lanes, counts, strict=True)}
 
     # ------------------------------------------------------------ wait / close
 

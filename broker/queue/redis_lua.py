@@ -223,17 +223,19 @@ SETTLE = (
     _PRELUDE
     + """
 -- ARGV: P, now, key window s, guard window s, count, then per settlement:
---   token, "state|retry at µs|function errors|system errors|follow-on count" (state:
---   pending | succeeded | failed), history event, follow-on count * 12 item arguments.
+--   token, "state|retry at µs|function errors|system errors|follow-on count|payload given"
+--   (state: pending | succeeded | failed; payload given: 0 | 1), history event, the new
+--   payload, the new source ('' keeps it), follow-on count * 12 item arguments.
 local count = tonumber(ARGV[5])
 local i = 6
 local answers, events, wake, done, finished = {}, {}, false, {}, {}
 for _ = 1, count do
   local token, event = ARGV[i], ARGV[i + 2]
-  local state, retry_at, fe, se, follow =
-    string.match(ARGV[i + 1], '^(%a+)|(%d+)|(%d+)|(%d+)|(%d+)$')
+  local state, retry_at, fe, se, follow, replaces =
+    string.match(ARGV[i + 1], '^(%a+)|(%d+)|(%d+)|(%d+)|(%d+)|([01])$')
   follow = tonumber(follow)
-  i = i + 3
+  local new_p, new_s = replaces == '1' and ARGV[i + 3], ARGV[i + 4]
+  i = i + 5
   local id, h, fn, lane, seq = held(token)
   if id then
     answers[#answers + 1] = token
@@ -242,6 +244,8 @@ for _ = 1, count do
     events[#events + 1] = event
     if state == 'pending' then
       redis.call('HSET', h, 't', '', 'fe', fe, 'se', se, 'av', retry_at)
+      if new_p then redis.call('HSET', h, 'p', new_p) end
+      if new_s ~= '' then redis.call('HSET', h, 's', new_s) end
       wake = schedule(id, fn, seq, retry_at) or wake
     else
       redis.call('DEL', h)

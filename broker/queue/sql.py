@@ -16,7 +16,19 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, exists, func, or_, select, update
+from sqlalchemy import (
+    JSON,
+    LargeBinary,
+    Row,
+    and_,
+    bindparam,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -38,6 +50,15 @@ ACTIVE_STATES = (State.PENDING.value, State.RUNNING.value)
 inv = invocations.c
 _ahead = invocations.alias("ahead")
 
+
+
+def _literal_active(column: Any) -> Any:
+    """``state IN ('pending', 'running')`` with the values inline: the partial indexes
+    (``ix_invocations_active``, ``ix_invocations_lane``) have that predicate, and SQLite
+    uses a partial index only for a query that repeats it literally, not with parameters."""
+    return column.in_([literal_column(f"'{state}'") for state in ACTIVE_STATES])
+
+
 # An invocation is runnable when its time has come (or its lease ran out) and
 # nothing older in its lane is unfinished.
 _NOW = bindparam("now", type_=UTCDateTime())
@@ -51,7 +72,7 @@ _RUNNABLE = and_(
         ~exists().where(
             _ahead.c.lane == inv.lane,
             _ahead.c.seq < inv.seq,
-            _ahead.c.state.in_(ACTIVE_STATES),
+            _literal_active(_ahead.c.state),
         ),
     ),
 )
@@ -188,10 +209,18 @@ class SqlQueue:
     def _candidates(self, n: int) -> Any:
         return (
             select(invocations)
-            .where(inv.function.in_(bindparam("fns", expanding=True)), _RUNNABLE)
+            .where(
+                self._function_term().in_(bindparam("fns", expanding=True)),
+                _literal_active(inv.state),
+                _RUNNABLE,
+            )
             .order_by(inv.seq)
             .limit(n)
         )
+
+    def _function_term(self) -> Any:
+        """The function column as the candidate scan filters on it (backend-specific)."""
+        return inv.function
 
     async def _lock_for_limits(self, conn: AsyncConnection) -> None:
         """Serialize leasers while reserved concurrency is counted (backend-specific)."""
@@ -293,6 +322,10 @@ class SqlQueue:
                 error_type=bindparam("b_error_type"),
                 error_message=bindparam("b_error_message"),
                 finished_at=bindparam("b_finished_at", type_=inv.finished_at.type),
+                payload=func.coalesce(bindparam("b_payload", type_=LargeBinary()), inv.payload),
+                source=func.coalesce(
+                    bindparam("b_source", type_=JSON(none_as_null=True)), inv.source
+                ),
                 lease_owner=None,
                 lease_token=None,
                 lease_expires_at=None,
@@ -346,17 +379,43 @@ class SqlQueue:
         if any(s.state is State.PENDING for s in applied):
             await self._notify(conn)
 
+    # ------------------------------------------------------------ lanes
+
+    async def lane_depths(self, lanes: Sequence[str]) -> dict[str, int]:
+        if not lanes:
+            return {}
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(inv.lane, func.count())
+                .where(inv.lane.in_(list(lanes)), inv.state.in_(ACTIVE_STATES))
+                .group_by(inv.lane)
+            )
+            counts: dict[str, int] = {lane: int(n) for lane, n in rows}
+            await conn.rollback()
+        return {lane: counts.get(lane, 0) for lane in lanes}
+
     # ------------------------------------------------------------ wait / close
 
     async def next_due(self, functions: Mapping[str, FunctionLimits]) -> datetime | None:
-        """When the earliest delayed invocation or running lease comes due."""
+        """When the earliest delayed invocation or running lease comes due.
+
+        Pending invocations already due are left out: they were not leased because
+        they wait behind their lane's head (or for concurrency), and what frees
+        them (a settle, an enqueue) wakes the dispatcher; counting them would make
+        an idle dispatcher poll without pause.
+        """
         names = list(functions)
+        now = self.clock()
         async with self.engine.connect() as conn:
             row = (
                 await conn.execute(
                     select(
                         select(func.min(inv.available_at, type_=UTCDateTime()))
-                        .where(inv.state == State.PENDING.value, inv.function.in_(names))
+                        .where(
+                            inv.state == State.PENDING.value,
+                            inv.function.in_(names),
+                            inv.available_at > now,
+                        )
                         .scalar_subquery(),
                         select(func.min(inv.lease_expires_at, type_=UTCDateTime()))
                         .where(inv.state == State.RUNNING.value, inv.function.in_(names))
@@ -457,4 +516,6 @@ def _settle_params(s: Settlement, now: datetime) -> dict[str, Any]:
         "b_error_type": s.error_type,
         "b_error_message": s.error_message,
         "b_finished_at": now if s.state.terminal else None,
+        "b_payload": s.payload,
+        "b_source": None if s.source is None else dict(s.source),
     }

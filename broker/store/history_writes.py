@@ -16,7 +16,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import JSON, LargeBinary, and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -84,13 +84,19 @@ UPDATE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("updated_at", "timestamptz"),
     ("finished_at", "timestamptz"),
     ("available_at", "timestamptz"),
+    ("payload", "bytea"),
+    ("source", "json"),
 )
+_KEPT_UNLESS_GIVEN = ("available_at", "payload", "source")
 _PG_UPDATE = (
     "UPDATE invocations AS i SET "
     + ", ".join(
-        f"{name} = u.{name}" for name, _ in UPDATE_COLUMNS if name not in ("id", "available_at")
+        f"{name} = u.{name}"
+        for name, _ in UPDATE_COLUMNS
+        if name != "id" and name not in _KEPT_UNLESS_GIVEN
     )
-    + ", available_at = COALESCE(u.available_at, i.available_at) FROM unnest("
+    + "".join(f", {name} = COALESCE(u.{name}, i.{name})" for name in _KEPT_UNLESS_GIVEN)
+    + " FROM unnest("
     + ", ".join(f"${n}::{kind}[]" for n, (_, kind) in enumerate(UPDATE_COLUMNS, 1))
     + ") AS u("
     + ", ".join(name for name, _ in UPDATE_COLUMNS)
@@ -127,6 +133,8 @@ _UPDATE = (
         available_at=func.coalesce(
             bindparam("b_available_at", type_=inv.available_at.type), inv.available_at
         ),
+        payload=func.coalesce(bindparam("b_payload", type_=LargeBinary()), inv.payload),
+        source=func.coalesce(bindparam("b_source", type_=JSON(none_as_null=True)), inv.source),
     )
 )
 

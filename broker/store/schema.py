@@ -218,3 +218,38 @@ object_files = Table(
     Column("etag", String(64), nullable=False),
     Column("seen_at", UTCDateTime, nullable=False),
 )
+
+mappings = Table(
+    "mappings",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("source", String(1024), nullable=False),
+    Column("function", String(128), nullable=False),
+    Column("config_hash", String(64), nullable=False),
+    # What the user asked for (`mappings enable|disable`), and seeks (`mappings seek`):
+    # each seek moves the generation on, which also starts a new range of idempotency keys.
+    Column("desired", String(16), nullable=False),
+    Column("generation", Integer, nullable=False, server_default="0"),
+    Column("seek_to", UTCDateTime),
+    # What the pollers last reported.
+    Column("status", String(16), nullable=False),
+    Column("status_reason", Text),
+    Column("lag", BigInteger),
+    Column("iterator_age_ms", BigInteger),
+    Column("reported_by", String(128)),
+    Column("reported_at", UTCDateTime),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+mapping_cuts = Table(
+    "mapping_cuts",
+    metadata,
+    # A batch a poller ended early (its batch window ran out): recorded before its
+    # enqueue, so that after a crash the same records form the same batch again.
+    Column("mapping", String(128), primary_key=True),
+    Column("partition", String(255), primary_key=True),
+    Column("first_position", String(64), nullable=False),
+    Column("last_position", String(64), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)

@@ -221,4 +221,3 @@ def _check_croniter(expr: str) -> None:
         croniter(expr, datetime(2000, 1, 1))
     except (CroniterError, ValueError, KeyError) as exc:
         raise CronSyntaxError(str(exc).replace(expr, "").strip(" :") or "not valid") from None
-

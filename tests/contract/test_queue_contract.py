@@ -35,7 +35,7 @@ from broker.queue.postgres import PostgresQueue
 from broker.queue.redis import RedisQueue, connect
 from broker.queue.redis_history import HistoryWriter
 from broker.queue.sqlite import SqliteQueue
-from broker.store.schema import attempts, dead_letters
+from broker.store.schema import attempts, dead_letters, invocations
 from tests.support.clock import FakeClock
 from tests.support.redis import redis_prefix
 from tests.support.services import REDIS_URL
@@ -379,3 +379,48 @@ async def test_wait_returns_promptly_when_work_is_enqueued(h: Harness) -> None:
         assert len(await lease(h.queue, h)) == 1
     finally:
         await other.close()
+
+
+async def test_retry_may_replace_payload_and_source_and_keeps_the_lane(h: Harness) -> None:
+    first, second = new(lane="A", payload=b"whole"), new(lane="A")
+    await h.queue.enqueue([first, second])
+    [held] = await lease(h.queue, h)
+    await h.queue.settle(
+        [
+            settlement(
+                held,
+                State.PENDING,
+                retry_at=h.clock.now,
+                payload=b"half",
+                source={"rest": ["other half"]},
+            )
+        ],
+        h.clock.now,
+    )
+    [again] = await lease(h.queue, h)
+    assert again.invocation.id == first.id
+    assert (again.invocation.payload, dict(again.invocation.source)) == (
+        b"half",
+        {"rest": ["other half"]},
+    )
+    # A retry without them keeps what the invocation has now.
+    await h.queue.settle([settlement(again, State.PENDING, retry_at=h.clock.now)], h.clock.now)
+    [third] = await lease(h.queue, h)
+    assert third.invocation.payload == b"half"
+    assert dict(third.invocation.source) == {"rest": ["other half"]}
+    await h.recorded()
+    async with h.engine.connect() as conn:
+        row = (
+            await conn.execute(select(invocations.c.payload).where(invocations.c.id == first.id))
+        ).one()
+    assert row.payload == b"half"
+
+
+async def test_lane_depths_count_unfinished_invocations(h: Harness) -> None:
+    await h.queue.enqueue([new(lane="A"), new(lane="A"), new(lane="B"), new()])
+    assert await h.queue.lane_depths(["A", "B", "C"]) == {"A": 2, "B": 1, "C": 0}
+    got = await lease(h.queue, h)
+    [in_a] = [x for x in got if x.invocation.lane == "A"]
+    assert (await h.queue.lane_depths(["A"]))["A"] == 2  # running still counts
+    await h.queue.settle([settlement(in_a, State.SUCCEEDED)], h.clock.now)
+    assert await h.queue.lane_depths(["A"]) == {"A": 1}

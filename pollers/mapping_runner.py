@@ -1,0 +1,439 @@
+"""Running a kind's mappings: one supervised reader per mapping, and what they share.
+
+:class:`MappingPoller` is the ``Poller`` for one source kind (``kafka``,
+``amqp``, ``redis``). It runs a task per mapping of that kind, which
+
+* reads nothing while the mapping is disabled (``eventwire mappings disable``),
+  and stops its reader within a second of it being disabled;
+* runs the kind's reader (:class:`Reader`) with a :class:`MappingRun`;
+  when the reader fails (the broker is unreachable, the topic is gone, the
+  credentials are wrong) the mapping is ``failing`` with the reason, and the
+  reader is started again after a backoff — the rest of the service runs on;
+* hands seek requests (``eventwire mappings seek``) to the running reader.
+
+A watcher reads every mapping's row once a second and writes back each one's
+status, lag and iterator age. :meth:`MappingRun.enqueue` is the one way a
+reader enqueues: shape, split to fit the payload limit, record cuts, enqueue
+with keys derived from the records' positions. Readers checkpoint only after
+it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any, Protocol
+
+from broker.batch_events import encode_event
+from broker.config import Backoff
+from broker.ids import new_id
+from broker.mapping_config import MappingConfig, SourceKind
+from broker.mapping_settling import MappingPolicy, mapping_source
+from broker.models import NewInvocation, Origin
+from broker.poller import PollerContext
+from broker.retry import backoff_delay
+from broker.store.mappings import (
+    DISABLED,
+    FAILING,
+    RUNNING,
+    STARTING,
+    STOPPED,
+    Cut,
+    list_mappings,
+    load_cuts,
+    report_status,
+    save_cuts,
+)
+from pollers.batching import Batch, Batcher, Record
+
+log = logging.getLogger("eventwire.mappings")
+
+READER_BACKOFF = Backoff(initial_s=1.0, multiplier=2.0, max_s=60.0, jitter=0.2)
+"""A failing mapping's reader starts again after 1 s, doubling up to a minute."""
+WATCH_INTERVAL_S = 1.0
+STOP_GRACE_S = 10.0
+MAX_PENDING_BATCHES = 8
+"""Per lane: a reader stops reading a partition while this many of its batches wait."""
+DEPTH_REFRESH_S = 0.2
+FULL_REFRESH_S = 0.01
+
+
+class SourceError(Exception):
+    """The source cannot be read; the message is the mapping's ``failing`` reason."""
+
+
+class Reader(Protocol):
+    async def run(self, run: MappingRun) -> None:
+        """Read until ``run.stopping`` is set; raise when the source cannot be read."""
+        ...
+
+
+ReaderFactory = Callable[[MappingConfig, PollerContext], Reader]
+
+
+@dataclass(slots=True)
+class Seek:
+    generation: int
+    to: datetime
+
+
+class MappingRun:
+    """One run of a mapping's reader: what it reads with, and how it enqueues."""
+
+    def __init__(
+        self,
+        mapping: MappingConfig,
+        context: PollerContext,
+        *,
+        generation: int,
+        cuts: dict[str, Cut],
+        shape: Callable[[Sequence[Any]], dict[str, Any]],
+    ) -> None:
+        self.mapping = mapping
+        self.context = context
+        self.generation = generation
+        self.shape = shape
+        self.batcher = Batcher(
+            batch_size=mapping.batch_size,
+            window_s=mapping.batch_window_s,
+            record_filter=mapping.record_filter,
+            cuts=cuts,
+        )
+        self.stopping = asyncio.Event()
+        self.seek: Seek | None = None
+        self.seek_wanted = asyncio.Event()
+        self.connected = False
+        self.lag: int | None = None
+        self.iterator_age_ms: int | None = None
+        self.enqueued = 0
+        self.invocations = 0
+        self._policy = MappingPolicy(
+            name=mapping.name,
+            max_retry_attempts=mapping.max_retry_attempts,
+            max_record_age_s=mapping.max_record_age_s,
+            bisect_on_error=mapping.bisect_on_error,
+            report_batch_item_failures=mapping.report_batch_item_failures,
+            on_failure=mapping.on_failure,
+        )
+        self._limit = context.config.limits.async_payload_bytes
+        self._depths: dict[str, int] = {}
+        self._depths_at = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.mapping.name
+
+    def lane(self, partition: str) -> str:
+        return f"mapping:{self.name}:{partition}"
+
+    def take_seek(self) -> Seek | None:
+        seek, self.seek = self.seek, None
+        self.seek_wanted.clear()
+        if seek is not None:
+            self.generation = seek.generation
+        return seek
+
+    async def enqueue(self, batches: Sequence[Batch], lanes: Sequence[str] | None = None) -> None:
+        """Enqueue ``batches`` (``lanes[i]`` for batch i; else by partition); durable on return."""
+        if not batches:
+            return
+        items: list[NewInvocation] = []
+        cuts: dict[str, Cut] = {}
+        for index, batch in enumerate(batches):
+            if batch.cut and self.mapping.lane_ordered:
+                cuts[batch.partition] = Cut(batch.first, batch.last)
+            lane = lanes[index] if lanes is not None else self.lane(batch.partition)
+            items.extend(self._invocations(batch, lane))
+        if cuts:
+            await save_cuts(self.context.engine, self.name, cuts, self.context.timer.now())
+        await self.context.queue.enqueue(items)
+        for item in items:
+            if item.lane is not None:
+                self._depths[item.lane] = self._depths.get(item.lane, 0) + 1
+        newest = max(r.timestamp_ms for r in batches[-1].records)
+        self.iterator_age_ms = max(0, int(time.time() * 1000) - newest)
+        self.enqueued += sum(len(b.records) for b in batches)
+        self.invocations += len(items)
+
+    def _invocations(self, batch: Batch, lane: str) -> list[NewInvocation]:
+        parts = _fit(list(batch.records), self.shape, self._limit)
+        out = []
+        for records, payload in parts:
+            if payload is None:
+                log.error(
+                    "mapping %s: record %s of %s is larger than the %d-byte payload limit "
+                    "on its own; it is not delivered (MaximumPayloadSizeExceeded)",
+                    self.name, records[0].position, batch.partition, self._limit,
+                )  # fmt: skip
+                continue
+            first, last = records[0].position, records[-1].position
+            oldest_ms = min(r.timestamp_ms for r in records)
+            policy = replace(self._policy, oldest_record_ms=oldest_ms)
+            out.append(
+                NewInvocation(
+                    id=new_id(),
+                    function=self.mapping.function,
+                    payload=payload,
+                    origin=Origin.MAPPING,
+                    lane=lane,
+                    idempotency_key=self._key(batch.partition, records),
+                    source=mapping_source(
+                        policy, {"partition": batch.partition, "first": first, "last": last}
+                    ),
+                )
+            )
+        return out
+
+    def _key(self, partition: str, records: Sequence[Record]) -> str:
+        """Ordered sources: the first and last position. A queue's messages have no position:
+        a digest of their ids (a batch redelivered whole is still one invocation)."""
+        prefix = f"mapping:{self.name}:{self.generation}:{partition}"
+        if self.mapping.lane_ordered:
+            return f"{prefix}:{records[0].position}-{records[-1].position}"
+        digest = hashlib.sha256("\n".join(r.position for r in records).encode()).hexdigest()
+        return f"{prefix}:{digest[:40]}"
+
+    async def take(self, now: float, lanes: Sequence[str] | None = None) -> tuple[Any, list[str]]:
+        """The batches ready now, within what the lanes have room for, and the lane of each.
+
+        Ordered sources: a partition's lane takes up to ``MAX_PENDING_BATCHES``
+        unfinished batches. ``lanes`` (a queue's parallel lanes): batches go to
+        the emptiest, within the same bound each.
+        """
+        if lanes is None:
+            by_partition = {p: self.lane(p) for p in self.batcher.partitions()}
+            depths = await self.depths(list(by_partition.values()))
+            budget = {p: MAX_PENDING_BATCHES - depths[lane] for p, lane in by_partition.items()}
+            taken = self.batcher.take(now, budget)
+            return taken, [self.lane(b.partition) for b in taken.batches]
+        depths = await self.depths(lanes)
+        room = {lane: MAX_PENDING_BATCHES - depths[lane] for lane in lanes}
+        budget = {p: sum(max(0, r) for r in room.values()) for p in self.batcher.partitions()}
+        taken = self.batcher.take(now, budget)
+        chosen = []
+        for _ in taken.batches:
+            lane = max(room, key=lambda name: room[name])
+            room[lane] -= 1
+            chosen.append(lane)
+        return taken, chosen
+
+    async def depths(self, lanes: Sequence[str]) -> dict[str, int]:
+        """Unfinished batches per lane, asked of the queue every ``DEPTH_REFRESH_S`` (every
+        ``FULL_REFRESH_S`` while a lane is full, to resume as soon as it drains); in between,
+        batches enqueued since are added, so the answer errs toward pausing."""
+        now = time.monotonic()
+        full = any(self._depths.get(lane, 0) >= MAX_PENDING_BATCHES for lane in lanes)
+        due = FULL_REFRESH_S if full else DEPTH_REFRESH_S
+        if now - self._depths_at >= due or any(lane not in self._depths for lane in lanes):
+            self._depths = await self.context.queue.lane_depths(list(lanes))
+            self._depths_at = now
+        return {lane: self._depths.get(lane, 0) for lane in lanes}
+
+    async def backed_up(self, lanes: Sequence[str]) -> set[str]:
+        """Lanes holding ``MAX_PENDING_BATCHES`` or more unfinished batches.
+
+        Counts come from the queue at most every ``refresh_s``; in between,
+        batches enqueued since are added, so the answer errs toward pausing.
+        """
+        depths = await self.depths(lanes)
+        return {lane for lane in lanes if depths[lane] >= MAX_PENDING_BATCHES}
+
+
+def _fit(
+    records: list[Any], shape: Callable[[Sequence[Any]], dict[str, Any]], limit: int
+) -> list[tuple[list[Any], bytes | None]]:
+    """Consecutive runs of ``records`` whose events fit ``limit`` (None: one record too large)."""
+    payload = encode_event(shape([r.item for r in records]))
+    if len(payload) <= limit:
+        return [(records, payload)]
+    if len(records) == 1:
+        return [(records, None)]
+    middle = len(records) // 2
+    return _fit(records[:middle], shape, limit) + _fit(records[middle:], shape, limit)
+
+
+@dataclass(slots=True)
+class _Mapping:
+    config: MappingConfig
+    desired: str = STARTING
+    generation: int = -1
+    seek_to: datetime | None = None
+    run: MappingRun | None = None
+    status: str = STARTING
+    reason: str | None = None
+    changed: asyncio.Event | None = None
+
+
+class MappingPoller:
+    """The ``Poller`` for every mapping of one source kind."""
+
+    def __init__(
+        self,
+        context: PollerContext,
+        kind: SourceKind,
+        reader: ReaderFactory,
+        shaper: Callable[[MappingConfig], Callable[[Sequence[Any]], dict[str, Any]]],
+    ) -> None:
+        self.name = f"mappings-{kind.value}"
+        self.context = context
+        self.reader = reader
+        self.shaper = shaper
+        self.mappings = {
+            m.name: _Mapping(m, changed=asyncio.Event())
+            for m in context.config.mappings
+            if m.kind is kind
+        }
+        self._stop = asyncio.Event()
+        self._rng = random.Random()
+        self.watched = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for state in self.mappings.values():
+            if state.run is not None:
+                state.run.stopping.set()
+            if state.changed is not None:
+                state.changed.set()
+
+    async def start(self) -> None:
+        await self._watch_once()
+        log.info("%s: %d mappings", self.name, len(self.mappings))
+
+    async def run(self) -> None:
+        tasks = [
+            asyncio.create_task(self._supervise(state), name=f"eventwire-mapping-{name}")
+            for name, state in self.mappings.items()
+        ]
+        watcher = asyncio.create_task(self._watch(), name=f"eventwire-{self.name}-watch")
+        try:
+            await self._stop.wait()
+        finally:
+            # Readers stop at their next step; one stuck on its transport is cancelled
+            # (nothing is lost: what it read and did not checkpoint is read again).
+            everything = [*tasks, watcher]
+            _done, stuck = await asyncio.wait(everything, timeout=STOP_GRACE_S)
+            for task in stuck:
+                log.warning(
+                    "%s: %s did not stop in time; cancelling it", self.name, task.get_name()
+                )
+                task.cancel()
+            await asyncio.gather(*everything, return_exceptions=True)
+            await self._report_all(final=True)
+
+    # ------------------------------------------------------------ one mapping
+
+    async def _supervise(self, state: _Mapping) -> None:
+        failures = 0
+        name = state.config.name
+        assert state.changed is not None
+        while not self._stop.is_set():
+            if state.desired == DISABLED:
+                state.changed.clear()
+                await state.changed.wait()
+                continue
+            try:
+                cuts = await load_cuts(self.context.engine, name)
+                run = MappingRun(
+                    state.config,
+                    self.context,
+                    generation=max(state.generation, 0),
+                    cuts=cuts,
+                    shape=self.shaper(state.config),
+                )
+                state.run = run
+                if state.desired == DISABLED or self._stop.is_set():
+                    continue
+                await self.reader(state.config, self.context).run(run)
+                failures = 0
+                state.status = STOPPED
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                delay = backoff_delay(failures, READER_BACKOFF, self._rng)
+                state.status, state.reason = FAILING, _reason(exc)
+                log.warning("mapping %s failing: %s; retrying in %.1fs", name, state.reason, delay)
+                await self._report(state)
+                state.changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(state.changed.wait(), delay)
+            finally:
+                state.run = None
+
+    # ------------------------------------------------------------ watching the rows
+
+    async def _watch(self) -> None:
+        failures = 0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), WATCH_INTERVAL_S)
+            if self._stop.is_set():
+                return
+            try:
+                await self._watch_once()
+                await self._report_all()
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                log.warning("%s: cannot read mapping states (%s)", self.name, exc)
+
+    async def _watch_once(self) -> None:
+        rows = {r.name: r for r in await list_mappings(self.context.engine)}
+        for name, state in self.mappings.items():
+            row = rows.get(name)
+            if row is None:
+                continue
+            if row.desired != state.desired:
+                if state.desired != STARTING:
+                    log.info("mapping %s %s", name, row.desired)
+                state.desired = row.desired
+                if row.desired == DISABLED and state.run is not None:
+                    state.run.stopping.set()
+                assert state.changed is not None
+                state.changed.set()
+            if state.generation < 0:
+                state.generation = row.generation
+            elif row.generation != state.generation and row.seek_to is not None:
+                state.generation = row.generation
+                if state.run is not None:
+                    log.info("mapping %s: seeking to %s", name, row.seek_to.isoformat())
+                    state.run.seek = Seek(row.generation, row.seek_to)
+                    state.run.seek_wanted.set()
+        self.watched.set()
+
+    async def _report_all(self, final: bool = False) -> None:
+        for state in self.mappings.values():
+            await self._report(state, final)
+
+    async def _report(self, state: _Mapping, final: bool = False) -> None:
+        run = state.run
+        status = state.status
+        if run is not None and run.connected:
+            status, state.status, state.reason = RUNNING, RUNNING, None
+        elif (final or state.desired == DISABLED) and status != FAILING:
+            status = STOPPED  # the reader has returned
+        try:
+            await report_status(
+                self.context.engine,
+                state.config.name,
+                status=status,
+                reason=state.reason if status == FAILING else None,
+                lag=run.lag if run is not None else None,
+                iterator_age_ms=run.iterator_age_ms if run is not None else None,
+                owner=self.context.owner,
+                now=self.context.timer.now(),
+            )
+        except Exception as exc:
+            log.warning("mapping %s: cannot record its status (%s)", state.config.name, exc)
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return text if isinstance(exc, SourceError) else f"{type(exc).__name__}: {text}".rstrip(": ")

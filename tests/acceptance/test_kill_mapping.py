@@ -1,0 +1,107 @@
+"""SIGKILL ``serve`` at random points while it reads 10,000 Kafka records: every record is
+invoked, and none is in two invocations (offsets are committed only after a durable
+enqueue, whose idempotency key is the batch's position)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from tests.support.kafka import create_topic, kafka_bootstrap, unique_topic  # noqa: F401
+from tests.support.processes import Serve, clean_env, wait_for
+
+RECORDS = 10_000
+PARTITIONS = 4
+KILLS = 3
+
+
+async def produce(bootstrap: str, topic: str) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    await create_topic(bootstrap, topic, partitions=PARTITIONS)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+    await producer.start()
+    try:
+        for n in range(RECORDS):
+            await producer.send(topic, json.dumps({"n": n}).encode(), partition=n % PARTITIONS)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def invoked(sink: Path) -> dict[tuple[str, int], set[str]]:
+    """Each record, with the invocations (request ids) that ran it."""
+    seen: dict[tuple[str, int], set[str]] = defaultdict(set)
+    if not sink.exists():
+        return seen
+    for line in sink.read_text().splitlines():
+        if line.strip():
+            entry = json.loads(line)
+            for group, offset in entry["records"]:
+                seen[(group, offset)].add(entry["request"])
+    return seen
+
+
+def test_every_record_is_invoked_once_across_kills(
+    kafka_bootstrap: str,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    topic = unique_topic("kill")
+    asyncio.run(produce(kafka_bootstrap, topic))
+    config = tmp_path / "eventwire.yaml"
+    config.write_text(
+        f"""
+functions:
+  sink:
+    handler: tests.mapping_handlers:sink
+mappings:
+  - name: kill-test
+    source: kafka://{kafka_bootstrap}/{topic}
+    function: sink
+    batch_size: 100
+    batch_window: 50ms
+    starting_position: trim_horizon
+"""
+    )
+    sink = tmp_path / "sink.jsonl"
+    env = clean_env(
+        EVENTWIRE_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'ew.db'}",
+        EVENTWIRE_LEASE_GRACE="1s",
+        MAPPING_TEST_SINK=str(sink),
+    )
+    seed = random.randrange(1_000_000)
+    rng = random.Random(seed)
+    progress: list[int] = []
+    for run in range(KILLS):
+        server = Serve(config, env, tmp_path / f"serve-{run}.log")
+        server.wait_serving()
+        before = len(invoked(sink))
+        # Kill once some records of this run are in, at a random point after that.
+
+        def progressed(at_least: int = before) -> bool:
+            return len(invoked(sink)) > at_least
+
+        wait_for(progressed, 30, f"progress in run {run}")
+        time.sleep(rng.uniform(0.0, 0.4))
+        server.kill()
+        progress.append(len(invoked(sink)))
+    progress.append(len(invoked(sink)))
+    assert progress[-1] < RECORDS, f"the kills came too late to matter: {progress}"
+    server = Serve(config, env, tmp_path / "serve-last.log")
+    try:
+        server.wait_serving()
+        wait_for(lambda: len(invoked(sink)) >= RECORDS, 60, "every record")
+    finally:
+        assert server.stop() == 0, server.log()
+    seen = invoked(sink)
+    expected = {
+        (f"{topic}-{p}", o) for p in range(PARTITIONS) for o in range(RECORDS // PARTITIONS)
+    }
+    assert set(seen) == expected, f"seed {seed}"
+    twice = {record: ids for record, ids in seen.items() if len(ids) > 1}
+    print(f"records invoked after each kill: {progress}")
+    assert not twice, f"seed {seed}: records in more than one invocation: {list(twice.items())[:5]}"

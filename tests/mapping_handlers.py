@@ -1,0 +1,61 @@
+"""Handlers for the mapping tests: they record every event they get, per function.
+
+A test gives its function a unique name and, in :data:`RULES`, what the
+function answers (or raises) for an event; :data:`GATES` hold a function
+until the test opens its gate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import os
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+from invokers.context import LambdaContext
+
+CALLS: defaultdict[str, list[Any]] = defaultdict(list)
+"""Every event each function received, in the order it ran."""
+RESULTS: defaultdict[str, list[tuple[Any, Any]]] = defaultdict(list)
+"""Each event with what the function answered (``"raised"`` when it raised)."""
+RULES: dict[str, Callable[[Any], Any]] = {}
+GATES: dict[str, asyncio.Event] = {}
+
+
+async def record(event: Any, context: LambdaContext) -> Any:
+    name = context.function_name
+    CALLS[name].append(event)
+    gate = GATES.get(name)
+    if gate is not None:
+        await gate.wait()
+    rule = RULES.get(name)
+    try:
+        result = rule(event) if rule else None
+        if inspect.isawaitable(result):
+            result = await result
+    except Exception:
+        RESULTS[name].append((event, "raised"))
+        raise
+    RESULTS[name].append((event, result))
+    return result
+
+
+async def noop(event: Any, context: LambdaContext) -> None:
+    await asyncio.sleep(0)
+
+
+def sink(event: Any, context: LambdaContext) -> None:
+    """Append the batch's records (``topic-partition``, offset) and the request id to the file
+    named by ``MAPPING_TEST_SINK``: what a run under SIGKILL leaves behind to be checked."""
+    records = [
+        [group, record["offset"]] for group, items in event["records"].items() for record in items
+    ]
+    line = json.dumps({"request": context.aws_request_id, "records": records}) + "\n"
+    fd = os.open(os.environ["MAPPING_TEST_SINK"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)

@@ -1,0 +1,192 @@
+"""A mapping's batch after an attempt: retried in place, reduced, bisected, or given up on."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from broker.batch_events import KafkaRecord, encode_event, event_items, kafka_event
+from broker.catalog import Deployed
+from broker.config import FunctionConfig
+from broker.mapping_settling import (
+    MappingPolicy,
+    mapping_source,
+    record_age_exceeded,
+    settle_mapping_attempt,
+)
+from broker.models import (
+    FunctionError,
+    FunctionLimits,
+    Invocation,
+    Lease,
+    Origin,
+    Outcome,
+    Settlement,
+    State,
+    Success,
+    SystemFault,
+)
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+BOOM = FunctionError("ValueError", "boom")
+
+
+class _NoInvoker:
+    async def start(self) -> None: ...
+    async def invoke(self, request: Any) -> Outcome:
+        raise AssertionError("not invoked in these tests")
+
+    async def close(self) -> None: ...
+
+
+FUNCTION = Deployed(
+    name="f",
+    config=FunctionConfig(handler="x:y"),
+    invoker=_NoInvoker(),
+    arn="arn:aws:lambda:local:000000000000:function:f",
+    limits=FunctionLimits(lease_s=10),
+    on_success=None,
+    on_failure=None,
+)
+
+
+def batch(offsets: range) -> dict[str, Any]:
+    records = [KafkaRecord("t", 0, o, 1_772_366_400_000, value=b"{}") for o in offsets]
+    return kafka_event(records, bootstrap_servers="b:9092")
+
+
+def offsets(payload: bytes | dict[str, Any]) -> list[int]:
+    event = json.loads(payload) if isinstance(payload, bytes) else payload
+    return [int(record["offset"]) for _, record in event_items(event)]
+
+
+def lease_of(
+    event: dict[str, Any], policy: MappingPolicy, source: dict[str, Any] | None = None, **kw: Any
+) -> Lease:
+    inv = Invocation(
+        id="inv-1",
+        request_id="req-1",
+        function="f",
+        payload=encode_event(event),
+        origin=Origin.MAPPING,
+        lane="mapping:m:t-0",
+        idempotency_key="k",
+        sync=False,
+        state=State.RUNNING,
+        attempts=kw.get("attempts", 1),
+        function_errors=kw.get("function_errors", 0),
+        system_errors=0,
+        first_enqueued_at=NOW,
+        available_at=NOW,
+        source=source or mapping_source(policy, {"partition": "t-0"}),
+    )
+    return Lease("tok", inv, NOW + timedelta(seconds=10))
+
+
+def settle(lease: Lease, outcome: Outcome | None, now: datetime = NOW) -> Settlement:
+    settlement, _ = settle_mapping_attempt(lease, outcome, FUNCTION, now, 1.0, now)
+    return settlement
+
+
+def follow(lease: Lease, s: Settlement) -> Lease:
+    """The lease of the next attempt, as the queue would give it."""
+    inv = lease.invocation
+    return Lease(
+        "tok",
+        Invocation(
+            **{
+                **{f: getattr(inv, f) for f in inv.__dataclass_fields__},
+                "payload": s.payload if s.payload is not None else inv.payload,
+                "source": s.source if s.source is not None else inv.source,
+                "attempts": inv.attempts + 1,
+                "function_errors": s.function_errors,
+            }
+        ),
+        lease.expires_at,
+    )
+
+
+def test_success_finishes_the_batch() -> None:
+    s = settle(lease_of(batch(range(4)), MappingPolicy("m")), Success(b"null"))
+    assert s.state is State.SUCCEEDED and s.dead_letter is None
+
+
+def test_failure_retries_the_whole_batch_in_place_and_keeps_its_payload() -> None:
+    s = settle(lease_of(batch(range(4)), MappingPolicy("m")), BOOM)
+    assert s.state is State.PENDING
+    assert s.payload is None  # the same records again
+    assert s.retry_at is not None and s.retry_at > NOW
+    assert s.source is not None and s.source["tries"] == 1
+
+
+def test_retries_run_out_after_max_retry_attempts_and_the_lane_moves_on() -> None:
+    policy = MappingPolicy("m", max_retry_attempts=2, on_failure="function:audit")
+    lease = lease_of(batch(range(3)), policy)
+    states = []
+    for _ in range(3):
+        s = settle(lease, BOOM)
+        states.append(s.state)
+        lease = follow(lease, s)
+    assert states == [State.PENDING, State.PENDING, State.FAILED]
+    assert s.dead_letter is not None and offsets(s.dead_letter.payload) == [0, 1, 2]
+    [record] = s.enqueue
+    assert record.function == "audit"
+    body = json.loads(record.payload)
+    assert body["requestContext"]["condition"] == "RetryAttemptsExhausted"
+    assert body["KafkaBatchInfo"]["recordsInfo"]["t-0"]["firstRecordOffset"] == "0"
+
+
+def test_partial_response_retries_from_the_lowest_failed_record() -> None:
+    policy = MappingPolicy("m", report_batch_item_failures=True)
+    response = json.dumps({"batchItemFailures": [{"itemIdentifier": "t-0-2"}]}).encode()
+    s = settle(lease_of(batch(range(5)), policy), Success(response))
+    assert s.state is State.PENDING
+    assert s.payload is not None and offsets(s.payload) == [2, 3, 4]
+    assert s.attempt.status == "partial"
+
+
+def test_invalid_identifier_fails_the_whole_batch() -> None:
+    policy = MappingPolicy("m", report_batch_item_failures=True)
+    response = json.dumps({"batchItemFailures": [{"itemIdentifier": "nope"}]}).encode()
+    s = settle(lease_of(batch(range(5)), policy), Success(response))
+    assert s.state is State.PENDING and s.payload is None
+    assert s.error_type == "BatchItemFailures"
+
+
+def test_bisect_isolates_a_poison_record_without_counting_splits() -> None:
+    policy = MappingPolicy("m", bisect_on_error=True, max_retry_attempts=0)
+    lease = lease_of(batch(range(4)), policy)
+    runs: list[list[int]] = []
+    dropped: list[list[int]] = []
+    for _ in range(20):
+        ran = offsets(lease.invocation.payload)
+        runs.append(ran)
+        s = settle(lease, BOOM if 2 in ran else Success(b"null"))
+        if s.dead_letter is not None:
+            dropped.append(offsets(s.dead_letter.payload))
+        if s.state is not State.PENDING:
+            break
+        lease = follow(lease, s)
+    assert runs == [[0, 1, 2, 3], [0, 1], [2, 3], [2], [3]]
+    assert dropped == [[2]]
+    assert s.state is State.FAILED
+
+
+def test_record_age_limits_retries_and_expired_batches_are_not_run() -> None:
+    old_ms = int((NOW - timedelta(hours=2)).timestamp() * 1000)
+    policy = MappingPolicy("m", max_record_age_s=3600, oldest_record_ms=old_ms)
+    lease = lease_of(batch(range(2)), policy)
+    assert record_age_exceeded(lease.invocation, NOW)
+    s = settle(lease, None)
+    assert s.state is State.FAILED
+    assert s.dead_letter is not None and s.dead_letter.condition.value == "EventAgeExceeded"
+    fresh = MappingPolicy("m", max_record_age_s=3600, oldest_record_ms=old_ms + 3_600_000)
+    assert not record_age_exceeded(lease_of(batch(range(2)), fresh).invocation, NOW)
+
+
+def test_system_fault_is_retried_without_using_an_attempt() -> None:
+    policy = MappingPolicy("m", max_retry_attempts=0)
+    s = settle(lease_of(batch(range(2)), policy), SystemFault("Runtime.Unavailable", "down"))
+    assert s.state is State.PENDING and s.function_errors == 0
+    assert s.source is not None and s.source.get("tries", 0) == 0
