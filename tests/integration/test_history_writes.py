@@ -177,3 +177,29 @@ async def test_a_key_reused_after_the_queues_window_keeps_both_invocations(
     await write(engine, enqueued(second, T0 + timedelta(days=2)))
     assert (await stored(engine, first.id)).idempotency_key == "k"
     assert (await stored(engine, second.id)).idempotency_key is None
+
+
+async def test_a_retry_that_replaces_the_payload_is_what_the_history_shows(
+    engine: AsyncEngine,
+) -> None:
+    """A mapping batch retried in part (or bisected) runs as the same invocation with a
+    smaller payload: the row shows the payload it last ran with."""
+    a = item(payload=b'{"records": [1, 2, 3]}', source={"mapping": "m"})
+    await write(engine, enqueued(a))
+    smaller = settled(
+        a,
+        1,
+        State.PENDING,
+        T0,
+        retry_at=T0 + timedelta(seconds=1),
+        payload=b'{"records": [2, 3]}',
+        source={"mapping": "m", "from": 2},
+    )
+    done = settled(a, 2, State.SUCCEEDED, T0 + timedelta(seconds=2))
+    await write(engine, smaller, done)
+    row = await stored(engine, a.id)
+    assert (row.state, row.payload, row.source) == (
+        "succeeded",
+        b'{"records": [2, 3]}',
+        {"mapping": "m", "from": 2},
+    )
