@@ -15,7 +15,9 @@ from dataclasses import dataclass
 
 from broker.config import FunctionConfig, ProjectConfig
 from broker.destinations import Destination, parse_destination
+from broker.destinations.external import ExternalDestination
 from broker.invoker import Invoker, InvokerInitError, invoker_factory
+from broker.invoker_config import local_concurrency
 from broker.models import FunctionLimits
 from broker.settings import Settings
 
@@ -34,11 +36,26 @@ class Deployed:
     on_success: Destination | None
     on_failure: Destination | None
     init_error: str | None = None
+    local_concurrency: int | None = None
+    """At most this many at once in this process (its pool's size), if bounded."""
+    dead_letter: ExternalDestination | None = None
+
+
+DEFAULT_RESPONSE_LIMIT = 6 * 1024 * 1024
+
+
+def _dead_letter(uri: str | None) -> ExternalDestination | None:
+    target = parse_destination(uri) if uri else None
+    return target if isinstance(target, ExternalDestination) else None
 
 
 class Catalog(Mapping[str, Deployed]):
-    def __init__(self, functions: dict[str, Deployed]) -> None:
+    def __init__(
+        self, functions: dict[str, Deployed], *, response_limit: int = DEFAULT_RESPONSE_LIMIT
+    ) -> None:
         self._functions = functions
+        self.response_limit = response_limit
+        """A larger response is the function error ``Function.ResponseSizeTooLarge``."""
         self.limits: dict[str, FunctionLimits] = {n: f.limits for n, f in functions.items()}
 
     def __getitem__(self, name: str) -> Deployed:
@@ -53,7 +70,7 @@ class Catalog(Mapping[str, Deployed]):
     @classmethod
     async def start(cls, config: ProjectConfig, settings: Settings) -> Catalog:
         functions: dict[str, Deployed] = {}
-        for name, fn in config.functions.items():
+        for name, fn in config.served_functions().items():
             invoker = invoker_factory(fn.invoker)(name, fn)
             deployed = Deployed(
                 name=name,
@@ -66,6 +83,8 @@ class Catalog(Mapping[str, Deployed]):
                 ),
                 on_success=parse_destination(fn.on_success) if fn.on_success else None,
                 on_failure=parse_destination(fn.on_failure) if fn.on_failure else None,
+                local_concurrency=local_concurrency(fn),
+                dead_letter=_dead_letter(fn.dead_letter),
             )
             try:
                 await invoker.start()
@@ -73,7 +92,7 @@ class Catalog(Mapping[str, Deployed]):
                 deployed.init_error = str(exc)
                 log.error("function %s cannot start: %s", name, exc)
             functions[name] = deployed
-        return cls(functions)
+        return cls(functions, response_limit=config.limits.response_bytes)
 
     async def close(self) -> None:
         for deployed in self._functions.values():

@@ -32,7 +32,9 @@ from broker.config_errors import describe_validation_error
 from broker.destinations import parse_destination
 from broker.durations import parse_duration, parse_size
 from broker.errors import ConfigError
+from broker.invoker_config import check_invoker_keys
 from broker.mapping_config import MappingConfig, check_mappings
+from broker.object_notifications import ObjectNotificationConfig, check_object_notifications
 from broker.schedules import check_expression
 from broker.yaml_lines import load_yaml_with_lines
 
@@ -89,7 +91,16 @@ class FunctionConfig(_Model):
     retry: RetryPolicy = RetryPolicy()
     on_success: Destination | None = None
     on_failure: Destination | None = None
+    dead_letter: Destination | None = None  # a queue, topic, stream or webhook, besides `dlq`
     environment: dict[str, str] = Field(default_factory=dict)
+    # process and http invokers (which keys each kind takes: broker/invoker_config.py)
+    command: list[str] | None = None
+    concurrency: int | None = Field(None, ge=1, le=10_000)
+    warm: int = Field(0, ge=0, le=10_000)
+    idle_timeout_s: Seconds = Field(300.0, alias="idle_timeout", gt=0)
+    url: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    tls_verify: bool = True
 
     @model_validator(mode="after")
     def _handler_for_python(self) -> FunctionConfig:
@@ -155,11 +166,30 @@ def check_timezone(name: str) -> None:
         ) from None
 
 
+class DeliveryRetry(RetryPolicy):
+    """How a delivery to an external destination is retried: for hours, from 1 s to 5 min."""
+
+    max_attempts: int = Field(30, ge=1, le=1000)
+    backoff: Backoff = Backoff(initial_s=1.0, multiplier=2.0, max_s=300.0, jitter=0.1)
+
+
+class DestinationConfig(_Model):
+    """Settings of one external destination (``destinations:``, keyed by its URI)."""
+
+    timeout_s: Seconds = Field(10.0, alias="timeout", gt=0, le=15 * 60)
+    retry: DeliveryRetry = DeliveryRetry()
+    # webhooks only
+    signing_secret_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    headers: dict[str, str] = Field(default_factory=dict)
+    tls_verify: bool = True
+
+
 class Limits(_Model):
     """Payload limits applied at enqueue."""
 
     async_payload_bytes: Bytes = Field(256 * 1024, alias="async_payload", gt=0)
     sync_payload_bytes: Bytes = Field(6 * 1024 * 1024, alias="sync_payload", gt=0)
+    response_bytes: Bytes = Field(6 * 1024 * 1024, alias="response", gt=0)
 
 
 class ProjectConfig(_Model):
@@ -169,6 +199,14 @@ class ProjectConfig(_Model):
     schedules: dict[str, ScheduleConfig] = Field(default_factory=dict)
     limits: Limits = Limits()
     mappings: list[MappingConfig] = Field(default_factory=list)
+    destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
+    object_notifications: list[ObjectNotificationConfig] = Field(default_factory=list)
+
+    def served_functions(self) -> dict[str, FunctionConfig]:
+        """The configured functions and the built-in ones delivering to external destinations."""
+        from broker.destinations.delivery import delivery_functions
+
+        return {**self.functions, **delivery_functions(self)}
 
     @field_validator("functions", "schedules")
     @classmethod
@@ -220,6 +258,12 @@ def parse_config(
         ) from None
     _check_references(config, source, lines or {})
     check_mappings(config.mappings, config.functions, source, lines or {})
+    check_object_notifications(config.object_notifications, config.functions, source, lines or {})
+    for name, function in config.functions.items():
+        check_invoker_keys(name, function, source, lines or {})
+    from broker.destinations.delivery import check_destinations
+
+    check_destinations(config, source, lines or {})
     return config
 
 

@@ -16,14 +16,15 @@ import contextlib
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from broker.catalog import Catalog, Deployed
 from broker.invoker import InvokeRequest
 from broker.mapping_settling import is_mapping_batch, record_age_exceeded, settle_mapping_attempt
-from broker.models import FunctionError, Lease, Outcome, Success, SystemFault
+from broker.models import FunctionError, FunctionLimits, Lease, Outcome, Success, SystemFault
 from broker.overrides import effective
 from broker.queue.base import InvocationQueue
 from broker.retry import STORE_BACKOFF, backoff_delay, is_expired
@@ -31,6 +32,9 @@ from broker.settler import Settler
 from broker.settling import settle_attempt
 
 log = logging.getLogger("eventwire.dispatch")
+
+INVOKER_GRACE_S = 5.0
+"""How long past an attempt's deadline the dispatcher waits for its invoker before giving up."""
 
 
 @dataclass(slots=True)
@@ -75,6 +79,12 @@ class Dispatcher:
         self.settler = Settler(queue, clock, max_batch=settle_batch)
         self.stats = DispatchStats()
         self._running: dict[str, _Running] = {}
+        self._by_function: Counter[str] = Counter()
+        self._bounded = {
+            name: f.local_concurrency
+            for name, f in catalog.items()
+            if f.local_concurrency is not None
+        }
         self._stopping = asyncio.Event()
         self._slot_free = asyncio.Event()
         self.ready = asyncio.Event()
@@ -112,8 +122,13 @@ class Dispatcher:
                 self._slot_free.clear()
                 await self._until(self._slot_free.wait())
                 continue
+            limits = self._lease_limits()
+            if not limits:  # every function's pool in this process is busy
+                self._slot_free.clear()
+                await self._until(self._slot_free.wait())
+                continue
             try:
-                leases = await self.queue.lease(free, self.owner, self.catalog.limits, self.clock())
+                leases = await self.queue.lease(free, self.owner, limits, self.clock())
                 failures = 0
             except Exception as exc:
                 failures += 1
@@ -122,12 +137,43 @@ class Dispatcher:
                 await self._until(asyncio.sleep(delay))
                 continue
             if not leases:
-                await self._until(self.queue.wait(self.catalog.limits, self.poll_interval_s))
+                await self._until(self._idle(limits))
                 continue
             for lease in leases:
                 held = _Running(lease, lease.expires_at)
                 self._running[lease.token] = held
+                self._by_function[lease.invocation.function] += 1
                 held.task = asyncio.create_task(self._run_one(held))
+
+    async def _idle(self, limits: dict[str, FunctionLimits]) -> None:
+        """Wait for work; also for a run to end when a busy pool held a function back."""
+        if limits is self.catalog.limits:
+            await self.queue.wait(limits, self.poll_interval_s)
+            return
+        self._slot_free.clear()
+        waits = {
+            asyncio.ensure_future(self.queue.wait(limits, self.poll_interval_s)),
+            asyncio.ensure_future(self._slot_free.wait()),
+        }
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+
+    def _lease_limits(self) -> dict[str, FunctionLimits]:
+        """The functions to lease now: those with room in this process, capped at it."""
+        if not self._bounded:
+            return self.catalog.limits
+        limits = dict(self.catalog.limits)
+        for name, cap in self._bounded.items():
+            room = cap - self._by_function[name]
+            if room <= 0:
+                del limits[name]
+            else:
+                limits[name] = replace(limits[name], at_most=room)
+        return limits
 
     async def _until(self, awaitable: Awaitable[object]) -> None:
         """Wait for ``awaitable`` or for ``stop()``, whichever comes first."""
@@ -173,6 +219,7 @@ class Dispatcher:
             self._count(decision.state.value, inv.function, inv.id, outcome, decision.retry_at)
         finally:
             self._running.pop(lease.token, None)
+            self._by_function[inv.function] -= 1
             self._slot_free.set()
 
     async def _invoke(self, function: Deployed, lease: Lease, started_at: datetime) -> Outcome:
@@ -189,8 +236,8 @@ class Dispatcher:
         )
         try:
             # The invoker owns the timeout; this bound only guards against one that hangs.
-            async with asyncio.timeout(timeout_s + 5):
-                return await function.invoker.invoke(request)
+            async with asyncio.timeout(timeout_s + INVOKER_GRACE_S):
+                outcome = await function.invoker.invoke(request)
         except TimeoutError:
             return FunctionError("Task.TimedOut", f"Task timed out after {timeout_s:.2f} seconds")
         except asyncio.CancelledError:
@@ -198,6 +245,7 @@ class Dispatcher:
         except Exception as exc:
             log.exception("invoke %s %s: invoker failed", inv.function, inv.id)
             return SystemFault(type(exc).__name__, str(exc) or type(exc).__name__)
+        return response_limited(outcome, self.catalog.response_limit)
 
     def _count(
         self,
@@ -274,3 +322,15 @@ class Dispatcher:
                     await self.queue.release(unsettled)
                 except Exception as exc:
                     log.warning("stopping: could not release leases (%s); they will expire", exc)
+
+
+def response_limited(outcome: Outcome, limit: int) -> Outcome:
+    """A response over ``limit`` bytes is a function error, as in Lambda."""
+    if isinstance(outcome, Success) and len(outcome.payload) > limit:
+        return FunctionError(
+            "Function.ResponseSizeTooLarge",
+            f"Response payload size ({len(outcome.payload)} bytes) exceeded maximum allowed "
+            f"payload size ({limit} bytes).",
+            log=outcome.log,
+        )
+    return outcome

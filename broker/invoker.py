@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 INVOKERS: dict[str, str] = {
     "python": "invokers.python:PythonInvoker",
+    "process": "invokers.process:ProcessInvoker",
+    "http": "invokers.http:HttpInvoker",
+    "deliver": "broker.destinations.delivery:DeliveryInvoker",  # built in: external destinations
 }
 
 

@@ -38,6 +38,7 @@ class Origin(enum.StrEnum):
     MAPPING = "mapping"
     DESTINATION = "destination"
     REDRIVE = "redrive"
+    OBJECT_NOTIFICATION = "notification"
 
 
 class Condition(enum.StrEnum):
@@ -119,6 +120,10 @@ class FunctionLimits:
 
     lease_s: float
     reserved_concurrency: int | None = None
+    at_most: int | None = None
+    """This lease call takes at most this many of the function: the leasing
+    process's own room for it (a process pool's free workers). Unlike
+    ``reserved_concurrency`` it is not shared with other processes."""
 
 
 # ---------------------------------------------------------------- outcomes
@@ -126,9 +131,14 @@ class FunctionLimits:
 
 @dataclass(frozen=True, slots=True)
 class Success:
-    """The function returned; ``payload`` is its response as JSON bytes."""
+    """The function returned; ``payload`` is its response as JSON bytes.
+
+    ``log`` (on every outcome) is what the function wrote to stdout/stderr
+    during the attempt, capped by the invoker; it is not part of equality.
+    """
 
     payload: bytes
+    log: str = field(default="", compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,12 +147,15 @@ class FunctionError:
 
     ``error_type`` follows Lambda's names: the exception's class name for an
     unhandled error, ``Task.TimedOut``, ``Runtime.ExitError``,
-    ``Runtime.ImportModuleError`` ...
+    ``Runtime.ImportModuleError`` ...  ``retry_after_s`` (a destination's
+    ``Retry-After``) is the least delay before the retry.
     """
 
     error_type: str
     message: str
     trace: tuple[str, ...] = ()
+    log: str = field(default="", compare=False, repr=False)
+    retry_after_s: float | None = None
 
     @property
     def timed_out(self) -> bool:
@@ -151,10 +164,16 @@ class FunctionError:
 
 @dataclass(frozen=True, slots=True)
 class SystemFault:
-    """The function could not be run at all; retried without using up attempts."""
+    """The function could not be run at all; retried without using up attempts.
+
+    ``retry_after_s`` (a throttle's ``Retry-After``) is the least delay before
+    the retry; the system backoff applies when it is longer.
+    """
 
     error_type: str
     message: str
+    retry_after_s: float | None = None
+    log: str = field(default="", compare=False, repr=False)
 
 
 Outcome = Success | FunctionError | SystemFault
@@ -174,6 +193,7 @@ class AttemptRecord:
     error_type: str | None = None
     error_message: str | None = None
     error_trace: tuple[str, ...] = ()
+    log_excerpt: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 POLLERS: dict[str, str] = {
     "schedule": "pollers.schedule.poller:create",
+    "s3_webhook": "pollers.s3.webhook:create",
+    "s3_dir": "pollers.s3.directory:create",
     "kafka": "pollers.kafka:create",
     "amqp": "pollers.rabbitmq:create",
     "redis": "pollers.redis_streams:create",
@@ -98,6 +100,9 @@ def load(target: str) -> Any:
 def kinds_in(config: ProjectConfig) -> list[str]:
     """The poller kinds a configuration uses."""
     kinds = ["schedule"] if config.schedules else []
+    notifications = config.object_notifications
+    kinds += ["s3_webhook"] if any(n.is_webhook for n in notifications) else []
+    kinds += ["s3_dir"] if any(not n.is_webhook for n in notifications) else []
     return kinds + sorted({mapping.kind.value for mapping in config.mappings})
 
 

@@ -11,7 +11,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from broker.config import Backoff, RetryPolicy
-from broker.models import Condition, FunctionError, Invocation, Outcome, State, Success
+from broker.models import (
+    Condition,
+    FunctionError,
+    Invocation,
+    Outcome,
+    State,
+    Success,
+)
 
 SYSTEM_BACKOFF = Backoff(initial_s=1.0, multiplier=2.0, max_s=300.0, jitter=0.1)
 """System errors (the function could not be run) back off from 1 s to 5 min."""
@@ -74,7 +81,8 @@ def decide(
     does not; either way a retry that would start after the maximum event age
     fails the invocation now (look-ahead) with ``EventAgeExceeded``. The
     look-ahead uses the delay before jitter, so whether an event gets another
-    try does not depend on chance. Synchronous invocations are never retried.
+    try does not depend on chance. A throttle's ``retry_after_s`` is honoured
+    as the least delay. Synchronous invocations are never retried.
     """
     rng = rng or random.Random()
     function_errors = invocation.function_errors
@@ -95,8 +103,9 @@ def decide(
                 State.FAILED, function_errors, system_errors, None, Condition.RETRIES_EXHAUSTED
             )
         backoff, retry = SYSTEM_BACKOFF, system_errors
-    nominal_at = now + timedelta(seconds=backoff_delay(retry, backoff))
-    retry_at = now + timedelta(seconds=backoff_delay(retry, backoff, rng))
+    least_s = outcome.retry_after_s
+    nominal_at = now + timedelta(seconds=max(backoff_delay(retry, backoff), least_s or 0.0))
+    retry_at = now + timedelta(seconds=max(backoff_delay(retry, backoff, rng), least_s or 0.0))
     if (nominal_at - invocation.first_enqueued_at).total_seconds() > policy.max_event_age_s:
         return Decision(
             State.FAILED, function_errors, system_errors, None, Condition.EVENT_AGE_EXCEEDED

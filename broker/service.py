@@ -29,6 +29,8 @@ from broker.config import ProjectConfig
 from broker.dispatcher import Dispatcher
 from broker.errors import UsageError
 from broker.poller import Poller, PollerContext, SystemTimer, Timer, create_pollers
+from broker.pool_publisher import PoolPublisher
+from broker.pool_stats import PoolReporter
 from broker.queue import open_queue
 from broker.queue.sql import Clock, utcnow
 from broker.settings import Settings
@@ -112,7 +114,13 @@ class Service:
                         else "",
                     )
                     self.started.set()
-                    await self._run_all(self.dispatcher)
+                    pools = {
+                        name: deployed.invoker
+                        for name, deployed in catalog.items()
+                        if isinstance(deployed.invoker, PoolReporter)
+                    }
+                    async with PoolPublisher(engine, pools, self.owner, self.clock).running():
+                        await self._run_all(self.dispatcher)
             finally:
                 await catalog.close()
         finally:

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     account_id: str = "000000000000"
     log_level: str = "INFO"
     log_format: str = Field("text", pattern="^(text|json)$")
+    # Where `serve` listens for object notification webhooks (only when one is configured).
+    http_listen: str = Field(
+        "127.0.0.1:8080", pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):\d{1,5}$"
+    )
 
     @property
     def effective_queue_url(self) -> str:

@@ -1,8 +1,10 @@
 """Writing settlements in batches: one transaction for everything that finished meanwhile.
 
-``submit`` returns once the settlement is durable. While one batch is being
+``submit`` returns once the settlement is durable. While a batch is being
 written the next one collects, so under load a transaction carries many
-settlements and when idle a lone one is written at once. If the store is
+settlements and when idle a lone one is written at once; up to
+``max_in_flight`` batches are written at the same time, so one slow commit
+does not hold up every slot behind it. If the store is
 unreachable the batch is retried with backoff; a lease that expired in the
 meantime is reported lost (another dispatcher will run the invocation again).
 """
@@ -30,10 +32,12 @@ class Settler:
         clock: Callable[[], datetime],
         *,
         max_batch: int = 256,
+        max_in_flight: int = 2,
     ) -> None:
         self.queue = queue
         self.clock = clock
         self.max_batch = max_batch
+        self.max_in_flight = max_in_flight
         self._pending: list[tuple[Settlement, asyncio.Future[bool]]] = []
         self._ready = asyncio.Event()
         self._closing = False
@@ -58,17 +62,40 @@ class Settler:
             await self._task
 
     async def _run(self) -> None:
-        while True:
-            await self._ready.wait()
-            self._ready.clear()
-            while self._pending:
-                batch, self._pending = (
-                    self._pending[: self.max_batch],
-                    self._pending[self.max_batch :],
-                )
-                await self._write(batch)
-            if self._closing:
-                return
+        writing: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                await self._ready.wait()
+                self._ready.clear()
+                while self._pending:
+                    if len(writing) >= self.max_in_flight:
+                        await self._finish_one(writing)
+                        continue
+                    batch, self._pending = (
+                        self._pending[: self.max_batch],
+                        self._pending[self.max_batch :],
+                    )
+                    task = asyncio.create_task(self._write(batch))
+                    task.add_done_callback(lambda _t: self._ready.set())
+                    writing.add(task)
+                for task in [t for t in writing if t.done()]:
+                    writing.discard(task)
+                    task.result()  # a write that failed for good stops the settler
+                if self._closing and not self._pending:
+                    while writing:
+                        await self._finish_one(writing)
+                    return
+        finally:
+            for task in writing:
+                task.cancel()
+
+    @staticmethod
+    async def _finish_one(writing: set[asyncio.Task[None]]) -> None:
+        """Wait for one write to end; a write that failed for good stops the settler."""
+        done, _ = await asyncio.wait(writing, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            writing.discard(task)
+            task.result()
 
     async def _write(self, batch: list[tuple[Settlement, asyncio.Future[bool]]]) -> None:
         settlements = [s for s, _ in batch]

@@ -13,6 +13,7 @@ from datetime import datetime
 
 from broker.catalog import Deployed
 from broker.destinations import FollowOns
+from broker.destinations.external import dead_letter_headers, error_code
 from broker.ids import new_id
 from broker.models import (
     AttemptRecord,
@@ -73,6 +74,7 @@ def settle_attempt(
         error_type=error.error_type if error else None,
         error_message=error.message if error else None,
         error_trace=error.trace if isinstance(error, FunctionError) else (),
+        log_excerpt=outcome.log or None if outcome is not None else None,
     )
     error_type: str | None = error.error_type if error else None
     error_message: str | None = error.message if error else None
@@ -85,6 +87,11 @@ def settle_attempt(
             record = invocation_record(inv, outcome, decision.condition, function.arn, now)
             destination.plan(record, follow_ons)
         follow_ons.dead_letter |= decision.state is State.FAILED
+        if decision.state is State.FAILED and function.dead_letter is not None:
+            headers = dead_letter_headers(
+                inv.request_id, error_code(outcome), error_message or decision.condition.value
+            )
+            function.dead_letter.plan_dead_letter(inv.payload, headers, follow_ons)
     dead_letter = None
     if follow_ons.dead_letter:
         dead_letter = DeadLetter(

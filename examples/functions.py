@@ -25,3 +25,8 @@ def record_failure(event: dict[str, Any], context: Any) -> dict[str, Any]:
 async def noop(event: dict[str, Any], context: Any) -> None:
     """Does nothing, asynchronously: what the benchmarks run."""
     await asyncio.sleep(0)
+
+
+async def slow(event: dict[str, Any], context: Any) -> None:
+    """Takes 50 ms: a function that falls behind its producers (the memory benchmark)."""
+    await asyncio.sleep(0.05)

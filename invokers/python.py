@@ -38,6 +38,8 @@ answers with the load error as a ``FunctionError``.
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import dataclasses
 import importlib
 import inspect
 import json
@@ -51,6 +53,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from broker.invoker import InvokeRequest, InvokerInitError
 from broker.models import FunctionError, Outcome, Success, SystemFault
+from invokers import capture
 from invokers.context import LambdaContext, new_log_stream_name, seconds_until
 
 if TYPE_CHECKING:
@@ -95,11 +98,19 @@ class PythonInvoker:
         Raises :class:`InvokerInitError` with Lambda's error type and message,
         e.g. ``Runtime.ImportModuleError: Unable to import module 'app': ...``.
         """
+        capture.install()
         loaded = await self._ensure_loaded()
         if isinstance(loaded, FunctionError):
             raise InvokerInitError(f"{loaded.error_type}: {loaded.message}")
 
     async def invoke(self, request: InvokeRequest) -> Outcome:
+        """Run the handler once; what it prints or logs meanwhile is the outcome's ``log``."""
+        with capture.capturing(capture.LogBuffer()) as buffer:
+            outcome = await self._invoke(request)
+        text = buffer.text()
+        return dataclasses.replace(outcome, log=text) if text else outcome
+
+    async def _invoke(self, request: InvokeRequest) -> Outcome:
         if self._closed:
             return _CLOSED
         handler = self._handler
@@ -129,7 +140,12 @@ class PythonInvoker:
                     outcome = await _call_async(handler, request.payload, context)
                 else:
                     result = await loop.run_in_executor(
-                        self._executor, _call_sync, handler, request.payload, context
+                        self._executor,
+                        contextvars.copy_context().run,  # the thread logs to this invocation
+                        _call_sync,
+                        handler,
+                        request.payload,
+                        context,
                     )
                     outcome = (
                         await _settle(result.awaitable) if isinstance(result, _Pending) else result

@@ -10,10 +10,12 @@ import typer
 
 from broker.cli import (
     config_cmd,
+    destinations,
     dlq,
     functions,
     invocations,
     invoke,
+    logs,
     mappings,
     schedules,
     serve,
@@ -48,12 +50,14 @@ def root(
 app.command("serve")(serve.serve)
 app.command("migrate")(serve.migrate)
 app.command("invoke")(invoke.invoke)
+app.command("logs")(logs.logs)
 app.add_typer(functions.app, name="functions")
 app.add_typer(invocations.app, name="invocations")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(schedules.app, name="schedules")
 app.add_typer(mappings.app, name="mappings")
 app.add_typer(config_cmd.app, name="config")
+app.add_typer(destinations.app, name="destinations")
 
 
 def main() -> None:

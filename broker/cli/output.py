@@ -188,6 +188,10 @@ def attempts_view(rows: Sequence[AttemptRow]) -> RenderableType:
             trace = "".join(line if line.endswith("\n") else line + "\n" for line in a.error_trace)
             parts.append(Text(f"attempt {a.number} trace:", style="bold"))
             parts.append(Text(trace.rstrip("\n"), style="dim"))
+    for a in rows:
+        if a.log_excerpt:
+            parts.append(Text(f"attempt {a.number} log:", style="bold"))
+            parts.append(Text(a.log_excerpt))
     return Group(*parts)
 
 

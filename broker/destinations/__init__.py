@@ -3,7 +3,9 @@
 A destination is addressed by URI. Each scheme is a module in this package
 registered in :data:`SCHEMES`; it parses its URIs and says how a record
 reaches it by adding to a :class:`FollowOns` plan, which the queue applies in
-the same transaction as the settle.
+the same transaction as the settle. Queues, topics, streams and webhooks are
+delivered by built-in functions (:mod:`broker.destinations.external`); their
+transport libraries are imported only when a delivery first needs them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,13 @@ from broker.models import NewInvocation
 SCHEMES: dict[str, str] = {
     "function": "broker.destinations.function",
     "dlq": "broker.destinations.dlq",
+    "amqp": "broker.destinations.amqp",
+    "amqps": "broker.destinations.amqp",
+    "kafka": "broker.destinations.kafka",
+    "redis": "broker.destinations.redis_stream",
+    "rediss": "broker.destinations.redis_stream",
+    "http": "broker.destinations.webhook",
+    "https": "broker.destinations.webhook",
 }
 
 
@@ -46,12 +55,17 @@ class DestinationModule(Protocol):
     def parse(self, uri: str) -> Destination: ...
 
 
+_FORMS = {"dlq": "dlq", "function": "function:NAME"} | {
+    s: f"{s}://…" for s in ("amqp", "amqps", "kafka", "redis", "rediss", "http", "https")
+}
+
+
 def parse_destination(uri: str) -> Destination:
     """The destination for ``uri``; ``ValueError`` saying what is wrong and what was expected."""
     scheme = uri.split(":", 1)[0] if ":" in uri else uri
     module_name = SCHEMES.get(scheme)
     if module_name is None:
-        known = ", ".join(f"{s}:…" if s != "dlq" else s for s in SCHEMES)
+        known = ", ".join(_FORMS.get(s, f"{s}:…") for s in SCHEMES)
         raise ValueError(f"unknown destination {uri!r}; expected one of: {known}")
     module: DestinationModule = importlib.import_module(module_name)
     return module.parse(uri)

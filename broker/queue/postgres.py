@@ -36,15 +36,10 @@ class PostgresQueue(SqlQueue):
         self, engine: AsyncEngine, *, clock: Clock = utcnow, account_concurrency: int | None = None
     ) -> None:
         super().__init__(engine, clock=clock, account_concurrency=account_concurrency)
-        self._listener: asyncio.Task[None] | None = None
-        self._listening = asyncio.Event()
 
     async def start_listening(self) -> None:
-        """Open the LISTEN connection; returns once it listens (or fails to, with a log line)."""
-        if self._listener is None:
-            self._listener = asyncio.create_task(self._listen(), name="eventwire-listen")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._listening.wait(), 10)
+        """Open the LISTEN connection; returns once it listens (or after 10 s; it goes on)."""
+        await self._wakeup.listen(self._listen, "eventwire-listen")
 
     async def _listen(self) -> None:
         dsn = (
@@ -62,13 +57,13 @@ class PostgresQueue(SqlQueue):
                 try:
                     connection.add_termination_listener(lambda _c, lost=lost: lost.set())
                     await connection.add_listener(CHANNEL, self._on_notify)
-                    self._listening.set()
+                    self._wakeup.listening.set()
                     self._wakeup.set()  # work may have arrived while we were not listening
                     await lost.wait()
                     log.warning("queue: LISTEN connection lost; reconnecting")
                     raise OSError("LISTEN connection lost")
                 finally:
-                    self._listening.clear()
+                    self._wakeup.listening.clear()
                     with contextlib.suppress(Exception):
                         await connection.close(timeout=1)
 
@@ -88,8 +83,4 @@ class PostgresQueue(SqlQueue):
         return stmt.with_for_update()
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-            self._listener = None
+        await self._wakeup.close()

@@ -3,20 +3,23 @@
 An event is a small JSON object, made where the change happens (enqueue,
 settle) and turned into rows of ``invocations``, ``attempts`` and
 ``dead_letters`` by the history writer. Times are microseconds since the
-epoch; payloads and results are text, with bytes that are not UTF-8 kept by
-``surrogateescape`` so they come back exactly.
+epoch; payloads and results are text when they are UTF-8 (they nearly always
+are: JSON), and ``{"b64": …}`` otherwise, so every byte comes back exactly.
 """
 
 from __future__ import annotations
 
-import json
+import base64
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+
 from broker.models import NewInvocation, Settlement, State
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TERMINAL = frozenset(state.value for state in State if state.terminal)
 _KEPT = frozenset({"available_at", "payload", "source"})
 """A settlement without these leaves the invocation's own."""
 
@@ -30,16 +33,33 @@ def from_us(value: int | str | bytes) -> datetime:
     return _EPOCH + timedelta(microseconds=int(value))
 
 
-def _text(data: bytes | None) -> str | None:
-    return None if data is None else data.decode("utf-8", "surrogateescape")
+def _text(data: bytes | None) -> str | dict[str, str] | None:
+    if data is None:
+        return None
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return {"b64": base64.b64encode(data).decode()}
 
 
-def _bytes(text: str | None) -> bytes | None:
-    return None if text is None else text.encode("utf-8", "surrogateescape")
+def _bytes(text: str | dict[str, str] | None) -> bytes | None:
+    if text is None:
+        return None
+    if isinstance(text, dict):
+        return base64.b64decode(text["b64"])
+    return text.encode()
 
 
-def enqueue_event(item: NewInvocation, first: datetime, available: datetime, now: datetime) -> str:
-    return json.dumps(
+def loads(entry: bytes) -> list[dict[str, Any]]:
+    """The events of one history stream entry."""
+    events: list[dict[str, Any]] = orjson.loads(entry)
+    return events
+
+
+def enqueue_event(
+    item: NewInvocation, first: datetime, available: datetime, now: datetime
+) -> bytes:
+    return orjson.dumps(
         {
             "k": "e",
             "id": item.id,
@@ -54,15 +74,14 @@ def enqueue_event(item: NewInvocation, first: datetime, available: datetime, now
             "fq": us(first),
             "av": us(available),
             "u": us(now),
-        },
-        separators=(",", ":"),
+        }
     )
 
 
-def settle_event(s: Settlement, now: datetime) -> str:
+def settle_event(s: Settlement, now: datetime) -> bytes:
     a = s.attempt
     letter = s.dead_letter
-    return json.dumps(
+    return orjson.dumps(
         {
             "k": "s",
             "id": s.invocation_id,
@@ -84,6 +103,7 @@ def settle_event(s: Settlement, now: datetime) -> str:
                 a.error_type,
                 a.error_message,
                 list(a.error_trace) or None,
+                a.log_excerpt,
             ],
             "dl": None
             if letter is None
@@ -102,8 +122,7 @@ def settle_event(s: Settlement, now: datetime) -> str:
                 "first_enqueued_at": us(letter.first_enqueued_at),
                 "dead_at": us(letter.dead_at),
             },
-        },
-        separators=(",", ":"),
+        }
     )
 
 
@@ -112,12 +131,12 @@ class Rows:
     """The SQL rows a run of history events comes to.
 
     ``new`` are invocations first seen in this run, already carrying the last
-    state the run gives them; ``updates`` are states of invocations written by
-    an earlier run, in order.
+    state the run gives them; ``updates`` are the last states this run gives
+    invocations that an earlier run wrote.
     """
 
     new: dict[str, dict[str, Any]] = field(default_factory=dict)
-    updates: list[dict[str, Any]] = field(default_factory=list)
+    updates: dict[str, dict[str, Any]] = field(default_factory=dict)
     attempts: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
 
@@ -130,7 +149,13 @@ class Rows:
         if row is not None and row["attempts"] <= state["attempts"]:
             row.update({k: v for k, v in state.items() if k not in _KEPT or v is not None})
         elif row is None:
-            self.updates.append({"b_id": event["id"], **{f"b_{k}": v for k, v in state.items()}})
+            earlier = self.updates.get(event["id"])  # events of one invocation come in order
+            if earlier is not None:
+                for kept in _KEPT:
+                    if state[kept] is None:
+                        state[kept] = earlier[kept]
+            state["id"] = event["id"]
+            self.updates[event["id"]] = state
         self.attempts.append(_attempt_row(event))
         if event["dl"] is not None:
             self.dead_letters.append(_dead_letter_row(event["dl"]))
@@ -162,7 +187,8 @@ def _invocation_row(e: dict[str, Any]) -> dict[str, Any]:
 
 
 def _state_of(e: dict[str, Any]) -> dict[str, Any]:
-    terminal = State(e["st"]).terminal
+    terminal = e["st"] in _TERMINAL
+    updated = from_us(e["u"])
     state = {
         "state": e["st"],
         "attempts": e["a"][0],
@@ -171,8 +197,8 @@ def _state_of(e: dict[str, Any]) -> dict[str, Any]:
         "result": _bytes(e["res"]),
         "error_type": e["et"],
         "error_message": e["em"],
-        "updated_at": from_us(e["u"]),
-        "finished_at": from_us(e["u"]) if terminal else None,
+        "updated_at": updated,
+        "finished_at": updated if terminal else None,
         "available_at": None if e["av"] is None else from_us(e["av"]),
         "payload": _bytes(e.get("p")),
         "source": e.get("s"),
@@ -181,7 +207,7 @@ def _state_of(e: dict[str, Any]) -> dict[str, Any]:
 
 
 def _attempt_row(e: dict[str, Any]) -> dict[str, Any]:
-    number, started, duration, status, error_type, error_message, trace = e["a"]
+    number, started, duration, status, error_type, error_message, trace, log = e["a"]
     return {
         "invocation_id": e["id"],
         "number": number,
@@ -191,6 +217,7 @@ def _attempt_row(e: dict[str, Any]) -> dict[str, Any]:
         "error_type": error_type,
         "error_message": error_message,
         "error_trace": trace,
+        "log_excerpt": log,
     }
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -25,6 +24,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -48,15 +48,18 @@ from broker.queue import redis_lua
 from broker.queue.records import enqueue_event, from_us, settle_event, us
 from broker.queue.redis_history import HistoryWriter
 from broker.queue.sql import Clock, utcnow
+from broker.queue.wakeup import Wakeup
 from broker.settings import Settings
 
 log = logging.getLogger("eventwire.queue")
 
 MAX_LEASE = 1000
 """At most this many invocations per lease call (bounded script arguments)."""
-GUARD_WINDOW_S = 300
-"""How long an enqueue without an idempotency key is remembered, so that a
-client retrying after a lost reply does not enqueue it twice."""
+GUARD_WINDOW_S = 60
+"""How long an enqueue without an idempotency key is remembered by its id, so
+that a command retried after a lost reply (the client retries for a few
+seconds) does not enqueue it twice. Short, because at 10,000 invocations/s each
+second of window is ~1 MB of Redis memory."""
 
 
 def connect(url: str) -> aioredis.Redis:
@@ -87,9 +90,7 @@ class RedisQueue:
         self.clock = clock
         self.idempotency_window_s = int(idempotency_window_s)
         self.account_concurrency = account_concurrency
-        self._wakeup = asyncio.Event()
-        self._listener: asyncio.Task[None] | None = None
-        self._listening = asyncio.Event()
+        self._wakeup = Wakeup(clock)
         self._enqueue = client.register_script(redis_lua.ENQUEUE)
         self._lease = client.register_script(redis_lua.LEASE)
         self._settle = client.register_script(redis_lua.SETTLE)
@@ -120,7 +121,7 @@ class RedisQueue:
             "1" if item.sync else "0",
             us(first),
             us(available),
-            json.dumps(dict(item.source)) if item.source else "",
+            orjson.dumps(dict(item.source)) if item.source else b"",
             enqueue_event(item, first, available, now),
         ]
 
@@ -162,9 +163,14 @@ class RedisQueue:
             len(functions),
         ]
         for name, limits in functions.items():
-            reserved = limits.reserved_concurrency
+            reserved, at_most = limits.reserved_concurrency, limits.at_most
             args.extend(
-                (name, int(limits.lease_s * 1_000_000), -1 if reserved is None else reserved)
+                (
+                    name,
+                    int(limits.lease_s * 1_000_000),
+                    -1 if reserved is None else reserved,
+                    -1 if at_most is None else at_most,
+                )
             )
         rows, _throttles = await self._lease(args=args)
         return [_lease(row) for row in rows]
@@ -188,26 +194,28 @@ class RedisQueue:
     async def settle(self, settlements: Sequence[Settlement], now: datetime) -> set[str]:
         if not settlements:
             return set()
+        now_us = us(now)
         args: list[Any] = [
             self.prefix,
-            us(now),
+            now_us,
             self.idempotency_window_s,
             GUARD_WINDOW_S,
             len(settlements),
         ]
         for s in settlements:
+            retry_at = us(s.retry_at) if s.state is State.PENDING and s.retry_at else now_us
+            replaces = "0" if s.payload is None else "1"
+            header = (
+                f"{s.state.value}|{retry_at}|{s.function_errors}|{s.system_errors}"
+                f"|{len(s.enqueue)}|{replaces}"
+            )
             args.extend(
                 (
                     s.lease_token,
-                    s.state.value,
-                    us(s.retry_at) if s.state is State.PENDING and s.retry_at else us(now),
-                    s.function_errors,
-                    s.system_errors,
+                    header,
                     settle_event(s, now),
-                    len(s.enqueue),
-                    "0" if s.payload is None else "1",
                     s.payload or b"",
-                    "" if s.source is None else json.dumps(dict(s.source)),
+                    b"" if s.source is None else orjson.dumps(dict(s.source)),
                 )
             )
             for item in s.enqueue:
@@ -230,11 +238,8 @@ class RedisQueue:
     # ------------------------------------------------------------ wait / close
 
     async def start_listening(self) -> None:
-        """Subscribe to wake-ups; returns once subscribed (or after logging why not)."""
-        if self._listener is None:
-            self._listener = asyncio.create_task(self._listen(), name="eventwire-redis-wake")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._listening.wait(), 10)
+        """Subscribe to wake-ups; returns once subscribed (or after 10 s; it goes on)."""
+        await self._wakeup.listen(self._listen, "eventwire-redis-wake")
 
     async def _listen(self) -> None:
         failures = 0
@@ -242,7 +247,7 @@ class RedisQueue:
             pubsub = self.client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.prefix + "wake")
-                self._listening.set()
+                self._wakeup.listening.set()
                 self._wakeup.set()  # work may have come while we were not listening
                 failures = 0
                 async for _message in pubsub.listen():
@@ -253,7 +258,7 @@ class RedisQueue:
                 log.warning("queue: Redis wake-up channel lost (%s); retry in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
             finally:
-                self._listening.clear()
+                self._wakeup.listening.clear()
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
 
@@ -263,22 +268,10 @@ class RedisQueue:
         return from_us(value) if value else None
 
     async def wait(self, functions: Mapping[str, FunctionLimits], timeout_s: float) -> None:
-        if self._wakeup.is_set():
-            return
-        due = await self.next_due(functions)
-        if due is not None:
-            timeout_s = min(timeout_s, max(0.0, (due - self.clock()).total_seconds()))
-        if timeout_s <= 0:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), timeout_s)
+        await self._wakeup.wait(lambda: self.next_due(functions), timeout_s)
 
     async def close(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._listener
-            self._listener = None
+        await self._wakeup.close()
 
 
 @asynccontextmanager
@@ -305,7 +298,9 @@ async def open_redis_queue(
         await queue.check(redact(url))
         await queue.start_listening()
         if history_owner is not None:
-            writer = HistoryWriter(client, queue.prefix, engine, owner=history_owner)
+            # Unique even for two services in one process: the lease tells writers apart.
+            owner = f"{history_owner}/{uuid.uuid4().hex[:8]}"
+            writer = HistoryWriter(client, queue.prefix, engine, owner=owner)
             task = asyncio.create_task(writer.run(), name="eventwire-history")
         yield queue
     finally:
@@ -363,7 +358,7 @@ def _lease(row: Sequence[Any]) -> Lease:
         system_errors=int(system_errors),
         first_enqueued_at=from_us(first),
         available_at=from_us(available),
-        source=json.loads(source) if source else {},
+        source=orjson.loads(source) if source else {},
     )
     return Lease(token=token.decode(), invocation=invocation, expires_at=from_us(expires))
 

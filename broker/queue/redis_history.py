@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from typing import cast
 
@@ -21,13 +20,14 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.queue import redis_lua
-from broker.queue.records import Rows
+from broker.queue.records import Rows, loads
 from broker.store.history_writes import add_throttles, write_rows
 
 log = logging.getLogger("eventwire.history")
 
-BATCH = 2000
-"""Stream entries (each one script call's events) read per SQL transaction, at most."""
+BATCH_EVENTS = 5000
+"""A batch (one SQL transaction) stops reading entries once it holds this many events."""
+ENTRIES_PER_READ = 32
 LEAD_TTL_MS = 10_000
 
 
@@ -40,6 +40,7 @@ class HistoryWriter:
         self.engine = engine
         self.owner = owner
         self._lead = client.register_script(redis_lua.LEAD)
+        self._resign = client.register_script(redis_lua.RESIGN)
         self._advance = client.register_script(redis_lua.ADVANCE_HISTORY)
         self._take_throttles = client.register_script(redis_lua.TAKE_THROTTLES)
         self._stopping = asyncio.Event()
@@ -70,6 +71,9 @@ class HistoryWriter:
                 wrote = 0
                 await self._pause(5.0)
             if self._stopping.is_set() and wrote == 0:
+                if leading:  # let another process take over at once, not after the lease
+                    with contextlib.suppress(RedisError, OSError):
+                        await self._resign(args=[self.prefix, self.owner])
                 return
             if not leading and not self._stopping.is_set():
                 await self._pause(LEAD_TTL_MS / 4000)
@@ -83,32 +87,46 @@ class HistoryWriter:
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
     async def write_batch(self, *, block_ms: int = 0) -> int:
-        """Write the next entries after the cursor; answers how many stream entries."""
+        """Write the next events after the cursor; answers how many stream entries.
+
+        A batch stops growing at :data:`BATCH_EVENTS` events (an entry holds one
+        script call's events, up to a whole enqueue batch), so memory stays bounded
+        however much history waits.
+        """
         stream = self.prefix + "h"
         cursor = cast(bytes | None, await self.client.get(self.prefix + "hc"))
-        start = b"(" + cursor if cursor else b"-"
-        entries = cast(
-            list[tuple[bytes, dict[bytes, bytes]]],
-            await self.client.xrange(stream, min=start, max="+", count=BATCH),
-        )
-        if not entries and block_ms and not self._stopping.is_set():
-            await self.client.xread({stream: cursor or b"0-0"}, count=1, block=block_ms)
-            return await self.write_batch()
-        if not entries:
-            return 0
         rows = Rows()
-        for _id, fields in entries:
-            for event in json.loads(fields[b"e"]):
-                rows.add(event)
+        events = entries = 0
+        last: bytes | None = None
+        while events < BATCH_EVENTS:
+            after = last or cursor
+            start = b"(" + after if after else b"-"
+            chunk = cast(
+                list[tuple[bytes, dict[bytes, bytes]]],
+                await self.client.xrange(stream, min=start, max="+", count=ENTRIES_PER_READ),
+            )
+            for entry_id, fields in chunk:
+                for event in loads(fields[b"e"]):
+                    rows.add(event)
+                    events += 1
+                last = entry_id
+            entries += len(chunk)
+            if len(chunk) < ENTRIES_PER_READ:
+                break
+        if last is None:
+            if block_ms and not self._stopping.is_set():
+                await self.client.xread({stream: cursor or b"0-0"}, count=1, block=block_ms)
+                return await self.write_batch()
+            return 0
         taken = await self._take_throttles(args=[self.prefix])
         throttles = {taken[j].decode(): int(taken[j + 1]) for j in range(0, len(taken), 2)}
         async with self.engine.begin() as conn:
             await write_rows(conn, rows)
             await add_throttles(conn, throttles)
-        last = entries[-1][0].decode()
-        await self._advance(args=[self.prefix, self.owner, last, _after(last)])
-        self.written += len(entries)
-        return len(entries)
+        written = last.decode()
+        await self._advance(args=[self.prefix, self.owner, written, _after(written)])
+        self.written += entries
+        return entries
 
 
 def _after(entry_id: str) -> str:

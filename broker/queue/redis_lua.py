@@ -124,7 +124,8 @@ LEASE = (
     _PRELUDE
     + """
 -- ARGV: P, now, n, nonce, account limit (-1: none), function count,
---       then per function: name, lease µs, reserved concurrency (-1: none).
+--       then per function: name, lease µs, reserved concurrency (-1: none),
+--       at most this many in this call (-1: no limit of the caller's own).
 local n = tonumber(ARGV[3])
 local nonce = ARGV[4]
 local account = tonumber(ARGV[5])
@@ -153,9 +154,10 @@ if account >= 0 then room = math.min(room, account - (counts['*'] or 0)) end
 
 local candidates, lease_us, throttled = {}, {}, {}
 for j = 0, nfn - 1 do
-  local fn = ARGV[7 + 3 * j]
-  lease_us[fn] = tonumber(ARGV[8 + 3 * j])
-  local reserved = tonumber(ARGV[9 + 3 * j])
+  local fn = ARGV[7 + 4 * j]
+  lease_us[fn] = tonumber(ARGV[8 + 4 * j])
+  local reserved = tonumber(ARGV[9 + 4 * j])
+  local at_most = tonumber(ARGV[10 + 4 * j])
   local rkey, dkey = P .. 'r:' .. fn, P .. 'd:' .. fn
   local due = redis.call('ZRANGEBYSCORE', dkey, '-inf', NOW, 'LIMIT', 0, n)
   for _, id in ipairs(due) do
@@ -164,6 +166,7 @@ for j = 0, nfn - 1 do
   if #due > 0 then redis.call('ZREM', dkey, unpack(due)) end
   local cap = n
   if reserved >= 0 then cap = math.min(cap, reserved - (counts[fn] or 0)) end
+  if at_most >= 0 then cap = math.min(cap, at_most) end
   if cap > 0 then
     local got = redis.call('ZRANGE', rkey, 0, cap - 1, 'WITHSCORES')
     for k = 1, #got, 2 do
@@ -220,18 +223,19 @@ SETTLE = (
     _PRELUDE
     + """
 -- ARGV: P, now, key window s, guard window s, count, then per settlement:
---   token, next state (pending | succeeded | failed), retry at µs (now when none),
---   function errors, system errors, history event, follow-on count,
---   new payload given (0 | 1), new payload, new source ('' keeps it),
---   follow-on count * 12 item arguments.
+--   token, "state|retry at µs|function errors|system errors|follow-on count|payload given"
+--   (state: pending | succeeded | failed; payload given: 0 | 1), history event, the new
+--   payload, the new source ('' keeps it), follow-on count * 12 item arguments.
 local count = tonumber(ARGV[5])
 local i = 6
 local answers, events, wake, done, finished = {}, {}, false, {}, {}
 for _ = 1, count do
-  local token, state, retry_at = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local fe, se, event, follow = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])
-  local new_p, new_s = ARGV[i + 7] == '1' and ARGV[i + 8], ARGV[i + 9]
-  i = i + 10
+  local token, event = ARGV[i], ARGV[i + 2]
+  local state, retry_at, fe, se, follow, replaces =
+    string.match(ARGV[i + 1], '^(%a+)|(%d+)|(%d+)|(%d+)|(%d+)|([01])$')
+  follow = tonumber(follow)
+  local new_p, new_s = replaces == '1' and ARGV[i + 3], ARGV[i + 4]
+  i = i + 5
   local id, h, fn, lane, seq = held(token)
   if id then
     answers[#answers + 1] = token
@@ -356,5 +360,12 @@ if current == false or current == ARGV[2] then
   redis.call('SET', key, ARGV[2], 'PX', ARGV[3])
   return 1
 end
+return 0
+"""
+
+RESIGN = """
+-- ARGV: P, owner. Gives the history writer's lease up, if ``owner`` holds it.
+local key = ARGV[1] .. 'hl'
+if redis.call('GET', key) == ARGV[2] then redis.call('DEL', key) end
 return 0
 """

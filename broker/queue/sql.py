@@ -10,8 +10,6 @@ idle dispatcher learns of new work (LISTEN/NOTIFY, or polling).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -44,6 +42,7 @@ from broker.models import (
     Settlement,
     State,
 )
+from broker.queue.wakeup import Wakeup
 from broker.store.schema import UTCDateTime, attempts, dead_letters, functions, invocations
 
 ACTIVE_STATES = (State.PENDING.value, State.RUNNING.value)
@@ -97,7 +96,7 @@ class SqlQueue:
         self.engine = engine
         self.clock = clock
         self.account_concurrency = account_concurrency
-        self._wakeup = asyncio.Event()
+        self._wakeup = Wakeup(clock)
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
     # ------------------------------------------------------------ enqueue
@@ -168,6 +167,9 @@ class SqlQueue:
             if limited or self.account_concurrency is not None:
                 await self._lock_for_limits(conn)
                 capacity = await self._capacity(conn, limited, now)
+            for f, lim in functions.items():
+                if lim.at_most is not None:
+                    capacity[f] = min(capacity.get(f, lim.at_most), lim.at_most)
             if self.account_concurrency is not None:
                 room = min(n, self.account_concurrency - await self._running(conn, now))
             eligible = [f for f in functions if capacity.get(f, 1) > 0]
@@ -343,6 +345,7 @@ class SqlQueue:
                     "error_type": s.attempt.error_type,
                     "error_message": s.attempt.error_message,
                     "error_trace": list(s.attempt.error_trace) or None,
+                    "log_excerpt": s.attempt.log_excerpt,
                 }
                 for s in applied
             ],
@@ -425,15 +428,7 @@ class SqlQueue:
         return min(times, default=None)
 
     async def wait(self, functions: Mapping[str, FunctionLimits], timeout_s: float) -> None:
-        if self._wakeup.is_set():
-            return
-        due = await self.next_due(functions)
-        if due is not None:
-            timeout_s = min(timeout_s, max(0.0, (due - self.clock()).total_seconds()))
-        if timeout_s <= 0:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wakeup.wait(), timeout_s)
+        await self._wakeup.wait(lambda: self.next_due(functions), timeout_s)
 
     async def close(self) -> None:
         """The engine belongs to the caller; nothing of the queue's own to release."""

@@ -11,12 +11,12 @@ as people copy the short ids the CLI prints.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, case, delete, func, select, update
+from sqlalchemy import ColumnElement, bindparam, case, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -88,6 +88,7 @@ class AttemptRow:
     error_type: str | None
     error_message: str | None
     error_trace: tuple[str, ...]
+    log_excerpt: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +108,7 @@ class DeadLetterRow:
     redriven_at: datetime | None
     redriven_as: str | None
     source: Mapping[str, Any] = field(default_factory=dict)
+    redrive_to: str | None = None
 
 
 class RedriveStatus(enum.StrEnum):
@@ -120,6 +122,7 @@ class RedriveResult:
     dead_letter_id: str
     status: RedriveStatus
     invocation_id: str | None  # the invocation that runs (or ran) the event again
+    function: str | None = field(default=None, compare=False)  # the function it went to
 
 
 # ---------------------------------------------------------------- functions
@@ -137,7 +140,7 @@ async def register_functions(engine: AsyncEngine, config: ProjectConfig, now: da
             "reserved_concurrency": function.reserved_concurrency,
             "updated_at": now,
         }
-        for name, function in config.functions.items()
+        for name, function in config.served_functions().items()
     ]
     insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
     async with engine.begin() as conn:
@@ -152,7 +155,8 @@ async def register_functions(engine: AsyncEngine, config: ProjectConfig, now: da
                 ),
                 rows,
             )
-        await conn.execute(delete(functions).where(functions.c.name.not_in(list(config.functions))))
+        served = list(config.served_functions())
+        await conn.execute(delete(functions).where(functions.c.name.not_in(served)))
 
 
 async def list_functions(engine: AsyncEngine) -> list[FunctionRow]:
@@ -302,57 +306,84 @@ async def redrive(
     now: datetime,
     *,
     progress: Callable[[int], None] | None = None,
+    to: str | None = None,
+    payloads: Mapping[str, bytes] | None = None,
+    chunk_size: int | None = None,
+    pace: Callable[[int], Awaitable[None]] | None = None,
 ) -> list[RedriveResult]:
     """Enqueue the events of dead letters ``ids`` (full ids) again, ``REDRIVE_CHUNK`` at a time.
 
-    Each event is enqueued with the idempotency key ``redrive:<dead letter id>``
-    before its dead letter is marked redriven, so a repeated or interrupted
-    redrive never runs an event twice. ``progress`` is told how many ids each
-    chunk settled.
+    Each dead letter is first claimed: the function it goes to (its own, or
+    ``to``) is written on it, unless an earlier, interrupted redrive wrote one,
+    which then wins. Its event is then enqueued to that function with the
+    idempotency key ``redrive:<dead letter id>`` before the dead letter is
+    marked redriven, so a repeated or interrupted redrive never runs an event
+    twice, whatever ``--to`` the re-run is given. ``payloads`` replaces the
+    event of some dead letters (edited before the redrive). ``pace`` is awaited
+    with each chunk's size before it is enqueued (rate limiting);
+    ``progress`` is told how many ids each chunk settled.
     """
     ids = list(dict.fromkeys(ids))
+    size = chunk_size or REDRIVE_CHUNK
     results: list[RedriveResult] = []
-    for start in range(0, len(ids), REDRIVE_CHUNK):
-        chunk = ids[start : start + REDRIVE_CHUNK]
-        results.extend(await _redrive_chunk(engine, queue, chunk, now))
+    for start in range(0, len(ids), size):
+        chunk = ids[start : start + size]
+        if pace is not None:
+            await pace(len(chunk))
+        results.extend(await _redrive_chunk(engine, queue, chunk, now, to, payloads or {}))
         if progress is not None:
             progress(len(chunk))
     return results
 
 
 async def _redrive_chunk(
-    engine: AsyncEngine, queue: Enqueuer, ids: Sequence[str], now: datetime
+    engine: AsyncEngine,
+    queue: Enqueuer,
+    ids: Sequence[str],
+    now: datetime,
+    to: str | None,
+    payloads: Mapping[str, bytes],
 ) -> list[RedriveResult]:
-    async with engine.connect() as conn:
-        rows = await conn.execute(select(dead_letters).where(dead_letters.c.id.in_(set(ids))))
+    d = dead_letters.c
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(dead_letters)
+            .where(d.id.in_(set(ids)), d.redriven_at.is_(None), d.redrive_to.is_(None))
+            .values(redrive_to=to if to is not None else d.function)
+        )
+        rows = await conn.execute(select(dead_letters).where(d.id.in_(set(ids))))
         found = {row.id: _dead_letter(row) for row in rows}
     todo = [letter for letter in found.values() if letter.redriven_at is None]
     todo.sort(key=lambda letter: (letter.dead_at, letter.id))
     if not todo:
         return [_redrive_result(id, found.get(id), {}) for id in ids]
-    enqueued = await queue.enqueue(
-        [
-            NewInvocation(
-                id=new_id(),
-                function=letter.function,
-                payload=letter.payload,
-                origin=Origin.REDRIVE,
-                idempotency_key=f"redrive:{letter.id}",
-                source={"dead_letter_id": letter.id, "invocation_id": letter.invocation_id},
-            )
-            for letter in todo
-        ]
-    )
+    enqueued = await queue.enqueue([_redriven(letter, payloads.get(letter.id)) for letter in todo])
     redriven_as = {letter.id: answer.id for letter, answer in zip(todo, enqueued, strict=True)}
-    d = dead_letters.c
     async with engine.begin() as conn:
-        for letter_id, invocation_id in redriven_as.items():
-            await conn.execute(
-                update(dead_letters)
-                .where(d.id == letter_id, d.redriven_at.is_(None))
-                .values(redriven_at=now, redriven_as=invocation_id)
-            )
+        await conn.execute(
+            update(dead_letters)
+            .where(d.id == bindparam("b_letter"), d.redriven_at.is_(None))
+            .values(redriven_at=now, redriven_as=bindparam("b_invocation")),
+            [{"b_letter": k, "b_invocation": v} for k, v in redriven_as.items()],
+        )
     return [_redrive_result(id, found.get(id), redriven_as) for id in ids]
+
+
+def _redriven(letter: DeadLetterRow, edited: bytes | None) -> NewInvocation:
+    target = letter.redrive_to or letter.function
+    source: dict[str, Any] = {"dead_letter_id": letter.id, "invocation_id": letter.invocation_id}
+    if target != letter.function:
+        source["function"] = letter.function
+    if edited is not None:
+        source["edited"] = True
+    return NewInvocation(
+        id=new_id(),
+        function=target,
+        payload=edited if edited is not None else letter.payload,
+        origin=Origin.REDRIVE,
+        idempotency_key=f"redrive:{letter.id}",
+        source=source,
+    )
 
 
 def _redrive_result(
@@ -360,9 +391,10 @@ def _redrive_result(
 ) -> RedriveResult:
     if letter is None:
         return RedriveResult(id, RedriveStatus.NOT_FOUND, None)
+    target = letter.redrive_to or letter.function
     if id in redriven_as:
-        return RedriveResult(id, RedriveStatus.REDRIVEN, redriven_as[id])
-    return RedriveResult(id, RedriveStatus.ALREADY_REDRIVEN, letter.redriven_as)
+        return RedriveResult(id, RedriveStatus.REDRIVEN, redriven_as[id], target)
+    return RedriveResult(id, RedriveStatus.ALREADY_REDRIVEN, letter.redriven_as, target)
 
 
 async def count_dead_letters(engine: AsyncEngine, *, function: str | None, before: datetime) -> int:

@@ -57,6 +57,7 @@ ATTEMPT_COLUMNS: tuple[tuple[str, str], ...] = (
     ("error_type", "varchar"),
     ("error_message", "text"),
     ("error_trace", "json"),
+    ("log_excerpt", "text"),
 )
 JSON_COLUMNS = frozenset({"source", "error_trace"})
 
@@ -70,6 +71,39 @@ def _unnest_insert(table: str, columns: Sequence[tuple[str, str]], conflict: str
         f"ORDER BY ord ON CONFLICT {conflict} DO NOTHING"
     )
 
+
+UPDATE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("id", "varchar"),
+    ("state", "varchar"),
+    ("attempts", "int4"),
+    ("function_errors", "int4"),
+    ("system_errors", "int4"),
+    ("result", "bytea"),
+    ("error_type", "varchar"),
+    ("error_message", "text"),
+    ("updated_at", "timestamptz"),
+    ("finished_at", "timestamptz"),
+    ("available_at", "timestamptz"),
+    ("payload", "bytea"),
+    ("source", "json"),
+)
+_KEPT_UNLESS_GIVEN = ("available_at", "payload", "source")
+_PG_UPDATE = (
+    "UPDATE invocations AS i SET "
+    + ", ".join(
+        f"{name} = u.{name}"
+        for name, _ in UPDATE_COLUMNS
+        if name != "id" and name not in _KEPT_UNLESS_GIVEN
+    )
+    + "".join(f", {name} = COALESCE(u.{name}, i.{name})" for name in _KEPT_UNLESS_GIVEN)
+    + " FROM unnest("
+    + ", ".join(f"${n}::{kind}[]" for n, (_, kind) in enumerate(UPDATE_COLUMNS, 1))
+    + ") AS u("
+    + ", ".join(name for name, _ in UPDATE_COLUMNS)
+    + ") WHERE i.id = u.id AND (i.attempts < u.attempts"
+    " OR (i.attempts = u.attempts AND i.state IN ('pending', 'running')))"
+)
+"""A state over an older one only: replayed events never take an invocation back."""
 
 _PG_INVOCATIONS = _unnest_insert("invocations", INVOCATION_COLUMNS, "") + " RETURNING id"
 _PG_ATTEMPTS = _unnest_insert("attempts", ATTEMPT_COLUMNS, "(invocation_id, number)")
@@ -115,7 +149,7 @@ async def write_rows(conn: AsyncConnection, rows: Rows) -> None:
         else:
             await _insert_invocations(conn, new)
     if rows.updates:
-        await conn.execute(_UPDATE, rows.updates)
+        await _update(conn, list(rows.updates.values()))
     if rows.attempts:
         if postgres:
             await conn.exec_driver_sql(_PG_ATTEMPTS, _arrays(rows.attempts, ATTEMPT_COLUMNS))
@@ -160,7 +194,7 @@ async def _pg_insert_invocations(conn: AsyncConnection, new: Sequence[dict[str, 
     written = {id for (id,) in result}
     unwritten = [row for row in new if row["id"] not in written]
     if unwritten:
-        rest = await _without_taken_keys(conn, unwritten)
+        rest = await _not_inserted(conn, unwritten)
         if rest:
             await conn.exec_driver_sql(_PG_INVOCATIONS, _arrays(rest, INVOCATION_COLUMNS))
 
@@ -170,20 +204,36 @@ async def _insert_invocations(conn: AsyncConnection, new: Sequence[dict[str, Any
     written = {r.id for r in await conn.execute(stmt.returning(inv.id), new)}
     unwritten = [row for row in new if row["id"] not in written]
     if unwritten:
-        rest = await _without_taken_keys(conn, unwritten)
+        rest = await _not_inserted(conn, unwritten)
         if rest:
             await conn.execute(stmt, rest)
 
 
-async def _without_taken_keys(
+async def _not_inserted(
     conn: AsyncConnection, unwritten: Sequence[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """Rows not written: written before (a replay: dropped), or whose idempotency key
-    outlived the queue's window and is taken by an older invocation (kept, without it)."""
+    """Handles rows the insert skipped; answers those still to insert.
+
+    A row is skipped when its invocation is there already — a replay, possibly
+    with later events folded in: its state is applied as an update, over an
+    older state only — or when its idempotency key outlived the queue's window
+    and an older invocation holds it: then it is inserted without the key.
+    """
     known = {
         r.id
         for r in await conn.execute(
             select(inv.id).where(inv.id.in_([row["id"] for row in unwritten]))
         )
     }
+    replayed = [{k: row[k] for k, _ in UPDATE_COLUMNS} for row in unwritten if row["id"] in known]
+    if replayed:
+        await _update(conn, replayed)
     return [{**row, "idempotency_key": None} for row in unwritten if row["id"] not in known]
+
+
+async def _update(conn: AsyncConnection, states: Sequence[dict[str, Any]]) -> None:
+    """Later states of invocations already written, each over an older one only."""
+    if conn.dialect.name == "postgresql":
+        await conn.exec_driver_sql(_PG_UPDATE, _arrays(states, UPDATE_COLUMNS))
+    else:
+        await conn.execute(_UPDATE, [{f"b_{k}": v for k, v in state.items()} for state in states])

@@ -130,6 +130,7 @@ attempts = Table(
     Column("error_type", String(255)),
     Column("error_message", Text),
     Column("error_trace", JSON),
+    Column("log_excerpt", Text),  # what the function wrote during the attempt, capped
     Index("ix_attempts_invocation_id", "invocation_id", "number", unique=True),
 )
 
@@ -151,6 +152,9 @@ dead_letters = Table(
     Column("dead_at", UTCDateTime, nullable=False),
     Column("redriven_at", UTCDateTime),
     Column("redriven_as", String(36)),
+    # Set before a redrive enqueues: the function it goes to, so a re-run after a crash
+    # enqueues to the same one (and its idempotency key holds) whatever `--to` it is given.
+    Column("redrive_to", String(128)),
     Index("ix_dead_letters_function", "function", "dead_at"),
     Index("ix_dead_letters_invocation_id", "invocation_id"),
 )
@@ -185,6 +189,34 @@ leader_leases = Table(
     Column("owner", String(128), nullable=False),
     Column("acquired_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
+)
+
+function_pools = Table(
+    "function_pools",
+    metadata,
+    # The live figures of one serve process's pool for one function (broker/store/pools.py).
+    Column("owner", String(128), primary_key=True),
+    Column("function", String(128), primary_key=True),
+    Column("idle", Integer, nullable=False),
+    Column("busy", Integer, nullable=False),
+    Column("starting", Integer, nullable=False),
+    Column("cold_starts", BigInteger, nullable=False),
+    Column("cold_start_p50_ms", Float),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+object_files = Table(
+    "object_files",
+    metadata,
+    # The files a dir:// object notification has reported, so a restart does not report them
+    # again (pollers/s3/directory.py). ``path_hash`` is the sha256 of ``path``.
+    Column("notification", String(64), primary_key=True),
+    Column("path_hash", String(64), primary_key=True),
+    Column("path", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("mtime_ns", BigInteger, nullable=False),
+    Column("etag", String(64), nullable=False),
+    Column("seen_at", UTCDateTime, nullable=False),
 )
 
 mappings = Table(

@@ -329,6 +329,15 @@ async def test_account_concurrency_holds_across_queues_and_functions(h: Harness)
         await other.close()
 
 
+async def test_at_most_caps_one_lease_call_per_function(h: Harness) -> None:
+    await h.queue.enqueue([new("f"), new("f"), new("f"), new("g")])
+    fns = {"f": FunctionLimits(lease_s=10, at_most=2), "g": FunctionLimits(lease_s=10)}
+    got = await lease(h.queue, h, fns=fns)
+    assert sorted(x.invocation.function for x in got) == ["f", "f", "g"]
+    [rest] = await lease(h.queue, h, fns=fns)
+    assert rest.invocation.function == "f"
+
+
 async def test_release_gives_the_invocation_back_unrun(h: Harness) -> None:
     await h.queue.enqueue([new()])
     [held] = await lease(h.queue, h)

@@ -76,13 +76,17 @@ async def test_restart_under_load_loses_nothing(server: PrivatePostgres) -> None
                 60,
                 "every acknowledged invocation to run",
             )
-            async with client.connect() as conn:
-                done = await conn.scalar(
-                    select(func.count()).where(invocations.c.state == "succeeded")
-                )
+
+            async def succeeded() -> bool:  # a handler returns a moment before its settle commits
+                async with client.connect() as conn:
+                    done = await conn.scalar(
+                        select(func.count()).where(invocations.c.state == "succeeded")
+                    )
+                return done == 600
+
+            await eventually(succeeded, 30, "every invocation to be settled")
     finally:
         await queue.close()
         await client.dispose()
     assert len(acknowledged) == 600
     assert set(handlers.calls) == set(acknowledged)
-    assert done == 600

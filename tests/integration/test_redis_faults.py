@@ -26,6 +26,7 @@ from tests.support.stores import Store
 from tests.support.waiting import eventually
 
 ECHO = {"echo": {"handler": "tests.pipeline_handlers:note", "timeout": "3s"}}
+SLOW = {"echo": {"handler": "tests.pipeline_handlers:slow_note", "timeout": "3s"}}
 
 
 @pytest.fixture
@@ -76,8 +77,7 @@ async def test_restarted_redis_loses_no_acknowledged_invocation(
     handlers.reset()
     store = Store(str(engine.url), private_redis.url, "restart")
     acknowledged: list[str] = []
-    slow = {"echo": {"handler": "tests.pipeline_handlers:slow_note", "timeout": "3s"}}
-    async with running_service(store, slow, lease_grace="1s", concurrency=4) as service:
+    async with running_service(store, SLOW, lease_grace="1s", concurrency=4) as service:
         assert service.dispatcher is not None
         queue = service.dispatcher.queue
 
@@ -135,3 +135,50 @@ async def test_two_prefixes_on_one_redis_do_not_see_each_other(tmp_path: Path) -
         finally:
             await a_engine.dispose()
             await b_engine.dispose()
+
+
+async def test_two_serve_processes_share_one_queue(tmp_path: Path) -> None:
+    handlers.reset()
+    async with redis_prefix() as prefix:
+        store = Store(f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}", REDIS_URL, prefix)
+        engine = create_engine(store.database_url)
+        try:
+            async with (
+                running_service(store, SLOW, concurrency=4) as first,
+                running_service(store, SLOW, concurrency=4) as second,
+            ):
+                assert first.dispatcher is not None and second.dispatcher is not None
+                items = batch(300, who="both")
+                await first.dispatcher.queue.enqueue(items)
+                ids = {i.id for i in items}
+                await eventually(lambda: _is_subset(ids, engine), 30, "every invocation")
+                shares = (first.dispatcher.stats.succeeded, second.dispatcher.stats.succeeded)
+        finally:
+            await engine.dispose()
+    runs = Counter(call["id"] for call in handlers.calls)
+    assert set(runs) == ids and set(runs.values()) == {1}
+    assert min(shares) > 0, shares  # both took part
+
+
+async def test_history_moves_to_another_process_when_the_writer_stops(tmp_path: Path) -> None:
+    handlers.reset()
+    async with redis_prefix() as prefix:
+        store = Store(f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}", REDIS_URL, prefix)
+        engine = create_engine(store.database_url)
+        try:
+            async with running_service(store, ECHO) as first:
+                async with running_service(store, ECHO) as second:
+                    assert second.dispatcher is not None
+                    before = batch(10, when="before")
+                    await second.dispatcher.queue.enqueue(before)
+                    ids = {i.id for i in before}
+                    await eventually(lambda: _is_subset(ids, engine), 10, "the first batch")
+                # Whichever of the two was writing the history, one of them stopped: the
+                # other writes it now, well within the writer's 10 s lease.
+                assert first.dispatcher is not None
+                after = batch(10, when="after")
+                await first.dispatcher.queue.enqueue(after)
+                ids = {i.id for i in after}
+                await eventually(lambda: _is_subset(ids, engine), 5, "the second batch")
+        finally:
+            await engine.dispose()

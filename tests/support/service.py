@@ -15,13 +15,18 @@ from tests.support.stores import Store
 
 @asynccontextmanager
 async def running_service(
-    store: str | Store, functions: dict[str, Any], **settings: Any
+    store: str | Store,
+    functions: dict[str, Any],
+    *,
+    config: dict[str, Any] | None = None,
+    **settings: Any,
 ) -> AsyncIterator[Service]:
-    """A service for ``functions`` (a config dict) on ``store`` (or a database URL);
-    stopped on exit."""
+    """A service for ``functions`` (a config dict, with the other top-level keys of
+    ``config``) on ``store`` (or a database URL); stopped on exit."""
     where = Store(store) if isinstance(store, str) else store
     options = Settings(**where.settings(), **settings)
-    service = Service(options, parse_config({"functions": functions}), migrate=True)
+    project = parse_config({**(config or {}), "functions": functions})
+    service = Service(options, project, migrate=True)
     task = asyncio.create_task(service.run(handle_signals=False))
     started = asyncio.create_task(service.started.wait())
     done, _ = await asyncio.wait({task, started}, timeout=30, return_when=asyncio.FIRST_COMPLETED)

@@ -412,3 +412,35 @@ def test_remaining_time_counts_down_to_zero(monkeypatch: pytest.MonkeyPatch) -> 
         readings.append(context.get_remaining_time_in_millis())
 
     assert readings == [1000, 750, 1, 0, 0]
+
+
+async def test_print_and_logging_of_a_handler_are_its_invocation_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = tmp_path / "chatter.py"
+    module.write_text(
+        "import logging\n"
+        "def handler(event, context):\n"
+        "    print('hello from', event['who'])\n"
+        "    logging.getLogger('chatter').warning('careful, %s', event['who'])\n"
+        "    return event['who']\n"
+        "async def ahandler(event, context):\n"
+        "    print('async', event['who'])\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sync_invoker = PythonInvoker("f", FunctionConfig(handler="chatter:handler"))
+    async_invoker = PythonInvoker("g", FunctionConfig(handler="chatter:ahandler"))
+    await sync_invoker.start()
+    await async_invoker.start()
+    try:
+        a, b, c = await asyncio.gather(
+            sync_invoker.invoke(request(b'{"who": "a"}')),
+            sync_invoker.invoke(request(b'{"who": "b"}')),
+            async_invoker.invoke(request(b'{"who": "c"}')),
+        )
+    finally:
+        await sync_invoker.close()
+        await async_invoker.close()
+    assert a.log == "hello from a\n[WARNING] chatter: careful, a"
+    assert b.log == "hello from b\n[WARNING] chatter: careful, b"
+    assert c.log == "async c"

@@ -119,3 +119,26 @@ def test_invocation_record_has_lambdas_shape(outcome: Success | FunctionError) -
         assert record["responseContext"]["functionError"] == "Unhandled"
         assert record["responsePayload"]["errorType"] == "ValueError"
         assert record["responsePayload"]["stackTrace"] == ["trace"]
+
+
+def test_a_throttle_waits_at_least_its_retry_after() -> None:
+    throttled = SystemFault("Throttled", "HTTP 429", retry_after_s=120.0)
+    decision = decide(invocation(), throttled, RetryPolicy(), T0, random.Random(1))
+    assert decision.state is State.PENDING
+    assert decision.retry_at == T0 + timedelta(seconds=120)
+    assert (decision.function_errors, decision.system_errors) == (0, 1)
+
+
+def test_a_short_retry_after_does_not_undercut_the_backoff() -> None:
+    throttled = SystemFault("Throttled", "HTTP 503", retry_after_s=0.0)
+    previous = invocation(system_errors=3)  # the fourth system error backs off 8 s
+    decision = decide(previous, throttled, RetryPolicy(), T0)
+    assert decision.retry_at is not None
+    assert decision.retry_at >= T0 + timedelta(seconds=8 * 0.9)
+
+
+def test_a_retry_after_past_the_event_age_fails_the_event_now() -> None:
+    policy = RetryPolicy(max_event_age_s=60)
+    throttled = SystemFault("Throttled", "HTTP 429", retry_after_s=3600.0)
+    decision = decide(invocation(), throttled, policy, T0)
+    assert (decision.state, decision.condition) == (State.FAILED, Condition.EVENT_AGE_EXCEEDED)

@@ -1,7 +1,7 @@
 """Mappings: desired state, seeks and reported status; batches ended early by their window.
 
 Revision ID: 7a4c19e2d6b3
-Revises: 5ce0d3a1f2b7
+Revises: b3f1c2d4e5a6
 Create Date: 2026-11-25 00:01:00+00:00
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = "7a4c19e2d6b3"
-down_revision: str | Sequence[str] | None = "5ce0d3a1f2b7"
+down_revision: str | Sequence[str] | None = "b3f1c2d4e5a6"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

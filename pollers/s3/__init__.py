@@ -1,0 +1,1 @@
+"""S3-style object notifications: webhooks (MinIO, Ceph RGW) and watched directories."""

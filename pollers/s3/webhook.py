@@ -1,0 +1,224 @@
+"""Object notification webhooks: MinIO and Ceph RGW POST S3 event documents to ``serve``.
+
+``POST /notifications/<name>`` with the token of notification ``name`` (in
+``Authorization: Bearer <token>`` as MinIO sends its ``auth_token``, as the
+password of HTTP basic auth, or as ``?token=`` for a sender that cannot set
+headers) and an S3 event document. Each record that passes the
+notification's filter becomes one invocation; the answer is 200 only once
+they are all durably enqueued (one transaction), so a sender that got no 200
+sends again, and the idempotency key (bucket, key, event, sequencer) makes
+the second delivery the same invocation. A wrong token is 401 and a document
+that is not an S3 event document 400 with the reason; nothing is enqueued.
+
+One HTTP server serves every webhook notification, on
+``EVENTWIRE_HTTP_LISTEN`` (default ``127.0.0.1:8080``; port 0 picks a free
+one, logged as ``object notifications: listening on http://…``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from broker.errors import ConfigError, UsageError
+from broker.ids import new_id
+from broker.models import NewInvocation, Origin
+from broker.object_notifications import ObjectNotificationConfig
+from broker.poller import PollerContext
+from broker.queue.base import InvocationQueue
+from broker.s3_events import S3DocumentError, S3Record, dedup_key, lambda_event, parse_notification
+
+try:
+    from aiohttp import web
+except ImportError:  # pragma: no cover - depends on the installed extras
+    raise ConfigError(
+        "object notification webhooks need aiohttp: pip install 'eventwire[notifications]'"
+    ) from None
+
+log = logging.getLogger("eventwire.notifications")
+
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    notification: ObjectNotificationConfig
+    token: bytes
+
+
+class WebhookServer:
+    """The HTTP endpoint of every ``source: webhook`` object notification."""
+
+    name = "object-notifications-webhook"
+
+    def __init__(
+        self,
+        queue: InvocationQueue,
+        targets: Mapping[str, Target],
+        listen: str,
+        region: str,
+    ) -> None:
+        self.queue = queue
+        self.targets = dict(targets)
+        self.host, self.port = split_listen(listen)
+        self.region = region
+        self.url = ""
+        self._stop = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=MAX_DOCUMENT_BYTES)
+        app.router.add_post("/notifications/{name}", self._post)
+        app.router.add_get("/notifications/{name}", self._probe)  # MinIO probes with HEAD
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host or None, self.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise UsageError(
+                f"cannot listen on {self.host}:{self.port} (EVENTWIRE_HTTP_LISTEN): {exc.strerror}"
+            ) from None
+        addresses = self._runner.addresses
+        host, port = addresses[0][:2] if addresses else (self.host, self.port)
+        shown = f"[{host}]" if ":" in str(host) else host
+        self.url = f"http://{shown}:{port}"
+        log.info(
+            "object notifications: listening on %s/notifications/{%s}",
+            self.url,
+            ",".join(sorted(self.targets)),
+        )
+
+    async def run(self) -> None:
+        try:
+            await self._stop.wait()
+        finally:
+            if self._runner is not None:
+                await self._runner.cleanup()
+
+    async def _probe(self, request: web.Request) -> web.Response:
+        known = request.match_info["name"] in self.targets
+        return web.Response(status=200 if known else 404)
+
+    async def _post(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        target = self.targets.get(name)
+        if target is None:
+            return _error(404, f"no webhook object notification named {name!r}")
+        if not authorized(request, target.token):
+            log.warning("object notifications: %s: rejected a request with a wrong token", name)
+            return _error(401, "missing or wrong token", {"WWW-Authenticate": "Bearer"})
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, f"document larger than {MAX_DOCUMENT_BYTES} bytes")
+        try:
+            records = parse_notification(body)
+        except S3DocumentError as exc:
+            return _error(400, f"not an S3 event notification document: {exc}")
+        config = target.notification
+        matching = [record for record in records if config.filter.matches(record)]
+        batch = [self._invocation(config, record) for record in matching]
+        try:
+            answers = await self.queue.enqueue(batch) if batch else []
+        except Exception as exc:
+            log.error("object notifications: %s: could not enqueue (%s)", name, exc)
+            return _error(503, "could not store the invocations; send again")
+        created = sum(1 for answer in answers if answer.created)
+        if batch:
+            log.info(
+                "object notifications: %s: %d records, %d invoke %s (%d duplicates)",
+                name,
+                len(records),
+                len(batch),
+                config.function,
+                len(batch) - created,
+            )
+        return web.json_response(
+            {
+                "records": len(records),
+                "matched": len(batch),
+                "enqueued": created,
+                "duplicates": len(batch) - created,
+                "invocations": [answer.id for answer in answers],
+            }
+        )
+
+    def _invocation(self, config: ObjectNotificationConfig, record: S3Record) -> NewInvocation:
+        event = lambda_event(record, region=self.region)
+        return NewInvocation(
+            id=new_id(),
+            function=config.function,
+            payload=json.dumps(event, separators=(",", ":")).encode(),
+            origin=Origin.OBJECT_NOTIFICATION,
+            idempotency_key=dedup_key(config.name, record),
+            source={
+                "notification": config.name,
+                "event": record.event_name,
+                "bucket": record.bucket,
+                "key": record.key,
+            },
+        )
+
+
+def authorized(request: web.Request, token: bytes) -> bool:
+    """Whether the request carries ``token``; compared in constant time."""
+    offered: list[str] = []
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() == "bearer":
+        offered.append(value.strip())
+    elif scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            decoded = ""
+        offered.append(decoded.partition(":")[2])
+    elif header:
+        offered.append(header.strip())
+    if "token" in request.query:
+        offered.append(request.query["token"])
+    ok = False
+    for candidate in offered:
+        ok |= hmac.compare_digest(candidate.encode(), token)
+    return ok
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` → (host, port)."""
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _error(status: int, reason: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": reason}, status=status, headers=headers)
+
+
+def create(context: PollerContext, environ: Mapping[str, str] = os.environ) -> WebhookServer:
+    """The server for the configuration's webhook notifications; tokens from ``environ``."""
+    targets: dict[str, Target] = {}
+    for notification in context.config.object_notifications:
+        if not notification.is_webhook:
+            continue
+        assert notification.token_env is not None
+        token = environ.get(notification.token_env, "")
+        if not token:
+            raise UsageError(
+                f"object notification {notification.name}: environment variable "
+                f"{notification.token_env} (its token_env) is not set or empty"
+            )
+        targets[notification.name] = Target(notification, token.encode())
+    return WebhookServer(
+        context.queue, targets, context.settings.http_listen, context.settings.region
+    )
