@@ -11,6 +11,7 @@ import asyncio
 import inspect
 import json
 import os
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -23,6 +24,7 @@ RESULTS: defaultdict[str, list[tuple[Any, Any]]] = defaultdict(list)
 """Each event with what the function answered (``"raised"`` when it raised)."""
 RULES: dict[str, Callable[[Any], Any]] = {}
 GATES: dict[str, asyncio.Event] = {}
+SINK_DELAY_S = 0.05
 
 
 async def record(event: Any, context: LambdaContext) -> Any:
@@ -53,6 +55,7 @@ def sink(event: Any, context: LambdaContext) -> None:
     records = [
         [group, record["offset"]] for group, items in event["records"].items() for record in items
     ]
+    time.sleep(SINK_DELAY_S)  # slow enough that a kill lands while records remain
     line = json.dumps({"request": context.aws_request_id, "records": records}) + "\n"
     fd = os.open(os.environ["MAPPING_TEST_SINK"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
