@@ -112,11 +112,9 @@ class DirectoryWatcher:
                 for watch in self.watches:
                     await asyncio.to_thread(self._scan, watch)
                 scanned = True
-            for _, path in changes:
-                owner = _owner(roots, path)
-                relative = _relative(owner.root, path) if owner is not None else None
-                if owner is not None and relative is not None:
-                    owner.pending.setdefault(relative, (None, 0.0))
+            paths = [path for _, path in changes]
+            for owner, relative in await asyncio.to_thread(_changed_keys, roots, paths):
+                owner.pending.setdefault(relative, (None, 0.0))
             for watch in self.watches:
                 await self._settle(watch)
 
@@ -251,6 +249,37 @@ def _relative(root: Path, path: str) -> str | None:
     if not parts or any(part.startswith(".") for part in parts):
         return None
     return "/".join(parts)
+
+
+def _changed_keys(roots: dict[str, _Watch], paths: list[str]) -> list[tuple[_Watch, str]]:
+    """The object keys the changed ``paths`` stand for, with their watch.
+
+    A changed folder stands for the files below it: files written into a new
+    folder before the watcher watched it have no event of their own.
+    """
+    keys = []
+    for path in paths:
+        owner = _owner(roots, path)
+        relative = _relative(owner.root, path) if owner is not None else None
+        if owner is None or relative is None:
+            continue
+        if os.path.isdir(path):
+            keys += [(owner, inside) for inside in _files_under(owner.root, path)]
+        else:
+            keys.append((owner, relative))
+    return keys
+
+
+def _files_under(root: Path, folder: str) -> list[str]:
+    """The object keys of the files below ``folder``, hidden ones left out."""
+    found = []
+    for parent, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            relative = _relative(root, os.path.join(parent, name))
+            if relative is not None:
+                found.append(relative)
+    return found
 
 
 def _stat(path: Path) -> tuple[int, int] | None:
