@@ -43,10 +43,10 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 @asynccontextmanager
-async def open_store(config: Settings) -> AsyncIterator[AsyncEngine]:
-    """The SQL store for a read or admin command; it must exist and be migrated."""
+async def open_store(config: Settings, *, reader: bool = False) -> AsyncIterator[AsyncEngine]:
+    """The SQL store for a read (``reader``) or admin command; it must exist and be migrated."""
     _require_sqlite_file(config.database_url)
-    engine = create_engine(config.database_url)
+    engine = create_engine(config.database_url, reader=reader)
     try:
         yield engine
     finally:

@@ -58,5 +58,5 @@ def ls(ctx: typer.Context, as_json: bool = JsonOption) -> None:
 
 
 async def _list(config: Settings) -> list[DestinationRow]:
-    async with open_store(config) as engine:
+    async with open_store(config, reader=True) as engine:
         return await list_destinations(engine)

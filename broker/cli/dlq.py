@@ -541,19 +541,19 @@ async def _redrive(
 async def _list(
     config: Settings, where: DeadLetterFilter, limit: int
 ) -> tuple[list[DeadLetterRow], int]:
-    async with open_store(config) as engine:
+    async with open_store(config, reader=True) as engine:
         rows = await list_matching(engine, where, limit=limit)
         total = len(rows) if len(rows) < limit else await count_matching(engine, where)
         return rows, total
 
 
 async def _get(config: Settings, id: str) -> tuple[DeadLetterRow, list[AttemptRow]]:
-    async with open_store(config) as engine:
+    async with open_store(config, reader=True) as engine:
         return await get_dead_letter(engine, id)
 
 
 async def _count(config: Settings, where: DeadLetterFilter) -> int:
-    async with open_store(config) as engine:
+    async with open_store(config, reader=True) as engine:
         return await count_matching(engine, where)
 
 

@@ -103,7 +103,7 @@ def _json_row(row: FunctionRow, pool: PoolStats | None, durations: Durations) ->
 async def _list(
     config: Settings,
 ) -> tuple[list[FunctionRow], dict[str, PoolStats], dict[str, Durations]]:
-    async with open_store(config) as engine:
+    async with open_store(config, reader=True) as engine:
         rows = await list_functions(engine)
         pools = await pool_figures(engine, datetime.now(UTC))
         durations = await recent_durations(engine, [row.name for row in rows])

@@ -147,12 +147,12 @@ def _attempt_counts(row: InvocationRow) -> str:
 async def _list(
     config: Settings, function: str | None, state: State | None, limit: int, before_seq: int | None
 ) -> list[InvocationRow]:
-    async with open_store(config) as engine:
+    async with open_store(config, reader=True) as engine:
         return await list_invocations(
             engine, function=function, state=state, limit=limit, before_seq=before_seq
         )
 
 
 async def _get(config: Settings, id: str) -> tuple[InvocationRow, list[AttemptRow]]:
-    async with open_store(config) as engine:
+    async with open_store(config, reader=True) as engine:
         return await get_invocation(engine, id)

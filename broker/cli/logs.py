@@ -46,12 +46,12 @@ def format_entry(entry: LogEntry) -> list[str]:
 
 
 async def _latest(config: Settings, function: str, limit: int) -> list[LogEntry]:
-    async with open_store(config) as engine:
+    async with open_store(config, reader=True) as engine:
         return await function_logs(engine, function, limit=limit)
 
 
 async def _print(config: Settings, function: str, limit: int, follow: bool) -> None:
-    async with open_store(config) as engine:
+    async with open_store(config, reader=True) as engine:
         entries = await function_logs(engine, function, limit=limit)
         last = _show(entries, None)
         if last is None and follow:

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import click
 import typer
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from broker.cli import (
     config_cmd,
@@ -72,6 +73,14 @@ def main() -> None:
     except EventwireError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except (OperationalError, InterfaceError) as exc:  # the store went away or stayed locked
+        reason = str(exc.orig or exc).strip().splitlines()[0]
+        err_console.print(
+            f"[bold red]error:[/] the store did not answer: {reason}; try again",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(1)
     except typer.Abort:
         err_console.print("aborted")
         sys.exit(130)

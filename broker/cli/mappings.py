@@ -134,7 +134,7 @@ def parse_timestamp(value: str) -> datetime:
 
 
 async def _list(config: Settings) -> list[MappingRow]:
-    async with open_store(config) as engine:
+    async with open_store(config, reader=True) as engine:
         return await list_mappings(engine)
 
 

@@ -265,12 +265,12 @@ def parse_when(flag: str, value: str, zone: str, *, end_of_day: bool = False) ->
 
 
 async def _list(config: Settings, everything: bool) -> list[ScheduleRow]:
-    async with open_store(config) as engine:
+    async with open_store(config, reader=True) as engine:
         return await list_schedules(engine, include_deleted=everything)
 
 
 async def _get(config: Settings, name: str) -> ScheduleRow:
-    async with open_store(config) as engine:
+    async with open_store(config, reader=True) as engine:
         return await get_schedule(engine, name)
 
 

@@ -34,24 +34,26 @@ def dialect_of(url: str) -> str:
     return parsed.get_backend_name()
 
 
-def create_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int = 10, reader: bool = False) -> AsyncEngine:
     """An engine for ``url``, set up for how Eventwire uses that database.
 
     SQLite: WAL journal, a busy timeout, and ``BEGIN IMMEDIATE`` so that a
     transaction takes the write lock when it starts (leasing reads then writes
     and must not be interleaved with another process's lease). One pooled
     connection: writers queue in asyncio rather than spin on the busy handler.
+    A ``reader`` (the CLI's listings) begins deferred instead: in WAL mode it
+    reads while a busy ``serve`` writes, rather than queue for the write lock.
     """
     if dialect_of(url) == "sqlite":
         engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=120)
-        _setup_sqlite(engine)
+        _setup_sqlite(engine, "BEGIN" if reader else "BEGIN IMMEDIATE")
         return engine
     if "asyncpg" in url:
         _require("asyncpg", "postgres")
     return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 
 
-def _setup_sqlite(engine: AsyncEngine) -> None:
+def _setup_sqlite(engine: AsyncEngine, begin: str) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
@@ -63,7 +65,7 @@ def _setup_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql(begin)
 
 
 def _require(module: str, extra: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 from typer.testing import CliRunner, Result
 
 from broker.cli.main import app
@@ -88,6 +90,23 @@ def test_functions_ls(store: Store) -> None:
     rows = json.loads(ok(cli(store, "functions", "ls", "--json")))
     by_name = {row["name"]: row for row in rows}
     assert (by_name["mail"]["pending"], by_name["orders"]["dead_letters"]) == (1, 2)
+
+
+def test_listings_read_while_serve_holds_the_write_lock(store: Store) -> None:
+    """A busy ``serve`` on SQLite takes the write lock again and again; listings read
+    past it (WAL) instead of queueing for it."""
+    database = make_url(store.url).database
+    assert database is not None
+    writer = sqlite3.connect(database, isolation_level=None)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        env = clean_env(EVENTWIRE_DATABASE_URL=store.url)
+        for command in (["functions", "ls"], ["invocations", "ls"], ["dlq", "ls"]):
+            done = eventwire(*command, "--json", env=env, timeout=20)
+            assert done.returncode == 0, (command, done.stderr)
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
 
 
 def test_invocations_ls_table_and_json(store: Store) -> None:
