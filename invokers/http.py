@@ -22,14 +22,12 @@ service starts: a secret stays out of the configuration and the store.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import os
-import re
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
 from broker.errors import ConfigError
+from broker.http_headers import expand_headers, retry_after_s
 from broker.invoker import InvokeRequest, InvokerInitError
 from broker.models import FunctionError, Outcome, Success, SystemFault
 from invokers.context import seconds_until
@@ -40,8 +38,6 @@ except ImportError:  # pragma: no cover - depends on the installation
     raise ConfigError("the http invoker needs aiohttp: pip install 'eventwire[http]'") from None
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from broker.config import FunctionConfig
 
 RESPONSE_LIMIT_BYTES: Final = 64 * 1024 * 1024
@@ -49,44 +45,7 @@ RESPONSE_LIMIT_BYTES: Final = 64 * 1024 * 1024
 ``limits.response``, 6 MB by default)."""
 DEFAULT_CONNECTIONS: Final = 100
 THROTTLED: Final = "Throttled"
-_VARIABLE: Final = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _CLOSED: Final = SystemFault("Invoker.Closed", "the http invoker has been closed")
-
-
-def expand_headers(headers: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:
-    """``headers`` with each ``${NAME}`` replaced by ``environ[NAME]``.
-
-    Raises ``KeyError`` naming the header and the variable that is not set.
-    """
-    expanded = {}
-    for name, value in headers.items():
-
-        def variable(match: re.Match[str], header: str = name) -> str:
-            try:
-                return environ[match.group(1)]
-            except KeyError:
-                raise KeyError(
-                    f"header {header}: environment variable {match.group(1)} is not set"
-                ) from None
-
-        expanded[name] = _VARIABLE.sub(variable, value)
-    return expanded
-
-
-def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header: a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
 
 
 class HttpInvoker:

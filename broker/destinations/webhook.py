@@ -20,13 +20,10 @@ aiohttp is imported only when the first message is sent.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import hmac
-import re
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
@@ -36,13 +33,13 @@ from broker.destinations.external import (
     Message,
     require_module,
 )
+from broker.http_headers import expand_headers, retry_after_s
 
 if TYPE_CHECKING:
     from broker.config import DestinationConfig
 
 SIGNATURE_HEADER = "X-Eventwire-Signature"
 DELIVERY_ID_HEADER = "X-Eventwire-Delivery-Id"
-_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
 
@@ -80,39 +77,6 @@ def header_value(value: str) -> str:
     return quote(value, safe=_HEADER_SAFE)
 
 
-def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds from a ``Retry-After`` header: a number of seconds or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-
-
-def expand(headers: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str]:
-    """``headers`` with each ``${NAME}`` read from ``environ``; ``KeyError`` names what is unset."""
-    expanded = {}
-    for name, value in headers.items():
-
-        def variable(match: re.Match[str], header: str = name) -> str:
-            try:
-                return environ[match.group(1)]
-            except KeyError:
-                raise KeyError(
-                    f"header {header}: environment variable {match.group(1)} is not set"
-                ) from None
-
-        expanded[name] = _VARIABLE.sub(variable, value)
-    return expanded
-
-
 class WebhookSender:
     """One HTTP connection pool per destination, opened on first use."""
 
@@ -123,7 +87,7 @@ class WebhookSender:
         environ: Mapping[str, str],
     ) -> None:
         self.url: str = destination.options["url"]
-        self.headers = expand(settings.headers, environ)
+        self.headers = expand_headers(settings.headers, environ)
         self.secret: bytes | None = None
         if settings.signing_secret_env is not None:
             name = settings.signing_secret_env

@@ -13,9 +13,10 @@ import pytest
 from aiohttp import web
 
 from broker.config import FunctionConfig
+from broker.http_headers import expand_headers, retry_after_s
 from broker.invoker import InvokeRequest, InvokerInitError
 from broker.models import FunctionError, Outcome, Success, SystemFault
-from invokers.http import HttpInvoker, expand_headers, retry_after_s
+from invokers.http import HttpInvoker
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
