@@ -324,7 +324,17 @@ class MappingPoller:
                     "%s: %s did not stop in time; cancelling it", self.name, task.get_name()
                 )
                 task.cancel()
-            await asyncio.gather(*everything, return_exceptions=True)
+            if stuck:
+                # A transport client that swallows cancellation must not hold the whole
+                # service up: what its reader did not checkpoint is read again anyway.
+                _done, still = await asyncio.wait(stuck, timeout=STOP_GRACE_S)
+                for task in still:
+                    log.error(
+                        "%s: %s ignored its cancellation; leaving it", self.name, task.get_name()
+                    )
+            for task in everything:  # their errors were logged where they happened
+                if task.done() and not task.cancelled():
+                    task.exception()
             await self._report_all(final=True)
 
     # ------------------------------------------------------------ one mapping
