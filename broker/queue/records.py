@@ -20,7 +20,7 @@ from broker.models import NewInvocation, Settlement, State
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TERMINAL = frozenset(state.value for state in State if state.terminal)
-_KEPT = frozenset({"available_at", "payload", "source"})
+KEPT_UNLESS_GIVEN = ("available_at", "payload", "source")
 """A settlement without these leaves the invocation's own."""
 
 
@@ -147,11 +147,13 @@ class Rows:
         state = _state_of(event)
         row = self.new.get(event["id"])
         if row is not None and row["attempts"] <= state["attempts"]:
-            row.update({k: v for k, v in state.items() if k not in _KEPT or v is not None})
+            row.update(
+                {k: v for k, v in state.items() if k not in KEPT_UNLESS_GIVEN or v is not None}
+            )
         elif row is None:
             earlier = self.updates.get(event["id"])  # events of one invocation come in order
             if earlier is not None:
-                for kept in _KEPT:
+                for kept in KEPT_UNLESS_GIVEN:
                     if state[kept] is None:
                         state[kept] = earlier[kept]
             state["id"] = event["id"]

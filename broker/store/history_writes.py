@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.models import State
-from broker.queue.records import Rows
+from broker.queue.records import KEPT_UNLESS_GIVEN, Rows
 from broker.store.schema import attempts, dead_letters, functions, invocations
 
 inv = invocations.c
@@ -87,15 +87,14 @@ UPDATE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("payload", "bytea"),
     ("source", "json"),
 )
-_KEPT_UNLESS_GIVEN = ("available_at", "payload", "source")
 _PG_UPDATE = (
     "UPDATE invocations AS i SET "
     + ", ".join(
         f"{name} = u.{name}"
         for name, _ in UPDATE_COLUMNS
-        if name != "id" and name not in _KEPT_UNLESS_GIVEN
+        if name != "id" and name not in KEPT_UNLESS_GIVEN
     )
-    + "".join(f", {name} = COALESCE(u.{name}, i.{name})" for name in _KEPT_UNLESS_GIVEN)
+    + "".join(f", {name} = COALESCE(u.{name}, i.{name})" for name in KEPT_UNLESS_GIVEN)
     + " FROM unnest("
     + ", ".join(f"${n}::{kind}[]" for n, (_, kind) in enumerate(UPDATE_COLUMNS, 1))
     + ") AS u("
