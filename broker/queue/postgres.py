@@ -76,8 +76,19 @@ class PostgresQueue(SqlQueue):
     async def _lock_for_limits(self, conn: AsyncConnection) -> None:
         await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LIMITS_LOCK})
 
-    def _candidates(self, n: int) -> Any:
-        return super()._candidates(n).with_for_update(skip_locked=True, of=invocations)
+    async def _scan_in_seq_order(self, conn: AsyncConnection) -> None:
+        # Right after a burst the table's statistics are stale (autovacuum has not analyzed
+        # it yet) and the planner would take every unfinished row through a bitmap and sort
+        # them on each lease: 4-5 ms with 10,000 pending, against well under one for an
+        # index scan in seq order that stops at the batch.
+        await conn.execute(text("SELECT set_config('enable_bitmapscan', 'off', true)"))
+
+    def _candidates(self, n: int, *, by_function: bool) -> Any:
+        return (
+            super()
+            ._candidates(n, by_function=by_function)
+            .with_for_update(skip_locked=True, of=invocations)
+        )
 
     def _lock_rows(self, stmt: Any) -> Any:
         return stmt.with_for_update()

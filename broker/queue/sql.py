@@ -24,6 +24,7 @@ from sqlalchemy import (
     bindparam,
     exists,
     func,
+    literal,
     literal_column,
     or_,
     select,
@@ -49,7 +50,6 @@ ACTIVE_STATES = (State.PENDING.value, State.RUNNING.value)
 
 inv = invocations.c
 _ahead = invocations.alias("ahead")
-
 
 
 def _literal_active(column: Any) -> Any:
@@ -175,8 +175,11 @@ class SqlQueue:
             eligible = [f for f in functions if capacity.get(f, 1) > 0]
             if not eligible:
                 return []
+            in_seq_order = len(eligible) == len(functions)
+            if in_seq_order:
+                await self._scan_in_seq_order(conn)
             candidates = await conn.execute(
-                self._candidates(n),
+                self._candidates(n, by_function=not in_seq_order),
                 {"now": now, "fns": eligible},
             )
             chosen, throttled = _within_capacity(candidates.all(), capacity, max(room, 0))
@@ -206,11 +209,19 @@ class SqlQueue:
             )
         return leases
 
-    def _candidates(self, n: int) -> Any:
+    def _candidates(self, n: int, *, by_function: bool) -> Any:
+        """The runnable invocations of the functions ``fns``, oldest first.
+
+        With ``by_function`` false (every function served is eligible) the scan
+        should walk the partial index of unfinished invocations in seq order and
+        stop at the batch; with it true (some functions are at their limit and
+        may hold a large backlog) it may start from the function index instead.
+        """
+        function = inv.function if by_function else self._function_term()
         return (
             select(invocations)
             .where(
-                self._function_term().in_(bindparam("fns", expanding=True)),
+                function.in_(bindparam("fns", expanding=True)),
                 _literal_active(inv.state),
                 _RUNNABLE,
             )
@@ -219,8 +230,15 @@ class SqlQueue:
         )
 
     def _function_term(self) -> Any:
-        """The function column as the candidate scan filters on it (backend-specific)."""
-        return inv.function
+        """The function column as the seq-order candidate scan filters on it.
+
+        ``function || ''`` keeps the planner off ix_invocations_function_seq,
+        which holds every function's whole history (finished rows too).
+        """
+        return inv.function.concat(literal(""))
+
+    async def _scan_in_seq_order(self, conn: AsyncConnection) -> None:
+        """Steer this transaction's candidate scan onto the unfinished index (backend-specific)."""
 
     async def _lock_for_limits(self, conn: AsyncConnection) -> None:
         """Serialize leasers while reserved concurrency is counted (backend-specific)."""

@@ -12,11 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import literal
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.models import FunctionLimits
-from broker.queue.sql import Clock, SqlQueue, inv, utcnow
+from broker.queue.sql import Clock, SqlQueue, utcnow
 
 
 class SqliteQueue(SqlQueue):
@@ -31,11 +30,10 @@ class SqliteQueue(SqlQueue):
         super().__init__(engine, clock=clock, account_concurrency=account_concurrency)
         self.poll_interval_s = poll_interval_s
 
-    def _function_term(self) -> Any:
-        # ``function || ''`` keeps SQLite off ix_invocations_function_seq, which walks a
-        # function's whole history (finished rows too) in seq order; the candidate scan
-        # then runs on the partial index of unfinished invocations.
-        return inv.function.concat(literal(""))
+    def _candidates(self, n: int, *, by_function: bool) -> Any:
+        # SQLite keeps no statistics: from the function index it would walk a function's
+        # whole history, so the scan stays on the partial index of unfinished invocations.
+        return super()._candidates(n, by_function=False)
 
     async def wait(self, functions: Mapping[str, FunctionLimits], timeout_s: float) -> None:
         await super().wait(functions, min(timeout_s, self.poll_interval_s))
