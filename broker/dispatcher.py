@@ -3,7 +3,8 @@
 One loop per process leases as many invocations as it has free slots (the
 global ``concurrency``; reserved concurrency per function is enforced by the
 queue, across processes), runs each in its own task, and hands the outcome to
-the :class:`~broker.settler.Settler`. A heartbeat extends the leases of long
+the :class:`~broker.settler.Settler`; a run's slot is free as soon as its
+outcome is handed over (up to ``concurrency`` outcomes may wait to be written). A heartbeat extends the leases of long
 runs. ``stop()`` only sets an event; ``run()`` then stops leasing, lets running
 invocations finish for up to ``shutdown_grace_s``, cancels the rest and gives
 their leases back to the queue.
@@ -79,6 +80,8 @@ class Dispatcher:
         self.settler = Settler(queue, clock, max_batch=settle_batch)
         self.stats = DispatchStats()
         self._running: dict[str, _Running] = {}
+        self._settling = 0
+        """Of ``_running``, those whose outcome is known and waits to be written."""
         self._by_function: Counter[str] = Counter()
         self._bounded = {
             name: f.local_concurrency
@@ -95,7 +98,15 @@ class Dispatcher:
 
     @property
     def running(self) -> int:
-        return len(self._running)
+        return len(self._running) - self._settling
+
+    def _free_slots(self) -> int:
+        """Slots for new runs: an outcome being written frees its slot, up to a second
+        ``concurrency`` of them, so a slow commit does not idle the functions."""
+        return min(
+            self.concurrency - self.running,
+            2 * self.concurrency - len(self._running),
+        )
 
     async def run(self) -> None:
         settler = self.settler.start()
@@ -117,7 +128,7 @@ class Dispatcher:
         failures = 0
         self.ready.set()
         while not self._stopping.is_set():
-            free = self.concurrency - len(self._running)
+            free = self._free_slots()
             if free <= 0:
                 self._slot_free.clear()
                 await self._until(self._slot_free.wait())
@@ -214,12 +225,18 @@ class Dispatcher:
                 lease, outcome, function, started_at, duration_ms, self.clock(), self.rng
             )
             held.submitted = True
+            self._settling += 1
+            self._by_function[inv.function] -= 1
+            self._slot_free.set()
             if not await self.settler.submit(settlement):
                 self.stats.leases_lost += 1
             self._count(decision.state.value, inv.function, inv.id, outcome, decision.retry_at)
         finally:
             self._running.pop(lease.token, None)
-            self._by_function[inv.function] -= 1
+            if held.submitted:
+                self._settling -= 1
+            else:
+                self._by_function[inv.function] -= 1
             self._slot_free.set()
 
     async def _invoke(self, function: Deployed, lease: Lease, started_at: datetime) -> Outcome:

@@ -5,6 +5,7 @@ Runs on every SQL store (SQLite file, fresh PostgreSQL database).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -56,9 +57,7 @@ async def finished_state(engine: AsyncEngine, invocation_id: str) -> State | Non
     """The state once finished and recorded in the SQL history (None before)."""
     async with engine.connect() as conn:
         found = (
-            await conn.execute(
-                select(invocations.c.state).where(invocations.c.id == invocation_id)
-            )
+            await conn.execute(select(invocations.c.state).where(invocations.c.id == invocation_id))
         ).scalar_one_or_none()
     state = State(found) if found is not None else None
     return state if state is not None and state.terminal else None
@@ -200,6 +199,32 @@ async def test_reserved_concurrency_limits_parallel_runs(store: Store, engine: A
             await eventually(partial(finished_state, engine, invocation_id))
     assert handlers.max_active == 2
     assert len(handlers.calls) == 6
+
+
+async def test_a_slow_settle_does_not_hold_the_slots(store: Store, engine: AsyncEngine) -> None:
+    """A finished run frees its slot while its outcome is written (up to as many more)."""
+    handlers.release.set()
+    async with running_service(
+        store, {"gate": {"handler": "tests.pipeline_handlers:gate"}}, concurrency=2
+    ) as s:
+        assert s.dispatcher is not None
+        queue = s.dispatcher.queue
+        settle, written = queue.settle, asyncio.Event()
+
+        async def slow_settle(*args: Any, **kwargs: Any) -> Any:
+            await written.wait()
+            return await settle(*args, **kwargs)
+
+        queue.settle = slow_settle  # type: ignore[method-assign]
+        ids = [await invoke_async(s, engine, "gate", {"i": i}) for i in range(6)]
+        # Two slots, nothing written yet: two runs, then two more in the freed slots.
+        await eventually(lambda: len(handlers.calls) == 4)
+        written.set()
+        for invocation_id in ids:
+            finished = await eventually(partial(finished_state, engine, invocation_id))
+            assert finished is State.SUCCEEDED
+    assert handlers.max_active <= 2
+    assert sorted(c["i"] for c in handlers.calls) == list(range(6))
 
 
 async def test_lane_runs_in_enqueue_order(store: Store, engine: AsyncEngine) -> None:
