@@ -173,6 +173,8 @@ class Result:
     p50_ms: float
     """Idle enqueue-to-start latency, median."""
     p99_ms: float
+    cpu_us_per_invocation: float
+    """This process's CPU time (user + system) from service start to the n-th completion, / n."""
     redis_commands_per_invocation: float | None = None
     """Redis commands run per invocation, enqueue to recorded history (Redis only)."""
     history_lag_s: float | None = None
@@ -268,11 +270,13 @@ async def serving(settings: Settings) -> AsyncIterator[Serving]:
         await asyncio.wait_for(task, 60)
 
 
-async def drain(running: Serving, n: int) -> float:
-    """Completions per second, from now (the service just started) to the n-th one."""
-    t0 = time.perf_counter()
+async def drain(running: Serving, n: int) -> tuple[float, float]:
+    """Completions per second, from now (the service just started) to the n-th one, and
+    this process's CPU microseconds per completion meanwhile."""
+    t0, cpu0 = time.perf_counter(), time.process_time()
     await running.until_succeeded(n, 60 + n / 20)
-    return n / (time.perf_counter() - t0)
+    cpu_s = time.process_time() - cpu0
+    return n / (time.perf_counter() - t0), cpu_s / n * 1e6
 
 
 async def idle_latencies(
@@ -348,8 +352,8 @@ async def run_backend(name: str, store: Store, options: Options) -> Result:
             batched_per_s = await enqueue_batched(client, n, BATCH_SIZE)
             say(name, f"enqueue, {BATCH_SIZE} per call", f"{batched_per_s:,.0f}/s ({n:,})")
             async with serving(settings) as running:
-                per_s = await drain(running, n)
-                say(name, "end to end", f"{per_s:,.0f}/s ({n:,})")
+                per_s, cpu_us = await drain(running, n)
+                say(name, "end to end", f"{per_s:,.0f}/s ({n:,}), {cpu_us:.0f} µs CPU each")
                 t_done = time.perf_counter()
                 await until_recorded(engine, n, name)
                 lag_s = time.perf_counter() - t_done
@@ -371,6 +375,7 @@ async def run_backend(name: str, store: Store, options: Options) -> Result:
         enqueue_single_per_s=round(single_per_s, 1),
         p50_ms=round(p50, 3),
         p99_ms=round(p99, 3),
+        cpu_us_per_invocation=round(cpu_us, 1),
         redis_commands_per_invocation=round(commands / n, 2) if redis else None,
         history_lag_s=round(lag_s, 3) if redis else None,
     )
@@ -388,6 +393,7 @@ def table(results: Sequence[Result]) -> Table:
     out.add_column("enqueue/s (one at a time)", justify="right")
     out.add_column("idle start p50 ms", justify="right")
     out.add_column("p99 ms", justify="right")
+    out.add_column("CPU µs/inv", justify="right")
     out.add_column("redis cmds/inv", justify="right")
     for r in results:
         out.add_row(
@@ -398,6 +404,7 @@ def table(results: Sequence[Result]) -> Table:
             f"{r.enqueue_single_per_s:,.0f}",
             f"{r.p50_ms:.1f}",
             f"{r.p99_ms:.1f}",
+            f"{r.cpu_us_per_invocation:.0f}",
             "-"
             if r.redis_commands_per_invocation is None
             else f"{r.redis_commands_per_invocation:.1f}",
