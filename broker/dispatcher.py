@@ -4,10 +4,11 @@ One loop per process leases as many invocations as it has free slots (the
 global ``concurrency``; reserved concurrency per function is enforced by the
 queue, across processes), runs each in its own task, and hands the outcome to
 the :class:`~broker.settler.Settler`; a run's slot is free as soon as its
-outcome is handed over (up to ``concurrency`` outcomes may wait to be written). A heartbeat extends the leases of long
-runs. ``stop()`` only sets an event; ``run()`` then stops leasing, lets running
-invocations finish for up to ``shutdown_grace_s``, cancels the rest and gives
-their leases back to the queue.
+outcome is handed over (up to ``concurrency`` outcomes may wait to be written).
+A heartbeat extends the leases of long runs, and cancels a run whose invoker
+hangs past its deadline. ``stop()`` only sets an event; ``run()`` then stops
+leasing, lets running invocations finish for up to ``shutdown_grace_s``,
+cancels the rest and gives their leases back to the queue.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections import Counter
@@ -44,6 +46,9 @@ class _Running:
     expires_at: datetime
     task: asyncio.Task[None] | None = None
     submitted: bool = False
+    give_up_at: float = math.inf
+    """Event-loop time past which the invoker is taken to hang (its deadline + grace)."""
+    hung: bool = False
 
 
 @dataclass
@@ -217,7 +222,7 @@ class Dispatcher:
         if expired:
             outcome = None
         else:
-            outcome = await self._invoke(function, lease, started_at)
+            outcome = await self._invoke(function, held, started_at)
         duration_ms = (time.perf_counter() - t0) * 1000
         try:
             settle = settle_mapping_attempt if mapping else settle_attempt
@@ -239,8 +244,8 @@ class Dispatcher:
                 self._by_function[inv.function] -= 1
             self._slot_free.set()
 
-    async def _invoke(self, function: Deployed, lease: Lease, started_at: datetime) -> Outcome:
-        inv = lease.invocation
+    async def _invoke(self, function: Deployed, held: _Running, started_at: datetime) -> Outcome:
+        inv = held.lease.invocation
         timeout_s = function.config.timeout_s
         request = InvokeRequest(
             request_id=inv.request_id,
@@ -251,13 +256,17 @@ class Dispatcher:
             deadline=started_at + timedelta(seconds=timeout_s),
             attempt=inv.attempts,
         )
+        # The invoker owns the timeout; the heartbeat only cancels one that hangs past it.
+        held.give_up_at = asyncio.get_running_loop().time() + timeout_s + INVOKER_GRACE_S
         try:
-            # The invoker owns the timeout; this bound only guards against one that hangs.
-            async with asyncio.timeout(timeout_s + INVOKER_GRACE_S):
-                outcome = await function.invoker.invoke(request)
-        except TimeoutError:
-            return FunctionError("Task.TimedOut", f"Task timed out after {timeout_s:.2f} seconds")
+            outcome = await function.invoker.invoke(request)
         except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if held.hung and task is not None and task.uncancel() == 0:
+                log.warning("invoke %s %s: invoker hung past its deadline", inv.function, inv.id)
+                return FunctionError(
+                    "Task.TimedOut", f"Task timed out after {timeout_s:.2f} seconds"
+                )
             raise
         except Exception as exc:
             log.exception("invoke %s %s: invoker failed", inv.function, inv.id)
@@ -296,15 +305,19 @@ class Dispatcher:
 
     def _heartbeat_interval(self) -> float:
         shortest = min((lim.lease_s for lim in self.catalog.limits.values()), default=30.0)
-        return max(0.5, shortest / 3)
+        return max(0.5, min(shortest / 3, INVOKER_GRACE_S))
 
     async def _heartbeat(self) -> None:
         interval = self._heartbeat_interval()
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(interval)
             now = self.clock()
             due = {}
             for token, held in list(self._running.items()):
+                if held.task is not None and not held.hung and loop.time() > held.give_up_at:
+                    held.hung = True
+                    held.task.cancel()
                 lease_s = self.catalog.limits[held.lease.invocation.function].lease_s
                 if (held.expires_at - now).total_seconds() < lease_s / 2:
                     due[token] = now + timedelta(seconds=lease_s)

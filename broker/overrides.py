@@ -23,7 +23,7 @@ log = logging.getLogger("eventwire.dispatch")
 def effective(function: Deployed, source: Mapping[str, Any]) -> Deployed:
     """``function`` as this invocation runs it: with the overrides its source carries."""
     found = source.get("overrides")
-    if not isinstance(found, Mapping) or not found:
+    if not found or not isinstance(found, Mapping):
         return function
     try:
         changes: dict[str, Any] = {}

@@ -48,11 +48,14 @@ class Settler:
         return self._task
 
     async def submit(self, settlement: Settlement) -> bool:
-        """Persist ``settlement``; True if its lease was still held. Survives cancellation."""
+        """Persist ``settlement``; True if its lease was still held.
+
+        Cancelling the caller cancels only the wait: the settlement is written all the same.
+        """
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._pending.append((settlement, future))
         self._ready.set()
-        return await asyncio.shield(future)
+        return await future
 
     async def close(self) -> None:
         """Write what is pending, then stop."""

@@ -2,7 +2,7 @@
 
 Worker processes' output arrives on a pipe (:mod:`invokers.worker`); an
 in-process python handler's ``print`` and ``logging`` are caught here: while an
-invocation runs, :func:`capturing` points a context variable at its
+invocation runs, :func:`start` points a context variable at its
 :class:`LogBuffer`, and ``sys.stdout``/``sys.stderr`` (wrapped once) and a
 root logging handler write there instead of to the service's own output.
 Threads running sync handlers get the variable through the copied context.
@@ -10,12 +10,10 @@ Threads running sync handlers get the variable through the copied context.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import io
 import logging
 import sys
-from collections.abc import Iterator
 from typing import Final, TextIO
 
 LOG_LIMIT_BYTES: Final = 64 * 1024
@@ -111,11 +109,14 @@ def install() -> None:
         root.addHandler(handler)
 
 
-@contextlib.contextmanager
-def capturing(buffer: LogBuffer) -> Iterator[LogBuffer]:
-    """Within the block (and contexts copied from it), output goes to ``buffer``."""
-    token = _current.set(buffer)
-    try:
-        yield buffer
-    finally:
-        _current.reset(token)
+def start(buffer: LogBuffer) -> contextvars.Token[LogBuffer | None]:
+    """From now on (in this context and those copied from it), output goes to ``buffer``.
+
+    A pair of calls rather than a context manager: this runs once per invocation.
+    """
+    return _current.set(buffer)
+
+
+def stop(token: contextvars.Token[LogBuffer | None]) -> None:
+    """Output goes where it went before the matching :func:`start`."""
+    _current.reset(token)

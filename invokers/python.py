@@ -105,8 +105,12 @@ class PythonInvoker:
 
     async def invoke(self, request: InvokeRequest) -> Outcome:
         """Run the handler once; what it prints or logs meanwhile is the outcome's ``log``."""
-        with capture.capturing(capture.LogBuffer()) as buffer:
+        buffer = capture.LogBuffer()
+        token = capture.start(buffer)
+        try:
             outcome = await self._invoke(request)
+        finally:
+            capture.stop(token)
         text = buffer.text()
         return dataclasses.replace(outcome, log=text) if text else outcome
 

@@ -67,3 +67,19 @@ def gate(event: Any, context: Any) -> Any:
     finally:
         with _lock:
             _active -= 1
+
+
+class HangingInvoker:
+    """An execution backend that ignores its deadline (registered by the test that uses it)."""
+
+    def __init__(self, name: str, config: Any) -> None:
+        self.name = name
+
+    async def start(self) -> None:
+        pass
+
+    async def invoke(self, request: Any) -> Any:
+        await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        pass

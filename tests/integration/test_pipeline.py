@@ -17,9 +17,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from broker import dispatcher
 from broker.config import Limits
 from broker.ids import new_id
 from broker.invoke import submit, wait_finished
+from broker.invoker import INVOKERS
 from broker.models import NewInvocation, State
 from broker.service import Service
 from broker.store.engine import create_engine
@@ -186,6 +188,18 @@ async def test_timeout_is_a_function_error(store: Store, engine: AsyncEngine) ->
     async with running_service(store, functions) as s:
         invocation_id = await invoke_async(s, engine, "sleepy", {"seconds": 30})
         assert await eventually(lambda: finished_state(engine, invocation_id)) is State.FAILED
+    assert (await row(engine, invocation_id)).error_type == "Task.TimedOut"
+
+
+async def test_an_invoker_that_hangs_past_the_deadline_times_out(
+    store: Store, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(INVOKERS, "hanging", "tests.pipeline_handlers:HangingInvoker")
+    monkeypatch.setattr(dispatcher, "INVOKER_GRACE_S", 0.2)
+    functions = {"stuck": {"invoker": "hanging", "timeout": "1s", "retry": {"max_attempts": 1}}}
+    async with running_service(store, functions) as s:
+        invocation_id = await invoke_async(s, engine, "stuck", {})
+        assert await eventually(lambda: finished_state(engine, invocation_id), 10) is State.FAILED
     assert (await row(engine, invocation_id)).error_type == "Task.TimedOut"
 
 
