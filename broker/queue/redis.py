@@ -5,7 +5,8 @@ live in Redis and change only through the Lua scripts of
 :mod:`broker.queue.redis_lua`, so every step is atomic. What happened —
 invocations, attempts, dead letters — is appended to a Redis stream inside the
 same scripts and copied into the SQL store in batches by
-:class:`~broker.queue.redis_history.HistoryWriter`, so ``eventwire invocations``
+:class:`~broker.queue.redis_history.HistoryWriter` (in a child process of
+``serve``: :mod:`broker.queue.history_process`), so ``eventwire invocations``
 and ``eventwire dlq`` read the same tables whichever queue ran the invocation.
 
 Idle dispatchers subscribe to a wake-up channel that enqueues publish to;
@@ -45,8 +46,8 @@ from broker.models import (
     State,
 )
 from broker.queue import redis_lua
+from broker.queue.history_process import HistoryProcess
 from broker.queue.records import enqueue_event, from_us, settle_event, us
-from broker.queue.redis_history import HistoryWriter
 from broker.queue.sql import Clock, utcnow
 from broker.queue.wakeup import Wakeup
 from broker.settings import Settings
@@ -86,7 +87,7 @@ class RedisQueue:
         account_concurrency: int | None = None,
     ) -> None:
         self.client = client
-        self.prefix = prefix.rstrip(":") + ":"
+        self.prefix = key_prefix(prefix)
         self.clock = clock
         self.idempotency_window_s = int(idempotency_window_s)
         self.account_concurrency = account_concurrency
@@ -282,7 +283,12 @@ async def open_redis_queue(
     clock: Clock = utcnow,
     history_owner: str | None = None,
 ) -> AsyncIterator[RedisQueue]:
-    """The Redis queue at ``settings.queue_url``; with ``history_owner`` it writes history."""
+    """The Redis queue at ``settings.queue_url``.
+
+    With ``history_owner`` a child process copies the queue's history into the
+    SQL store at ``settings.database_url`` while the queue is open (and writes
+    what is left when it closes).
+    """
     url = settings.effective_queue_url
     client = connect(url)
     queue = RedisQueue(
@@ -292,23 +298,26 @@ async def open_redis_queue(
         idempotency_window_s=settings.idempotency_window_s,
         account_concurrency=settings.account_concurrency,
     )
-    writer: HistoryWriter | None = None
-    task: asyncio.Task[None] | None = None
+    history: HistoryProcess | None = None
     try:
         await queue.check(redact(url))
         await queue.start_listening()
         if history_owner is not None:
             # Unique even for two services in one process: the lease tells writers apart.
             owner = f"{history_owner}/{uuid.uuid4().hex[:8]}"
-            writer = HistoryWriter(client, queue.prefix, engine, owner=owner)
-            task = asyncio.create_task(writer.run(), name="eventwire-history")
+            history = HistoryProcess(settings, owner)
+            await history.start()
         yield queue
     finally:
-        if writer is not None and task is not None:
-            writer.stop()
-            await task
+        if history is not None:
+            await history.stop()
         await queue.close()
         await client.aclose()
+
+
+def key_prefix(queue_prefix: str) -> str:
+    """What every Redis key of the queue named ``queue_prefix`` starts with."""
+    return queue_prefix.rstrip(":") + ":"
 
 
 def redact(url: str) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.private_postgres import free_port
-from tests.support.processes import Serve, clean_env, eventwire, wait_for
+from tests.support.processes import Serve, alive, children, clean_env, eventwire, wait_for
 from tests.support.stores import Store, store_for
 
 CONFIG = """
@@ -47,6 +47,24 @@ def test_serve_and_invoke_through_redis(store: Store, tmp_path: Path) -> None:
         wait_for(lambda: shown().get("state") == "succeeded", 30, "the queued invocation")
     finally:
         assert serve.stop() == 0, serve.log()
+
+
+def test_the_history_process_ends_with_a_killed_serve(store: Store, tmp_path: Path) -> None:
+    """``serve`` copies history in a child process; ``kill -9`` of serve leaves no orphan."""
+    config = tmp_path / "eventwire.yaml"
+    config.write_text(CONFIG)
+    env = clean_env(**store.env())
+    serve = Serve(config, env, tmp_path / "serve.log")
+    try:
+        serve.wait_serving()
+        (writer,) = wait_for(
+            lambda: children(serve.process.pid, "broker.queue.history_process"), 10, "the writer"
+        )
+        done = eventwire("invoke", "hello", "--payload", '{"name": "x"}', env=env)
+        assert done.returncode == 0, done.stderr
+    finally:
+        serve.kill()
+    wait_for(lambda: not alive(writer), 10, "the history process to end")
 
 
 @pytest.mark.parametrize("command", [["serve", "-c", "CONFIG"], ["invoke", "hello", "--async"]])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ from broker.store.engine import create_engine
 from broker.store.schema import invocations
 from tests import pipeline_handlers as handlers
 from tests.support.private_redis import PrivateRedis
+from tests.support.processes import children
 from tests.support.redis import redis_prefix
 from tests.support.service import running_service
 from tests.support.services import REDIS_URL
@@ -180,5 +183,28 @@ async def test_history_moves_to_another_process_when_the_writer_stops(tmp_path: 
                 await first.dispatcher.queue.enqueue(after)
                 ids = {i.id for i in after}
                 await eventually(lambda: _is_subset(ids, engine), 5, "the second batch")
+        finally:
+            await engine.dispose()
+
+
+HISTORY_PROCESS = "broker.queue.history_process"
+
+
+async def test_a_killed_history_process_is_started_again(tmp_path: Path) -> None:
+    handlers.reset()
+    async with redis_prefix() as prefix:
+        store = Store(f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}", REDIS_URL, prefix)
+        engine = create_engine(store.database_url)
+        try:
+            async with running_service(store, ECHO) as s:
+                assert s.dispatcher is not None
+                (first,) = await eventually(lambda: children(os.getpid(), HISTORY_PROCESS))
+                os.kill(first, signal.SIGKILL)
+                items = batch(20, when="after the kill")
+                await s.dispatcher.queue.enqueue(items)
+                ids = {i.id for i in items}
+                await eventually(lambda: _is_subset(ids, engine), 15, "history from a new writer")
+                (second,) = children(os.getpid(), HISTORY_PROCESS)
+                assert second != first
         finally:
             await engine.dispose()
