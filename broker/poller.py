@@ -9,7 +9,6 @@ configuration uses up in :data:`POLLERS` and imports it only then.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from broker.errors import UsageError
 from broker.queue.base import InvocationQueue
 from broker.settings import Settings
+from broker.waits import wait_set
 
 if TYPE_CHECKING:
     from broker.config import ProjectConfig
@@ -72,8 +72,7 @@ class SystemTimer:
     async def sleep_until(self, when: datetime, stop: asyncio.Event) -> None:
         delay = (when - self.now()).total_seconds()
         if delay > 0 and not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+            await wait_set(stop, delay)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +113,6 @@ def create_pollers(context: PollerContext) -> list[Poller]:
         except ModuleNotFoundError as exc:
             extra = EXTRAS.get(kind, kind)
             raise UsageError(
-                f"{kind} mappings need the {extra} extra: pip install 'eventwire[{extra}]' "
-                f"({exc})"
+                f"{kind} mappings need the {extra} extra: pip install 'eventwire[{extra}]' ({exc})"
             ) from None
     return [factory(context) for factory in factories]

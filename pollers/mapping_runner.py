@@ -21,7 +21,6 @@ it returns.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import random
@@ -51,6 +50,7 @@ from broker.store.mappings import (
     report_status,
     save_cuts,
 )
+from broker.waits import wait_set
 from pollers.batching import Batch, Batcher, Record
 
 log = logging.getLogger("eventwire.mappings")
@@ -372,8 +372,7 @@ class MappingPoller:
                 log.warning("mapping %s failing: %s; retrying in %.1fs", name, state.reason, delay)
                 await self._report(state)
                 state.changed.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(state.changed.wait(), delay)
+                await wait_set(state.changed, delay)
             finally:
                 state.run = None
 
@@ -382,8 +381,7 @@ class MappingPoller:
     async def _watch(self) -> None:
         failures = 0
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), WATCH_INTERVAL_S)
+            await wait_set(self._stop, WATCH_INTERVAL_S)
             if self._stop.is_set():
                 return
             try:

@@ -33,6 +33,7 @@ from broker.batch_events import AmqpMessage, event_source_arn, rabbitmq_event
 from broker.mapping_config import AmqpSource, MappingConfig, SourceKind
 from broker.poller import PollerContext
 from broker.store.mappings import redact
+from broker.waits import wait_set
 from pollers.batching import Record
 from pollers.mapping_runner import MAX_PENDING_BATCHES, MappingPoller, MappingRun, SourceError
 
@@ -125,8 +126,7 @@ class RabbitReader:
             if free:
                 await self._gather(run, min(wait_s, IDLE_WAIT_S))
             else:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(run.stopping.wait(), IDLE_WAIT_S)
+                await wait_set(run.stopping, IDLE_WAIT_S)
                 continue
             taken, chosen = await run.take(time.monotonic(), lanes)
             await run.enqueue(taken.batches, chosen)
@@ -139,10 +139,13 @@ class RabbitReader:
 
     async def _gather(self, run: MappingRun, wait_s: float) -> None:
         """Take what has arrived, waiting up to ``wait_s`` for the first message."""
-        try:
-            first = await asyncio.wait_for(self.inbox.get(), wait_s) if wait_s > 0 else None
-        except TimeoutError:
-            return
+        first = None
+        if wait_s > 0:
+            try:
+                async with asyncio.timeout(wait_s):  # not wait_for: see broker.waits
+                    first = await self.inbox.get()
+            except TimeoutError:
+                return
         now = time.monotonic()
         if first is not None:
             self._add(run, first, now)

@@ -14,7 +14,6 @@ only once enqueued; nothing is read while the lane holds
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -34,6 +33,7 @@ from broker.batch_events import (
 from broker.mapping_config import MappingConfig, RedisStreamSource, SourceKind
 from broker.poller import PollerContext
 from broker.store.mappings import redact
+from broker.waits import wait_set
 from pollers.batching import Record
 from pollers.mapping_runner import MappingPoller, MappingRun, SourceError
 
@@ -128,8 +128,7 @@ class RedisStreamReader:
                     await self._claim(client, run)
                 leading = held
             if not leading:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(run.stopping.wait(), LOCK_TTL_MS / 3000)
+                await wait_set(run.stopping, LOCK_TTL_MS / 3000)
                 continue
             if run.seek_wanted.is_set():
                 await self._seek(client, run)
@@ -165,8 +164,7 @@ class RedisStreamReader:
         lane = run.lane(self.source.stream)
         if await run.backed_up([lane]):
             await self._deliver(client, run)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(run.stopping.wait(), IDLE_WAIT_S)
+            await wait_set(run.stopping, IDLE_WAIT_S)
             return
         deadline = batcher.next_deadline()
         wait_s = IDLE_WAIT_S if deadline is None else max(0.0, deadline - time.monotonic())

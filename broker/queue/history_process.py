@@ -22,6 +22,7 @@ import time
 
 from broker.logs import configure
 from broker.settings import Settings
+from broker.waits import wait_set
 
 log = logging.getLogger("eventwire.history")
 
@@ -89,8 +90,7 @@ class HistoryProcess:
                 process.returncode,
                 delay,
             )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
+            await wait_set(self._stopping, delay)
             if self._stopping.is_set():
                 return
             with contextlib.suppress(OSError):  # the old process stays reaped: tried again
@@ -101,7 +101,8 @@ class HistoryProcess:
         if process.stdin is not None and not process.stdin.is_closing():
             process.stdin.close()
         try:
-            await asyncio.wait_for(asyncio.shield(exited), STOP_TIMEOUT_S)
+            async with asyncio.timeout(STOP_TIMEOUT_S):
+                await asyncio.shield(exited)
         except TimeoutError:
             log.warning("history: the writer process did not stop; killing it")
             with contextlib.suppress(ProcessLookupError):

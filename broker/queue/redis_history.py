@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from broker.queue import redis_lua
 from broker.queue.records import Rows, loads
 from broker.store.history_writes import add_throttles, write_rows
+from broker.waits import wait_set
 
 log = logging.getLogger("eventwire.history")
 
@@ -83,8 +84,7 @@ class HistoryWriter:
         return bool(await self._lead(args=[self.prefix, self.owner, LEAD_TTL_MS]))
 
     async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
+        await wait_set(self._stopping, seconds)
 
     async def write_batch(self, *, block_ms: int = 0) -> int:
         """Write the next events after the cursor; answers how many stream entries.

@@ -14,6 +14,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from typing import Any
 
+from broker.waits import wait_set
+
 
 class Wakeup:
     def __init__(self, clock: Callable[[], datetime]) -> None:
@@ -40,16 +42,14 @@ class Wakeup:
             timeout_s = min(timeout_s, max(0.0, (due - self.clock()).total_seconds()))
         if timeout_s <= 0:
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout_s)
+        await wait_set(self._event, timeout_s)
 
     async def listen(self, listener: Callable[[], Coroutine[Any, Any, None]], name: str) -> None:
         """Run ``listener`` (which sets :attr:`listening` once it hears) as a task;
         return once it listens, or after 10 s (it goes on trying)."""
         if self._listener is None:
             self._listener = asyncio.create_task(listener(), name=name)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.listening.wait(), 10)
+            await wait_set(self.listening, 10)
 
     async def close(self) -> None:
         if self._listener is not None:

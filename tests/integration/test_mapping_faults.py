@@ -30,11 +30,6 @@ from tests.support.redis_streams import RedisStream, redis_stream  # noqa: F401
 from tests.support.stores import Store
 from tests.support.waiting import eventually
 
-# Under the full suite's load a mapping service has, rarely, not stopped within its grace
-# (a transport client holding on through cancellation; see the issue notes): such a run is
-# tried again rather than failing the suite. Alone these pass every time.
-pytestmark = pytest.mark.flaky(reruns=2)
-
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
