@@ -59,18 +59,39 @@ def rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for process {pid}")
 
 
+def history_child(pid: int) -> int | None:
+    """The history writer process that serve ``pid`` started, once it runs."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat.rpartition(")")[2].split()[1]) == pid and b"history_process" in cmdline:
+            return int(entry.name)
+    return None
+
+
 @dataclass
 class Samples:
+    """RSS of serve and of its history writer child, over time."""
+
     pid: int
-    values: list[tuple[float, float]] = field(default_factory=list)
+    child: int | None = None
+    values: list[tuple[float, float, float]] = field(default_factory=list)
 
     def take(self, t0: float) -> float:
+        if self.child is None:
+            self.child = history_child(self.pid)
+        child = rss_mb(self.child) if self.child is not None else 0.0
         value = rss_mb(self.pid)
-        self.values.append((time.perf_counter() - t0, value))
+        self.values.append((time.perf_counter() - t0, value, child))
         return value
 
-    def peak(self, since: float = 0.0) -> float:
-        return max(v for t, v in self.values if t >= since)
+    def peak(self, since: float = 0.0, column: int = 1) -> float:
+        return max(v[column] for v in self.values if v[0] >= since)
 
 
 async def sample(samples: Samples, t0: float, stop: asyncio.Event) -> None:
@@ -152,7 +173,7 @@ async def measure(
         stop = asyncio.Event()
         sampler = asyncio.create_task(sample(samples, t0, stop))
         await asyncio.sleep(2)  # settle into serving
-        before = samples.peak()
+        before, before_child = samples.peak(), samples.peak(0, 2)
         async with open_queue(settings, engine) as queue:
             t_enqueue = time.perf_counter()
             for start in range(0, n, batch):
@@ -179,18 +200,23 @@ async def measure(
         redis_mb = await redis_memory_mb(store.queue_url)
     finally:
         await engine.dispose()
-    after = samples.values[-1][1]
+    after, after_child = samples.values[-1][1:]
     out = Table(title=f"serve process memory with {n:,} invocations pending (Redis queue)")
-    for column in ("phase", "serve RSS MB"):
+    for column in ("phase", "serve RSS MB", "history writer RSS MB"):
         out.add_column(column, justify="right" if column != "phase" else "left")
-    out.add_row("serving, queue empty", f"{before:.0f}")
-    out.add_row(f"peak while enqueuing ({enqueue_s:.0f}s)", f"{samples.peak(2):.0f}")
+    out.add_row("serving, queue empty", f"{before:.0f}", f"{before_child:.0f}")
+    out.add_row(
+        f"peak while enqueuing ({enqueue_s:.0f}s)",
+        f"{samples.peak(2):.0f}",
+        f"{samples.peak(2, 2):.0f}",
+    )
     out.add_row(
         f"peak while the history caught up ({caught_up - pending_at:.0f}s)",
         f"{samples.peak(pending_at):.0f}",
+        f"{samples.peak(pending_at, 2):.0f}",
     )
-    out.add_row(f"{n:,} pending, history written", f"{after:.0f}")
-    out.add_row("Redis used_memory MB", f"{redis_mb:.0f}")
+    out.add_row(f"{n:,} pending, history written", f"{after:.0f}", f"{after_child:.0f}")
+    out.add_row("Redis used_memory MB", f"{redis_mb:.0f}", "")
     return out
 
 
