@@ -181,6 +181,9 @@ class MappingCondition(enum.StrEnum):
     RETRY_ATTEMPTS_EXHAUSTED = "RetryAttemptsExhausted"
     RECORD_AGE_EXCEEDED = "RecordAgeExceeded"
     MAXIMUM_PAYLOAD_SIZE_EXCEEDED = "MaximumPayloadSizeExceeded"
+    INVALID_S3_NOTIFICATION = "InvalidS3Notification"
+    """A record of an ``object_notifications`` mapping that is no S3 notification document
+    (Eventwire's own: it is never invoked)."""
 
 
 def _iso(moment: datetime) -> str:
@@ -269,12 +272,14 @@ def mapping_failure_record(
     now: datetime,
     outcome: Outcome | None = None,
     include_payload: bool | None = None,
+    error_message: str | None = None,
 ) -> bytes:
     """Lambda's on-failure record for a mapping batch that was given up on.
 
     ``outcome`` is the last attempt's (None when the batch was never run: too
     old, or too large). ``include_payload`` defaults to True only for RabbitMQ,
-    whose messages exist nowhere else once acknowledged.
+    whose messages exist nowhere else once acknowledged. ``error_message`` says
+    why when no attempt does (``errorMessage``, beside the batch info).
     """
     key, info = batch_info(event)
     if include_payload is None:
@@ -291,6 +296,8 @@ def mapping_failure_record(
         "timestamp": _iso(now),
         key: info,
     }
+    if error_message is not None:
+        record["errorMessage"] = error_message
     if include_payload:
         record["payload"] = event
     return json.dumps(record, separators=(",", ":"), ensure_ascii=False).encode()

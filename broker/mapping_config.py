@@ -9,7 +9,16 @@ mappings:
     batch_window: 500ms
     starting_position: trim_horizon
     filters: [{value: {type: [order_created]}}]
+  - name: uploads
+    source: amqp://guest:guest@localhost:5672/%2F?queue=minio-events
+    function: make_thumbnail
+    object_notifications: {events: ["s3:ObjectCreated:*"], suffix: .jpg}
 ```
+
+With ``object_notifications`` each record is an S3 notification document and
+each S3 record in it one invocation (:mod:`pollers.s3.documents`); the keys
+about batches and their retries do not apply, and are refused by name
+(:data:`NOT_WITH_NOTIFICATIONS`).
 
 Defaults and limits are Lambda's. Checks that need the whole file (the
 function exists, names are unique, an option fits the source kind) are made
@@ -34,6 +43,7 @@ from broker.destinations import parse_destination
 from broker.durations import parse_duration
 from broker.errors import ConfigError
 from broker.filtering import FilterError, RecordFilter, compile_filters
+from broker.object_notifications import MappingNotifications, mapping_notifications
 
 KeyPath = tuple[str, ...]
 
@@ -207,6 +217,9 @@ class MappingConfig(BaseModel):
     )
     max_concurrency: int | None = Field(None, ge=1, le=1000)
     on_failure: str | None = None
+    object_notifications: Annotated[
+        MappingNotifications | None, BeforeValidator(mapping_notifications)
+    ] = None
 
     @field_validator("name")
     @classmethod
@@ -243,9 +256,12 @@ class MappingConfig(BaseModel):
 
     @property
     def batch_window_s(self) -> float:
-        """Lambda's default: 500 ms for Kafka and MQ, none for streams."""
+        """Lambda's default: 500 ms for Kafka and MQ, none for streams (nor for documents
+        of object notifications, which are invoked one S3 record at a time)."""
         if self.batch_window_set_s is not None:
             return self.batch_window_set_s
+        if self.object_notifications is not None:
+            return 0.0
         return 0.0 if self.kind is SourceKind.REDIS else 0.5
 
     @property
@@ -274,6 +290,26 @@ class MappingConfig(BaseModel):
         data_key, aliases = _DATA_KEYS[self.kind]
         return compile_filters(self.filters, data_key=data_key, data_aliases=aliases)
 
+
+_PER_FUNCTION = (
+    "its invocations are retried by the function's own policy (functions.{function}.retry), "
+    "as object notifications from webhooks are"
+)
+NOT_WITH_NOTIFICATIONS: dict[str, tuple[str, str]] = {
+    # attribute: (key in eventwire.yaml, why it does not apply)
+    "batch_size_set": ("batch_size", "every S3 record is an invocation of its own"),
+    "batch_window_set_s": ("batch_window", "every S3 record is an invocation of its own"),
+    "max_concurrency": (
+        "max_concurrency",
+        "S3 records run in parallel, as many at once as the function allows "
+        "(functions.{function}.reserved_concurrency)",
+    ),
+    "report_batch_item_failures": ("report_batch_item_failures", "there is no batch"),
+    "bisect_on_error": ("bisect_on_error", "there is no batch"),
+    "max_retry_attempts": ("max_retry_attempts", _PER_FUNCTION),
+    "max_record_age_s": ("max_record_age", _PER_FUNCTION),
+}
+"""Keys of a mapping that do not apply with ``object_notifications``, and why."""
 
 _DATA_KEYS: dict[SourceKind, tuple[str, tuple[str, ...]]] = {
     SourceKind.KAFKA: ("value", ()),
@@ -321,6 +357,10 @@ def _problem(
                 f"unknown function {target!r} in destination {mapping.on_failure!r}; "
                 f"configured functions: {known}"
             )
+    return _notifications_problem(mapping, at) or _source_problem(mapping, at)
+
+
+def _source_problem(mapping: MappingConfig, at: KeyPath) -> tuple[KeyPath, str] | None:
     kind = mapping.kind
     if kind is SourceKind.AMQP:
         if mapping.starting_position_set is not None:
@@ -345,6 +385,24 @@ def _problem(
         if exc.index is None:
             return (*at, "filters"), str(exc)
         return (*at, "filters", str(exc.index - 1)), str(exc).removeprefix(f"filter {exc.index}: ")
+    return None
+
+
+def _notifications_problem(mapping: MappingConfig, at: KeyPath) -> tuple[KeyPath, str] | None:
+    notifications = mapping.object_notifications
+    if notifications is None:
+        return None
+    given = mapping.model_fields_set
+    for attribute, (key, why) in NOT_WITH_NOTIFICATIONS.items():
+        if attribute in given:
+            return (*at, key), (
+                f"does not apply with object_notifications: {why.format(function=mapping.function)}"
+            )
+    if notifications.entry_field is not None and mapping.kind is not SourceKind.REDIS:
+        return (*at, "object_notifications", "field"), (
+            "applies to redis stream sources only (a Kafka record's value or a RabbitMQ "
+            "message's body is the document)"
+        )
     return None
 
 

@@ -18,6 +18,10 @@ Every matching record becomes one invocation of ``function`` with Lambda's
 S3 event (:mod:`broker.s3_events`). Checks that need the whole file (the
 function exists, names are unique, keys fit the source) are made by
 :func:`check_object_notifications`, so each error names file:line: key.
+
+The same documents arriving through a RabbitMQ, Kafka or Redis Streams
+mapping are read by that mapping's ``object_notifications:`` block
+(:class:`MappingNotifications`).
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ WEBHOOK = "webhook"
 DIR_SCHEME = "dir://"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+BODY_FIELD = "body"
+"""The stream entry field a mapping reads a document from (where Eventwire's own Redis
+destinations write a message)."""
 
 
 class ObjectNotificationConfig(BaseModel):
@@ -80,10 +87,7 @@ class ObjectNotificationConfig(BaseModel):
     @field_validator("events")
     @classmethod
     def _events(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value:
-            raise ValueError("expected at least one event type, e.g. s3:ObjectCreated:*")
-        check_event_patterns(value)
-        return value
+        return _checked_events(value)
 
     @field_validator("token_env")
     @classmethod
@@ -108,6 +112,68 @@ class ObjectNotificationConfig(BaseModel):
     @property
     def bucket_name(self) -> str:
         return self.bucket or self.name
+
+
+class MappingNotifications(BaseModel):
+    """A mapping's ``object_notifications:``: its records are S3 notification documents.
+
+    ```yaml
+    mappings:
+      - name: uploads-from-minio
+        source: amqp://guest:guest@localhost:5672/%2F?queue=minio-events
+        function: make_thumbnail
+        object_notifications:
+          events: ["s3:ObjectCreated:*"]
+          prefix: incoming/
+          suffix: .jpg
+    ```
+
+    ``object_notifications: {}`` (or ``true``) takes every object-created and
+    -removed record. A Redis stream entry holds its document in one field,
+    ``body`` unless ``field`` names another.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    events: tuple[str, ...] = DEFAULT_EVENTS
+    prefix: str = ""
+    suffix: str = ""
+    entry_field: str | None = Field(None, alias="field", min_length=1)
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _checked_events(value)
+
+    @property
+    def filter(self) -> S3Filter:
+        return S3Filter(self.events, self.prefix, self.suffix)
+
+    @property
+    def field_name(self) -> str:
+        """The stream entry field holding the document."""
+        return self.entry_field or BODY_FIELD
+
+
+def mapping_notifications(value: object) -> object:
+    """``true`` is ``{}`` (every created and removed object); ``false`` is none."""
+    if value is True:
+        return {}
+    if value is False:
+        return None
+    if value is not None and not isinstance(value, Mapping):
+        raise ValueError(
+            f"expected `true` or keys events, prefix, suffix (and field for a redis "
+            f"stream), got {value!r}"
+        )
+    return value
+
+
+def _checked_events(value: tuple[str, ...]) -> tuple[str, ...]:
+    if not value:
+        raise ValueError("expected at least one event type, e.g. s3:ObjectCreated:*")
+    check_event_patterns(value)
+    return value
 
 
 def check_object_notifications(

@@ -16,7 +16,7 @@ filter of a notification, :func:`lambda_event` is the event a Lambda
 function receives for one record (``{"Records": [one record]}``, with
 ``eventSource: aws:s3`` and ``eventName`` without its ``s3:`` prefix, as
 Lambda delivers it), and :func:`dedup_key` the idempotency key that makes a
-notification delivered twice one invocation.
+notification delivered twice (or through a webhook and a mapping) one invocation.
 
 Object keys arrive URL-encoded, as S3 sends them (``Tile_%2B002.mtl``);
 ``prefix`` and ``suffix`` are compared with the decoded key.
@@ -221,12 +221,14 @@ def lambda_event(record: S3Record, *, region: str = "local") -> dict[str, Any]:
     return {"Records": [lambda_record(record, region=region)]}
 
 
-def dedup_key(scope: str, record: S3Record) -> str:
-    """The idempotency key of ``record`` delivered to notification ``scope``.
+def dedup_key(function: str, record: S3Record, *, replay: int = 0) -> str:
+    """The idempotency key of invoking ``function`` for ``record``.
 
     Two deliveries of one event share bucket, key, event name and sequencer
     (or, from a sender without sequencers, eTag and event time; failing
-    those, the whole record). Hashed, as object keys run to 1 KiB.
+    those, the whole record), whichever webhook or mapping they came
+    through. ``replay`` (a mapping's seek generation) makes a deliberate
+    replay a new invocation. Hashed, as object keys run to 1 KiB.
     """
     if record.sequencer:
         version = f"seq:{record.sequencer}"
@@ -234,7 +236,9 @@ def dedup_key(scope: str, record: S3Record) -> str:
         version = f"etag:{record.etag or ''}:{record.event_time or ''}"
     else:
         version = "raw:" + json.dumps(record.raw, sort_keys=True, default=str)
-    return object_key(scope, record.bucket, record.key, record.event_name, version)
+    if replay:
+        version += f":replay:{replay}"
+    return object_key(function, record.bucket, record.key, record.event_name, version)
 
 
 def object_key(scope: str, bucket: str, key: str, event_name: str, version: str) -> str:

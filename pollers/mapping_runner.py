@@ -14,8 +14,9 @@
 A watcher reads every mapping's row once a second and writes back each one's
 status, lag and iterator age. :meth:`MappingRun.enqueue` is the one way a
 reader enqueues: shape, split to fit the payload limit, record cuts, enqueue
-with keys derived from the records' positions. Readers checkpoint only after
-it returns.
+with keys derived from the records' positions (for an ``object_notifications``
+mapping: an invocation per S3 record, :mod:`pollers.s3.documents`). Readers
+checkpoint only after it returns.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from broker.mapping_settling import MappingPolicy, mapping_source
 from broker.models import NewInvocation, Origin
 from broker.poller import PollerContext
 from broker.retry import backoff_delay
+from broker.store.dead_letters import add_dead_letters
 from broker.store.mappings import (
     DISABLED,
     FAILING,
@@ -52,6 +54,7 @@ from broker.store.mappings import (
 )
 from broker.waits import wait_set
 from pollers.batching import Batch, Batcher, Record
+from pollers.s3.documents import NotificationDocuments
 
 log = logging.getLogger("eventwire.mappings")
 
@@ -100,11 +103,18 @@ class MappingRun:
         self.context = context
         self.generation = generation
         self.shape = shape
+        self.documents = (
+            NotificationDocuments(mapping, context.settings, shape)
+            if mapping.object_notifications is not None
+            else None
+        )
+        """An ``object_notifications`` mapping's: each record is invoked per S3 record in it,
+        without lanes (nor cuts: its keys are the notifications', not positions)."""
         self.batcher = Batcher(
             batch_size=mapping.batch_size,
             window_s=mapping.batch_window_s,
             record_filter=mapping.record_filter,
-            cuts=cuts,
+            cuts=cuts if self.documents is None else {},
         )
         self.stopping = asyncio.Event()
         self.seek: Seek | None = None
@@ -144,6 +154,9 @@ class MappingRun:
         """Enqueue ``batches`` (``lanes[i]`` for batch i; else by partition); durable on return."""
         if not batches:
             return
+        if self.documents is not None:
+            await self._enqueue_documents(batches)
+            return
         items: list[NewInvocation] = []
         cuts: dict[str, Cut] = {}
         for index, batch in enumerate(batches):
@@ -157,10 +170,26 @@ class MappingRun:
         for item in items:
             if item.lane is not None:
                 self._depths[item.lane] = self._depths.get(item.lane, 0) + 1
+        self._enqueued(batches, len(items))
+
+    async def _enqueue_documents(self, batches: Sequence[Batch]) -> None:
+        """An ``object_notifications`` mapping's records: an invocation per matching S3
+        record, a dead letter per record that is no document; both durable on return."""
+        assert self.documents is not None
+        planned = self.documents.plan(batches, self.generation, self.context.timer.now())
+        if planned.dead_letters:
+            await add_dead_letters(self.context.engine, planned.dead_letters)
+            for letter in planned.dead_letters:
+                log.warning("%s; kept as dead letter %s", letter.error_message, letter.id)
+        if planned.invocations:
+            await self.context.queue.enqueue(planned.invocations)
+        self._enqueued(batches, len(planned.invocations))
+
+    def _enqueued(self, batches: Sequence[Batch], invocations: int) -> None:
         newest = max(r.timestamp_ms for r in batches[-1].records)
         self.iterator_age_ms = max(0, int(time.time() * 1000) - newest)
         self.enqueued += sum(len(b.records) for b in batches)
-        self.invocations += len(items)
+        self.invocations += invocations
 
     def _invocations(self, batch: Batch, lane: str) -> list[NewInvocation]:
         parts = _fit(list(batch.records), self.shape, self._limit)
@@ -205,8 +234,11 @@ class MappingRun:
 
         Ordered sources: a partition's lane takes up to ``MAX_PENDING_BATCHES``
         unfinished batches. ``lanes`` (a queue's parallel lanes): batches go to
-        the emptiest, within the same bound each.
+        the emptiest, within the same bound each. An ``object_notifications``
+        mapping's invocations take no lanes: every record read is ready.
         """
+        if self.documents is not None:
+            return self.batcher.take(now), []
         if lanes is None:
             by_partition = {p: self.lane(p) for p in self.batcher.partitions()}
             depths = await self.depths(list(by_partition.values()))
@@ -228,6 +260,8 @@ class MappingRun:
         """Unfinished batches per lane, asked of the queue every ``DEPTH_REFRESH_S`` (every
         ``FULL_REFRESH_S`` while a lane is full, to resume as soon as it drains); in between,
         batches enqueued since are added, so the answer errs toward pausing."""
+        if self.documents is not None:
+            return dict.fromkeys(lanes, 0)  # its invocations are in no lane
         now = time.monotonic()
         full = any(self._depths.get(lane, 0) >= MAX_PENDING_BATCHES for lane in lanes)
         due = FULL_REFRESH_S if full else DEPTH_REFRESH_S

@@ -5,7 +5,9 @@ time of death, origin and text in the error message; ``dlq ls``,
 ``redrive``, ``export`` and ``purge`` all select with it. Export pages
 through the selection in (dead_at, id) order, so a million dead letters
 never sit in memory; import inserts rows by id and skips those present, so
-importing a file twice changes nothing.
+importing a file twice changes nothing (and a poller's
+:func:`add_dead_letters`, keyed by where the event was read, keeps one per
+event however often it is read).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from sqlalchemy import ColumnElement, and_, delete, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broker.models import Origin
+from broker.models import DeadLetter, Origin
 from broker.store.history import DeadLetterRow, _dead_letter
 from broker.store.schema import dead_letters
 
@@ -137,3 +139,29 @@ async def import_dead_letters(
             )
             created += int(after.scalar_one()) - present
     return created
+
+
+async def add_dead_letters(engine: AsyncEngine, letters: Sequence[DeadLetter]) -> int:
+    """Keep ``letters`` (events that were never invoked: a poller gives up on them before)
+    unless their id is present; answers how many were new."""
+    return await import_dead_letters(
+        engine,
+        [
+            {
+                "id": letter.id,
+                "invocation_id": letter.invocation_id,
+                "request_id": letter.request_id,
+                "function": letter.function,
+                "payload": letter.payload,
+                "origin": letter.origin.value,
+                "source": dict(letter.source),
+                "condition": letter.condition.value,
+                "error_type": letter.error_type,
+                "error_message": letter.error_message,
+                "attempts": letter.attempts,
+                "first_enqueued_at": letter.first_enqueued_at,
+                "dead_at": letter.dead_at,
+            }
+            for letter in letters
+        ],
+    )

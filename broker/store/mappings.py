@@ -78,7 +78,11 @@ def redact(uri: str) -> str:
 
 
 def _hash(mapping: MappingConfig) -> str:
-    data = json.dumps(mapping.model_dump(mode="json", by_alias=True), sort_keys=True)
+    # Keys added since rows were first written are left out while unset, so an upgrade
+    # changes no mapping's hash (a changed hash resets its desired state).
+    unset = {"object_notifications"} if mapping.object_notifications is None else set()
+    dumped = mapping.model_dump(mode="json", by_alias=True, exclude=unset)
+    data = json.dumps(dumped, sort_keys=True)
     return hashlib.sha256(data.encode()).hexdigest()
 
 

@@ -6,9 +6,11 @@ password of HTTP basic auth, or as ``?token=`` for a sender that cannot set
 headers) and an S3 event document. Each record that passes the
 notification's filter becomes one invocation; the answer is 200 only once
 they are all durably enqueued (one transaction), so a sender that got no 200
-sends again, and the idempotency key (bucket, key, event, sequencer) makes
-the second delivery the same invocation. A wrong token is 401 and a document
-that is not an S3 event document 400 with the reason; nothing is enqueued.
+sends again, and the idempotency key (function, bucket, key, event,
+sequencer) makes the second delivery the same invocation, also when the
+same notification comes through a mapping (:mod:`pollers.s3.invocations`).
+A wrong token is 401 and a document that is not an S3 event document 400
+with the reason; nothing is enqueued.
 
 One HTTP server serves every webhook notification, on
 ``EVENTWIRE_HTTP_LISTEN`` (default ``127.0.0.1:8080``; port 0 picks a free
@@ -21,19 +23,17 @@ import asyncio
 import base64
 import binascii
 import hmac
-import json
 import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from broker.errors import ConfigError, UsageError
-from broker.ids import new_id
-from broker.models import NewInvocation, Origin
 from broker.object_notifications import ObjectNotificationConfig
 from broker.poller import PollerContext
 from broker.queue.base import InvocationQueue
-from broker.s3_events import S3DocumentError, S3Record, dedup_key, lambda_event, parse_notification
+from broker.s3_events import S3DocumentError
+from pollers.s3.invocations import notified
 
 try:
     from aiohttp import web
@@ -123,13 +123,18 @@ class WebhookServer:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _error(413, f"document larger than {MAX_DOCUMENT_BYTES} bytes")
+        config = target.notification
         try:
-            records = parse_notification(body)
+            document = notified(
+                body,
+                function=config.function,
+                s3_filter=config.filter,
+                region=self.region,
+                source={"notification": config.name},
+            )
         except S3DocumentError as exc:
             return _error(400, f"not an S3 event notification document: {exc}")
-        config = target.notification
-        matching = [record for record in records if config.filter.matches(record)]
-        batch = [self._invocation(config, record) for record in matching]
+        batch = document.invocations
         try:
             answers = await self.queue.enqueue(batch) if batch else []
         except Exception as exc:
@@ -140,35 +145,19 @@ class WebhookServer:
             log.info(
                 "object notifications: %s: %d records, %d invoke %s (%d duplicates)",
                 name,
-                len(records),
+                document.records,
                 len(batch),
                 config.function,
                 len(batch) - created,
             )
         return web.json_response(
             {
-                "records": len(records),
+                "records": document.records,
                 "matched": len(batch),
                 "enqueued": created,
                 "duplicates": len(batch) - created,
                 "invocations": [answer.id for answer in answers],
             }
-        )
-
-    def _invocation(self, config: ObjectNotificationConfig, record: S3Record) -> NewInvocation:
-        event = lambda_event(record, region=self.region)
-        return NewInvocation(
-            id=new_id(),
-            function=config.function,
-            payload=json.dumps(event, separators=(",", ":")).encode(),
-            origin=Origin.OBJECT_NOTIFICATION,
-            idempotency_key=dedup_key(config.name, record),
-            source={
-                "notification": config.name,
-                "event": record.event_name,
-                "bucket": record.bucket,
-                "key": record.key,
-            },
         )
 
 

@@ -109,10 +109,12 @@ def test_dedup_key() -> None:
     [a] = parse_notification(MINIO_WEBHOOK_PUT)
     [again] = parse_notification(MINIO_WEBHOOK_PUT)
     [removed] = parse_notification(MINIO_WEBHOOK_DELETE)
-    assert dedup_key("uploads", a) == dedup_key("uploads", again)
-    assert dedup_key("uploads", a) != dedup_key("other", a)
-    assert dedup_key("uploads", a) != dedup_key("uploads", removed)
-    assert len(dedup_key("x" * 64, a)) <= 255  # fits the idempotency key column
+    assert dedup_key("thumbs", a) == dedup_key("thumbs", again)
+    assert dedup_key("thumbs", a) != dedup_key("other", a)  # per function
+    assert dedup_key("thumbs", a) != dedup_key("thumbs", removed)
+    assert dedup_key("thumbs", a) != dedup_key("thumbs", a, replay=1)  # a seek replays
+    assert dedup_key("thumbs", a, replay=1) == dedup_key("thumbs", again, replay=1)
+    assert len(dedup_key("x" * 64, a, replay=2**31)) <= 255  # fits the idempotency key column
 
     doc: dict[str, Any] = json.loads(MINIO_WEBHOOK_PUT)
     del doc["Records"][0]["s3"]["object"]["sequencer"]
