@@ -79,10 +79,8 @@ class KafkaSender:
                 raise DeliveryFailed("Destination.ConnectionError", _text(exc)) from None
             except KafkaError as exc:
                 await producer.stop()
-                hint = " (a broker that cannot start idempotent producers needs ?idempotent=false)"
-                raise DeliveryFailed(
-                    "Destination.KafkaError", _text(exc) + (hint if self.idempotent else "")
-                ) from None
+                hint = _IDEMPOTENCE_HINT if self.idempotent else ""
+                raise DeliveryFailed("Destination.KafkaError", _text(exc) + hint) from None
             except BaseException:
                 await producer.stop()
                 raise
@@ -109,6 +107,9 @@ class KafkaSender:
     async def close(self) -> None:
         async with self._lock:
             await self.reset()
+
+
+_IDEMPOTENCE_HINT = " (a broker that cannot start idempotent producers needs ?idempotent=false)"
 
 
 def _text(exc: BaseException) -> str:

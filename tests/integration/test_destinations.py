@@ -20,7 +20,14 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.config import Limits
-from broker.destinations.external import delivery_function
+from broker.destinations import parse_destination
+from broker.destinations.external import (
+    DeliveryFailed,
+    ExternalDestination,
+    Message,
+    delivery_function,
+)
+from broker.destinations.kafka import KafkaSender
 from broker.destinations.webhook import SIGNATURE_HEADER, verify_signature
 from broker.invoke import submit
 from broker.models import Condition, State
@@ -30,7 +37,7 @@ from broker.store.engine import create_engine
 from broker.store.history import list_dead_letters, list_functions, redrive
 from broker.store.schema import invocations
 from tests import pipeline_handlers as handlers
-from tests.support.kafka import kafka_bootstrap  # noqa: F401
+from tests.support.kafka import create_topic, kafka_bootstrap, unique_topic  # noqa: F401
 from tests.support.rabbitmq import RABBITMQ_URL
 from tests.support.receivers import (
     Receiver,
@@ -319,3 +326,31 @@ async def test_webhook_requests_are_signed_when_a_secret_is_configured(
     assert not verify_signature(b"other", body, signature)
     assert not verify_signature(b"s3cret", body + b" ", signature)
     assert headers["X-Eventwire-Delivery-Id"]
+
+
+async def test_a_broker_without_producer_ids_is_named_for_what_it_lacks(
+    kafka_bootstrap: str,  # noqa: F811
+) -> None:
+    """Kafka destinations are idempotent producers by default; the test broker (Tansu) gives
+    no producer ids, and the failure says so, with the way out."""
+    topic = unique_topic("idempotent")
+    await create_topic(kafka_bootstrap, topic)
+    sender = KafkaSender(kafka(f"kafka://{kafka_bootstrap}/{topic}"), 5)
+    try:
+        with pytest.raises(DeliveryFailed) as failed:
+            await sender.send(Message(b"{}"))
+    finally:
+        await sender.close()
+    assert failed.value.error_type == "Destination.KafkaError"
+    assert "?idempotent=false" in str(failed.value)
+    plain = KafkaSender(kafka(f"kafka://{kafka_bootstrap}/{topic}?idempotent=false"), 5)
+    try:
+        assert (await plain.send(Message(b"{}"))).startswith(f"{topic}/0@")
+    finally:
+        await plain.close()
+
+
+def kafka(uri: str) -> ExternalDestination:
+    target = parse_destination(uri)
+    assert isinstance(target, ExternalDestination)
+    return target
