@@ -140,6 +140,15 @@ class MappingRun:
             self.generation = seek.generation
         return seek
 
+    async def take_over(self, partitions: Sequence[str]) -> None:
+        """Start reading ``partitions`` afresh (just assigned, or just taken over from
+        another process): what was read of them is dropped, and the batches their last
+        reader ended early are followed again, so replayed records form the same batches."""
+        if not partitions:
+            return
+        cuts = await load_cuts(self.context.engine, self.name)
+        self.batcher.take_over(partitions, cuts)
+
     async def enqueue(self, batches: Sequence[Batch], lanes: Sequence[str] | None = None) -> None:
         """Enqueue ``batches`` (``lanes[i]`` for batch i; else by partition); durable on return."""
         if not batches:
@@ -163,17 +172,18 @@ class MappingRun:
         self.invocations += len(items)
 
     def _invocations(self, batch: Batch, lane: str) -> list[NewInvocation]:
-        parts = _fit(list(batch.records), self.shape, self._limit)
         out = []
-        for records, payload in parts:
-            if payload is None:
-                log.error(
-                    "mapping %s: record %s of %s is larger than the %d-byte payload limit "
-                    "on its own; it is not delivered (MaximumPayloadSizeExceeded)",
-                    self.name, records[0].position, batch.partition, self._limit,
-                )  # fmt: skip
-                continue
+        for records, payload, fits in _fit(list(batch.records), self.shape, self._limit):
             first, last = records[0].position, records[-1].position
+            if not fits:
+                # Never run: the dispatcher gives it up at its turn in the lane, and the
+                # failure record and dead letter say why; the partition moves on.
+                log.warning(
+                    "mapping %s: record %s of %s is %d bytes as an event, over the %d-byte "
+                    "payload limit; it goes to the failure destination "
+                    "(MaximumPayloadSizeExceeded)",
+                    self.name, first, batch.partition, len(payload), self._limit,
+                )  # fmt: skip
             oldest_ms = min(r.timestamp_ms for r in records)
             policy = replace(self._policy, oldest_record_ms=oldest_ms)
             out.append(
@@ -185,7 +195,9 @@ class MappingRun:
                     lane=lane,
                     idempotency_key=self._key(batch.partition, records),
                     source=mapping_source(
-                        policy, {"partition": batch.partition, "first": first, "last": last}
+                        policy,
+                        {"partition": batch.partition, "first": first, "last": last},
+                        oversized=None if fits else len(payload),
                     ),
                 )
             )
@@ -248,13 +260,14 @@ class MappingRun:
 
 def _fit(
     records: list[Any], shape: Callable[[Sequence[Any]], dict[str, Any]], limit: int
-) -> list[tuple[list[Any], bytes | None]]:
-    """Consecutive runs of ``records`` whose events fit ``limit`` (None: one record too large)."""
+) -> list[tuple[list[Any], bytes, bool]]:
+    """Consecutive runs of ``records`` with their events, each within ``limit`` (the flag
+    False: one record whose event is over the limit on its own)."""
     payload = encode_event(shape([r.item for r in records]))
     if len(payload) <= limit:
-        return [(records, payload)]
+        return [(records, payload, True)]
     if len(records) == 1:
-        return [(records, None)]
+        return [(records, payload, False)]
     middle = len(records) // 2
     return _fit(records[:middle], shape, limit) + _fit(records[middle:], shape, limit)
 
