@@ -126,6 +126,17 @@ class Batcher:
         for name in partitions:
             self._partitions.pop(name, None)
 
+    def take_over(self, partitions: Sequence[str], cuts: Mapping[str, Cut]) -> None:
+        """Read ``partitions`` afresh, following ``cuts`` (their latest recorded cut batches:
+        another process may have read them since this batcher began)."""
+        self.forget(partitions)
+        for name in partitions:
+            cut = cuts.get(name)
+            if cut is None:
+                self._cuts.pop(name, None)
+            else:
+                self._cuts[name] = cut
+
     def buffered(self) -> int:
         return sum(len(p.read) for p in self._partitions.values())
 

@@ -52,6 +52,10 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped in
             self.reader.committed.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        names = sorted(_name(tp) for tp in assigned)
+        log.info("mapping %s: assigned %s", self.run.name, ", ".join(names) or "no partitions")
+        # Their previous owner may have ended batches early since this run began.
+        await self.run.take_over(names)
         await self.reader.start_at_timestamp(list(assigned))
 
 
