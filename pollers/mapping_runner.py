@@ -26,7 +26,7 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -76,6 +76,7 @@ class Reader(Protocol):
 
 
 ReaderFactory = Callable[[MappingConfig, PollerContext], Reader]
+BeforeEnqueue = Callable[[Sequence[tuple[Batch, list[NewInvocation]]]], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -106,6 +107,9 @@ class MappingRun:
             record_filter=mapping.record_filter,
             cuts=cuts,
         )
+        self.before_enqueue: BeforeEnqueue | None = None
+        """Given each batch and its invocations after cuts are recorded, before the enqueue
+        (a RabbitMQ reader records them: :mod:`broker.store.unacked`)."""
         self.stopping = asyncio.Event()
         self.seek: Seek | None = None
         self.seek_wanted = asyncio.Event()
@@ -154,14 +158,19 @@ class MappingRun:
         if not batches:
             return
         items: list[NewInvocation] = []
+        shaped: list[tuple[Batch, list[NewInvocation]]] = []
         cuts: dict[str, Cut] = {}
         for index, batch in enumerate(batches):
             if batch.cut and self.mapping.lane_ordered:
                 cuts[batch.partition] = Cut(batch.first, batch.last)
             lane = lanes[index] if lanes is not None else self.lane(batch.partition)
-            items.extend(self._invocations(batch, lane))
+            made = self._invocations(batch, lane)
+            shaped.append((batch, made))
+            items.extend(made)
         if cuts:
             await save_cuts(self.context.engine, self.name, cuts, self.context.timer.now())
+        if self.before_enqueue is not None:
+            await self.before_enqueue(shaped)
         await self.context.queue.enqueue(items)
         for item in items:
             if item.lane is not None:
