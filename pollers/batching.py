@@ -127,10 +127,12 @@ class Batcher:
             self._partitions.pop(name, None)
 
     def take_over(self, partitions: Sequence[str], cuts: Mapping[str, Cut]) -> None:
-        """Read ``partitions`` afresh, following ``cuts`` (their latest recorded cut batches:
-        another process may have read them since this batcher began)."""
-        self.forget(partitions)
+        """Follow ``cuts`` (the latest recorded cut batches: another process may have read
+        these partitions since this batcher began) in ``partitions`` it holds nothing of;
+        what it read of the others since they were assigned stays as it is."""
         for name in partitions:
+            if name in self._partitions:
+                continue
             cut = cuts.get(name)
             if cut is None:
                 self._cuts.pop(name, None)

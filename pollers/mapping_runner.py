@@ -145,9 +145,9 @@ class MappingRun:
         return seek
 
     async def take_over(self, partitions: Sequence[str]) -> None:
-        """Start reading ``partitions`` afresh (just assigned, or just taken over from
-        another process): what was read of them is dropped, and the batches their last
-        reader ended early are followed again, so replayed records form the same batches."""
+        """Before reading ``partitions`` (just assigned, or taken over from another process):
+        the batches their last reader ended early are followed again, so that replayed
+        records form the same batches (:meth:`Batcher.take_over`)."""
         if not partitions:
             return
         cuts = await load_cuts(self.context.engine, self.name)

@@ -132,6 +132,7 @@ class RedisStreamReader:
                 renewed = now
                 if held and not leading:
                     log.info("mapping %s: reading %s", run.name, self.source.stream)
+                    run.batcher.forget([self.source.stream])
                     await run.take_over([self.source.stream])
                     await self._claim(client, run)
                 elif leading and not held:
