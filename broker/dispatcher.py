@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 
 from broker.catalog import Catalog, Deployed
 from broker.invoker import InvokeRequest
-from broker.mapping_settling import is_mapping_batch, record_age_exceeded, settle_mapping_attempt
+from broker.mapping_settling import is_mapping_batch, not_to_run, settle_mapping_attempt
 from broker.models import FunctionError, FunctionLimits, Lease, Outcome, Success, SystemFault
 from broker.overrides import effective
 from broker.queue.base import InvocationQueue
@@ -216,7 +216,7 @@ class Dispatcher:
         outcome: Outcome | None
         mapping = is_mapping_batch(inv)
         if mapping:
-            expired = record_age_exceeded(inv, started_at)
+            expired = not_to_run(inv, started_at) is not None
         else:
             expired = is_expired(inv, function.config.retry, started_at)
         if expired:

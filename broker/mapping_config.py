@@ -53,6 +53,9 @@ MAX_BATCH_SIZE = 10_000
 MAX_BATCH_WINDOW_S = 300.0
 MAX_RECORD_AGE_S = 7 * 24 * 3600.0
 MAX_RETRY_ATTEMPTS = 10_000
+DEFAULT_CLAIM_IDLE_S = 5.0
+MIN_CLAIM_IDLE_S = 1.0
+MAX_CLAIM_IDLE_S = 3600.0
 
 
 class SourceKind(enum.StrEnum):
@@ -220,6 +223,9 @@ class MappingConfig(BaseModel):
     object_notifications: Annotated[
         MappingNotifications | None, BeforeValidator(mapping_notifications)
     ] = None
+    claim_idle_set_s: Annotated[float | None, BeforeValidator(_optional_duration)] = Field(
+        None, alias="claim_idle", ge=MIN_CLAIM_IDLE_S, le=MAX_CLAIM_IDLE_S
+    )
 
     @field_validator("name")
     @classmethod
@@ -278,6 +284,12 @@ class MappingConfig(BaseModel):
         if isinstance(source, AmqpSource):
             return None
         return source.group or self.name
+
+    @property
+    def claim_idle_s(self) -> float:
+        """Redis Streams: how long a stream's reader may fall silent before another ``serve``
+        process takes the stream over and claims what it read and did not acknowledge."""
+        return self.claim_idle_set_s if self.claim_idle_set_s is not None else DEFAULT_CLAIM_IDLE_S
 
     @property
     def lane_ordered(self) -> bool:
@@ -371,6 +383,12 @@ def _source_problem(mapping: MappingConfig, at: KeyPath) -> tuple[KeyPath, str] 
         return (*at, "max_concurrency"), (
             "applies to amqp sources; kafka partitions and redis streams run one batch "
             "at a time each, in order"
+        )
+    if kind is not SourceKind.REDIS and mapping.claim_idle_set_s is not None:
+        return (*at, "claim_idle"), (
+            "applies to redis stream sources (another serve process claims what a silent "
+            "reader left pending); kafka partitions move by group rebalancing and RabbitMQ "
+            "redelivers unacknowledged messages by itself"
         )
     if (mapping.starting_position_set == "at_timestamp") != (
         mapping.starting_timestamp is not None

@@ -21,7 +21,10 @@ The rules (applied by the dispatcher to invocations of origin ``mapping``):
   an attempt);
 * a piece given up on goes to the dead-letter queue (the piece's event, so
   it can be redriven) and Lambda's failure record for it to ``on_failure``
-  when that is a function; then the next piece runs, and the lane moves on.
+  when that is a function; then the next piece runs, and the lane moves on;
+* a record whose event alone exceeds the payload limit is never run: the
+  poller enqueues it on its own, marked ``oversized``, and it is given up on
+  at once (``MaximumPayloadSizeExceeded``) when its turn in the lane comes.
 
 The invocation ends ``succeeded`` when every piece succeeded, ``failed``
 when any was given up on. Retries are persisted decisions (a ``pending``
@@ -113,9 +116,15 @@ class MappingPolicy:
         )
 
 
-def mapping_source(policy: MappingPolicy, position: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``source`` a poller gives a batch's invocation."""
-    return {"mapping": policy.to_json(), "position": dict(position)}
+def mapping_source(
+    policy: MappingPolicy, position: Mapping[str, Any], *, oversized: int | None = None
+) -> dict[str, Any]:
+    """The ``source`` a poller gives a batch's invocation; ``oversized``: the size in bytes
+    of a one-record event over the payload limit (it is never run)."""
+    source: dict[str, Any] = {"mapping": policy.to_json(), "position": dict(position)}
+    if oversized is not None:
+        source["oversized"] = oversized
+    return source
 
 
 def is_mapping_batch(inv: Invocation) -> bool:
@@ -126,7 +135,17 @@ def policy_of(inv: Invocation) -> MappingPolicy:
     return MappingPolicy.from_json(inv.source["mapping"])
 
 
-def record_age_exceeded(inv: Invocation, now: datetime) -> bool:
+def not_to_run(inv: Invocation, now: datetime) -> MappingCondition | None:
+    """Why a mapping's batch is given up on without running it, if it is: a record over
+    the payload limit, or records older than the mapping's ``max_record_age``."""
+    if "oversized" in inv.source:
+        return MappingCondition.MAXIMUM_PAYLOAD_SIZE_EXCEEDED
+    if _too_old(inv, now):
+        return MappingCondition.RECORD_AGE_EXCEEDED
+    return None
+
+
+def _too_old(inv: Invocation, now: datetime) -> bool:
     """The batch's oldest record is older than the mapping's ``max_record_age``."""
     policy = policy_of(inv)
     if policy.max_record_age_s is None:
@@ -201,10 +220,9 @@ def settle_mapping_attempt(
     retry_at: datetime | None = None
 
     if outcome is None:
-        error_type, error_message = "RecordAgeExceeded", "the batch's records are too old to run"
-        next_payload = _give_up(
-            progress, inv, function, policy, event, MappingCondition.RECORD_AGE_EXCEEDED, None, now
-        )
+        condition = not_to_run(inv, now) or MappingCondition.RECORD_AGE_EXCEEDED
+        error_type, error_message = condition.value, _never_ran(inv, condition)
+        next_payload = _give_up(progress, inv, function, policy, event, condition, None, now)
     elif isinstance(outcome, SystemFault):
         # The function could not run: retried on the system backoff, not an attempt.
         progress.system_errors += 1
@@ -221,7 +239,7 @@ def settle_mapping_attempt(
                 error_type, error_message = "BatchItemFailures", reason
             progress.function_errors += 1
             progress.tries += 1
-            if policy.max_record_age_s is not None and record_age_exceeded(inv, now):
+            if policy.max_record_age_s is not None and _too_old(inv, now):
                 next_payload = _give_up(
                     progress, inv, function, policy, failed_event,
                     MappingCondition.RECORD_AGE_EXCEEDED, outcome, now,
@@ -267,6 +285,17 @@ def _failed_part(
     return response.retry_event, False, f"{failed} records reported as failed"
 
 
+def _never_ran(inv: Invocation, condition: MappingCondition) -> str:
+    if condition is MappingCondition.MAXIMUM_PAYLOAD_SIZE_EXCEEDED:
+        position = inv.source.get("position", {})
+        return (
+            f"record {position.get('first', '?')} of {position.get('partition', '?')} is "
+            f"{inv.source['oversized']} bytes as an event, over the payload limit; "
+            "it was not invoked"
+        )
+    return "the batch's records are older than max_record_age; they were not invoked"
+
+
 def _next_piece(progress: _Progress) -> bytes | None:
     """The next piece's payload (its retries start afresh), or None when none is left."""
     if not progress.rest:
@@ -296,9 +325,17 @@ def _give_up(
                 condition=condition,
                 function_arn=function.arn,
                 request_id=inv.request_id,
-                approximate_invoke_count=max(progress.tries, 1),
+                approximate_invoke_count=(
+                    0
+                    if condition is MappingCondition.MAXIMUM_PAYLOAD_SIZE_EXCEEDED
+                    else max(progress.tries, 1)
+                ),
                 now=now,
                 outcome=outcome,
+                # Not the record itself: it is too large to deliver (the DLQ keeps it).
+                include_payload=(
+                    False if condition is MappingCondition.MAXIMUM_PAYLOAD_SIZE_EXCEEDED else None
+                ),
             )
         except (ValueError, KeyError):
             record = None
@@ -321,7 +358,7 @@ def _give_up(
             origin=inv.origin,
             condition=_CONDITIONS[condition],
             error_type=error.error_type if error else condition.value,
-            error_message=error.message if error else "records older than max_record_age",
+            error_message=error.message if error else _never_ran(inv, condition),
             attempts=max(progress.tries, 1),
             first_enqueued_at=inv.first_enqueued_at,
             dead_at=now,

@@ -126,6 +126,19 @@ class Batcher:
         for name in partitions:
             self._partitions.pop(name, None)
 
+    def take_over(self, partitions: Sequence[str], cuts: Mapping[str, Cut]) -> None:
+        """Follow ``cuts`` (the latest recorded cut batches: another process may have read
+        these partitions since this batcher began) in ``partitions`` it holds nothing of;
+        what it read of the others since they were assigned stays as it is."""
+        for name in partitions:
+            if name in self._partitions:
+                continue
+            cut = cuts.get(name)
+            if cut is None:
+                self._cuts.pop(name, None)
+            else:
+                self._cuts[name] = cut
+
     def buffered(self) -> int:
         return sum(len(p.read) for p in self._partitions.values())
 

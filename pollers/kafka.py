@@ -52,6 +52,12 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped in
             self.reader.committed.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        names = sorted(_name(tp) for tp in assigned)
+        log.info("mapping %s: assigned %s", self.run.name, ", ".join(names) or "no partitions")
+        # Their previous owner may have ended batches early since this run began: the
+        # loop loads those cuts before it adds what it reads next (not here, where an
+        # await would let records already fetched slip past).
+        self.reader.assigned.update(names)
         await self.reader.start_at_timestamp(list(assigned))
 
 
@@ -65,6 +71,8 @@ class KafkaReader:
         self.paused: set[TopicPartition] = set()
         self.committed: dict[TopicPartition, int] = {}
         self.consumer: AIOKafkaConsumer | None = None
+        self.assigned: set[str] = set()
+        """Partitions assigned since the loop last took them over (:meth:`MappingRun.take_over`)."""
 
     async def run(self, run: MappingRun) -> None:
         position = self.mapping.starting_position
@@ -129,6 +137,9 @@ class KafkaReader:
             data = await consumer.getmany(
                 timeout_ms=int(wait_s * 1000), max_records=MAX_RECORDS_PER_FETCH
             )
+            if self.assigned:
+                assigned, self.assigned = sorted(self.assigned), set()
+                await run.take_over(assigned)
             now = time.monotonic()
             for tp, messages in data.items():
                 name = _name(tp)

@@ -26,7 +26,7 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -79,6 +79,7 @@ class Reader(Protocol):
 
 
 ReaderFactory = Callable[[MappingConfig, PollerContext], Reader]
+BeforeEnqueue = Callable[[Sequence[tuple[Batch, list[NewInvocation]]]], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -116,6 +117,9 @@ class MappingRun:
             record_filter=mapping.record_filter,
             cuts=cuts if self.documents is None else {},
         )
+        self.before_enqueue: BeforeEnqueue | None = None
+        """Given each batch and its invocations after cuts are recorded, before the enqueue
+        (a RabbitMQ reader records them: :mod:`broker.store.unacked`)."""
         self.stopping = asyncio.Event()
         self.seek: Seek | None = None
         self.seek_wanted = asyncio.Event()
@@ -150,6 +154,15 @@ class MappingRun:
             self.generation = seek.generation
         return seek
 
+    async def take_over(self, partitions: Sequence[str]) -> None:
+        """Before reading ``partitions`` (just assigned, or taken over from another process):
+        the batches their last reader ended early are followed again, so that replayed
+        records form the same batches (:meth:`Batcher.take_over`)."""
+        if not partitions:
+            return
+        cuts = await load_cuts(self.context.engine, self.name)
+        self.batcher.take_over(partitions, cuts)
+
     async def enqueue(self, batches: Sequence[Batch], lanes: Sequence[str] | None = None) -> None:
         """Enqueue ``batches`` (``lanes[i]`` for batch i; else by partition); durable on return."""
         if not batches:
@@ -158,14 +171,19 @@ class MappingRun:
             await self._enqueue_documents(batches)
             return
         items: list[NewInvocation] = []
+        shaped: list[tuple[Batch, list[NewInvocation]]] = []
         cuts: dict[str, Cut] = {}
         for index, batch in enumerate(batches):
             if batch.cut and self.mapping.lane_ordered:
                 cuts[batch.partition] = Cut(batch.first, batch.last)
             lane = lanes[index] if lanes is not None else self.lane(batch.partition)
-            items.extend(self._invocations(batch, lane))
+            made = self._invocations(batch, lane)
+            shaped.append((batch, made))
+            items.extend(made)
         if cuts:
             await save_cuts(self.context.engine, self.name, cuts, self.context.timer.now())
+        if self.before_enqueue is not None:
+            await self.before_enqueue(shaped)
         await self.context.queue.enqueue(items)
         for item in items:
             if item.lane is not None:
@@ -192,17 +210,18 @@ class MappingRun:
         self.invocations += invocations
 
     def _invocations(self, batch: Batch, lane: str) -> list[NewInvocation]:
-        parts = _fit(list(batch.records), self.shape, self._limit)
         out = []
-        for records, payload in parts:
-            if payload is None:
-                log.error(
-                    "mapping %s: record %s of %s is larger than the %d-byte payload limit "
-                    "on its own; it is not delivered (MaximumPayloadSizeExceeded)",
-                    self.name, records[0].position, batch.partition, self._limit,
-                )  # fmt: skip
-                continue
+        for records, payload, fits in _fit(list(batch.records), self.shape, self._limit):
             first, last = records[0].position, records[-1].position
+            if not fits:
+                # Never run: the dispatcher gives it up at its turn in the lane, and the
+                # failure record and dead letter say why; the partition moves on.
+                log.warning(
+                    "mapping %s: record %s of %s is %d bytes as an event, over the %d-byte "
+                    "payload limit; it goes to the failure destination "
+                    "(MaximumPayloadSizeExceeded)",
+                    self.name, first, batch.partition, len(payload), self._limit,
+                )  # fmt: skip
             oldest_ms = min(r.timestamp_ms for r in records)
             policy = replace(self._policy, oldest_record_ms=oldest_ms)
             out.append(
@@ -214,7 +233,9 @@ class MappingRun:
                     lane=lane,
                     idempotency_key=self._key(batch.partition, records),
                     source=mapping_source(
-                        policy, {"partition": batch.partition, "first": first, "last": last}
+                        policy,
+                        {"partition": batch.partition, "first": first, "last": last},
+                        oversized=None if fits else len(payload),
                     ),
                 )
             )
@@ -282,13 +303,14 @@ class MappingRun:
 
 def _fit(
     records: list[Any], shape: Callable[[Sequence[Any]], dict[str, Any]], limit: int
-) -> list[tuple[list[Any], bytes | None]]:
-    """Consecutive runs of ``records`` whose events fit ``limit`` (None: one record too large)."""
+) -> list[tuple[list[Any], bytes, bool]]:
+    """Consecutive runs of ``records`` with their events, each within ``limit`` (the flag
+    False: one record whose event is over the limit on its own)."""
     payload = encode_event(shape([r.item for r in records]))
     if len(payload) <= limit:
-        return [(records, payload)]
+        return [(records, payload, True)]
     if len(records) == 1:
-        return [(records, None)]
+        return [(records, payload, False)]
     middle = len(records) // 2
     return _fit(records[:middle], shape, limit) + _fit(records[middle:], shape, limit)
 

@@ -8,21 +8,26 @@ order. A message is acknowledged only once its batch is enqueued. When every
 lane holds ``MAX_PENDING_BATCHES`` batches nothing more is taken: unacked
 messages reach the channel's prefetch limit and RabbitMQ stops delivering.
 
-A batch's idempotency key is a digest of its messages' ``message_id``\\ s, so
-a batch redelivered whole after a crash is not enqueued twice; messages
-without an id (or redelivered into different batches) are delivered at least
-once, as with Lambda.
+A batch's idempotency key is a digest of its messages' ``message_id``\\ s.
+A consumer that dies after enqueuing a batch and before RabbitMQ has its
+acknowledgements gets the batch's messages redelivered to another consumer,
+which would batch them differently; so each batch is recorded before it is
+enqueued and forgotten once RabbitMQ has confirmed its acknowledgements
+(:mod:`broker.store.unacked`), and a redelivered message found there is
+acknowledged after its recorded batch is enqueued again (a no-op if it was).
+Messages without a ``message_id`` are delivered at least once, as with Lambda.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import UTC
+from datetime import UTC, timedelta
 from typing import Any
 
 import aio_pika
@@ -31,10 +36,18 @@ from aio_pika.exceptions import AMQPError, ChannelClosed
 
 from broker.batch_events import AmqpMessage, event_source_arn, rabbitmq_event
 from broker.mapping_config import AmqpSource, MappingConfig, SourceKind
+from broker.models import NewInvocation
 from broker.poller import PollerContext
 from broker.store.mappings import redact
+from broker.store.unacked import (
+    Unacked,
+    drop_unacked,
+    find_unacked,
+    prune_unacked,
+    record_unacked,
+)
 from broker.waits import wait_set
-from pollers.batching import Record
+from pollers.batching import Batch, Record
 from pollers.mapping_runner import MAX_PENDING_BATCHES, MappingPoller, MappingRun, SourceError
 
 log = logging.getLogger("eventwire.mappings.rabbitmq")
@@ -42,6 +55,15 @@ log = logging.getLogger("eventwire.mappings.rabbitmq")
 DEFAULT_CONCURRENCY = 5
 IDLE_WAIT_S = 0.1
 QUEUE_CHECK_S = 2.0
+PRUNE_EVERY_S = 600.0
+
+
+def message_key(message: AbstractIncomingMessage) -> str | None:
+    """What a redelivered message is known by: its id and a digest of its body (None
+    without an id: such a message is delivered at least once)."""
+    if not message.message_id:
+        return None
+    return f"{message.message_id}:{hashlib.sha256(message.body).hexdigest()[:16]}"
 
 
 class RabbitReader:
@@ -56,6 +78,11 @@ class RabbitReader:
         self.closed = asyncio.Event()
         self.close_reason = ""
         self.channel: Any = None
+        self.context = context
+        self.keys: dict[str, str] = {}
+        """Message keys (:func:`message_key`) of what is unacknowledged, by position."""
+        self.recorded: list[str] = []
+        """Idempotency keys of invocations recorded as unacknowledged, acks not confirmed."""
 
     async def run(self, run: MappingRun) -> None:
         where = redact(self.source.url)
@@ -79,6 +106,7 @@ class RabbitReader:
                     f"{self.source.vhost!r} at {where}"
                 ) from None
             await queue.consume(self.inbox.put)
+            run.before_enqueue = self._record
             run.connected = True
             log.info("mapping %s: consuming %s", run.name, self.source.queue)
             self.channel = channel
@@ -111,10 +139,14 @@ class RabbitReader:
     async def _loop(self, run: MappingRun) -> None:
         lanes = [run.lane(str(n)) for n in range(self.concurrency)]
         checked = time.monotonic()
+        pruned = 0.0
         while not run.stopping.is_set():
             if time.monotonic() - checked > QUEUE_CHECK_S:
                 checked = time.monotonic()
                 await self._check_queue()
+            if time.monotonic() - pruned > PRUNE_EVERY_S:
+                pruned = time.monotonic()
+                await self._prune(run)
             if self.closed.is_set():
                 raise SourceError(
                     f"the channel to queue {self.source.queue!r} closed: {self.close_reason}"
@@ -132,10 +164,35 @@ class RabbitReader:
             await run.enqueue(taken.batches, chosen)
             for records in taken.checkpoint.values():
                 for record in records:
+                    self.keys.pop(record.position, None)
                     message = self.unacked.pop(record.position, None)
                     if message is not None:
                         await message.ack()
+            if self.recorded:
+                # The queue answers on the channel after it has taken the acks before.
+                await self._check_queue()
+                await drop_unacked(self.context.engine, run.name, self.recorded)
+                self.recorded = []
             run.lag = self.inbox.qsize() + len(self.unacked)
+
+    async def _record(self, shaped: Sequence[tuple[Batch, list[NewInvocation]]]) -> None:
+        """Record the invocations about to be enqueued with their messages' keys."""
+        entries = []
+        for batch, invocations in shaped:
+            keys = tuple(k for r in batch.records if (k := self.keys.get(r.position)))
+            entries += [Unacked(inv, keys) for inv in invocations if keys]
+        if entries:
+            now = self.context.timer.now()
+            await record_unacked(self.context.engine, self.mapping.name, entries, now)
+            self.recorded += [e.invocation.idempotency_key or "" for e in entries]
+
+    async def _prune(self, run: MappingRun) -> None:
+        """Forget batches recorded by consumers that died, once past the idempotency window."""
+        window = timedelta(seconds=self.context.settings.idempotency_window_s)
+        before = self.context.timer.now() - window
+        gone = await prune_unacked(self.context.engine, run.name, before)
+        if gone:
+            log.info("mapping %s: forgot %d batches of consumers long gone", run.name, gone)
 
     async def _gather(self, run: MappingRun, wait_s: float) -> None:
         """Take what has arrived, waiting up to ``wait_s`` for the first message."""
@@ -146,19 +203,50 @@ class RabbitReader:
                     first = await self.inbox.get()
             except TimeoutError:
                 return
-        now = time.monotonic()
-        if first is not None:
-            self._add(run, first, now)
+        arrived = [first] if first is not None else []
         limit = run.mapping.batch_size * 4
         while not self.inbox.empty() and limit > 0:
-            self._add(run, self.inbox.get_nowait(), now)
+            arrived.append(self.inbox.get_nowait())
             limit -= 1
+        if any(m.redelivered for m in arrived):
+            arrived = await self._already_enqueued(run, arrived)
+        now = time.monotonic()
+        for message in arrived:
+            self._add(run, message, now)
+
+    async def _already_enqueued(
+        self, run: MappingRun, arrived: list[AbstractIncomingMessage]
+    ) -> list[AbstractIncomingMessage]:
+        """Acknowledge redelivered messages whose batch a dead consumer recorded, once that
+        batch is enqueued (again: a no-op if it was); answers the others."""
+        keys = {id(m): message_key(m) for m in arrived if m.redelivered}
+        found = await find_unacked(
+            self.context.engine, run.name, {k for k in keys.values() if k is not None}
+        )
+        if not found:
+            return arrived
+        await self.context.queue.enqueue([entry.invocation for entry in found])
+        known = {key for entry in found for key in entry.messages}
+        rest = []
+        for message in arrived:
+            if keys.get(id(message)) in known:
+                await message.ack()
+            else:
+                rest.append(message)
+        log.info(
+            "mapping %s: %d redelivered messages were in batches already taken; not again",
+            run.name, len(arrived) - len(rest),
+        )  # fmt: skip
+        return rest
 
     def _add(self, run: MappingRun, message: AbstractIncomingMessage, now: float) -> None:
         position = message.message_id or f"~{uuid.uuid4().hex}"
         while position in self.unacked:  # the same id twice in flight: keep both
             position += "+"
         self.unacked[position] = message
+        key = message_key(message)
+        if key is not None:
+            self.keys[position] = key
         item = _message(message, self.source)
         stamp = message.timestamp
         ms = int(stamp.timestamp() * 1000) if stamp else int(time.time() * 1000)

@@ -3,13 +3,20 @@
 The mapping's consumer group (``group=`` in the URI, else the mapping's name)
 is created at the starting position if it does not exist. Order matters
 within a stream, so one ``serve`` process reads it at a time: it holds a
-short lock (``eventwire:mapping-lock:NAME``, renewed while it reads); the
-others stand by and take over when it lapses. A new holder first claims
+lock (``eventwire:mapping-lock:NAME:STREAM``) that lapses after the mapping's
+``claim_idle`` (5 s unless set) and that it renews three times as often while
+it reads; the others stand by. When a reader falls silent (its process died,
+or hung for that long) another takes the lock and first claims
 (``XAUTOCLAIM``) every entry a previous reader left pending — read, perhaps
-enqueued, never acknowledged — then reads new ones (``XREADGROUP >``). Batches
-go into the stream's lane (``mapping:NAME:STREAM``); entries are acknowledged
-only once enqueued; nothing is read while the lane holds
-``MAX_PENDING_BATCHES`` batches.
+enqueued, never acknowledged — following the batches that reader ended early,
+then reads new ones (``XREADGROUP >``). Batches go into the stream's lane
+(``mapping:NAME:STREAM``); entries are acknowledged only once enqueued;
+nothing is read while the lane holds ``MAX_PENDING_BATCHES`` batches.
+
+The lock, not the entries' idle time, says when a reader is gone: a live
+reader's entries may wait unacknowledged for as long as its lane is backed up.
+So the new holder claims whatever is pending, however recently it was read,
+and then removes the consumers left with nothing pending (one per past process).
 """
 
 from __future__ import annotations
@@ -39,7 +46,6 @@ from pollers.mapping_runner import MappingPoller, MappingRun, SourceError
 
 log = logging.getLogger("eventwire.mappings.redis")
 
-LOCK_TTL_MS = 5000
 MAX_ID_SEQ = 2**64 - 1
 IDLE_WAIT_S = 0.1
 
@@ -62,6 +68,7 @@ class RedisStreamReader:
         self.group = mapping.consumer_group or mapping.name
         self.consumer = context.owner
         self.lock = f"eventwire:mapping-lock:{mapping.name}:{source.stream}"
+        self.lock_ttl_ms = int(mapping.claim_idle_s * 1000)
 
     async def run(self, run: MappingRun) -> None:
         client = aioredis.Redis.from_url(self.source.url, socket_connect_timeout=5)
@@ -107,28 +114,35 @@ class RedisStreamReader:
     async def _hold(self, client: aioredis.Redis) -> bool:
         """Take or keep the stream's read lock."""
         me = self.consumer
-        if await client.set(self.lock, me, nx=True, px=LOCK_TTL_MS):
+        if await client.set(self.lock, me, nx=True, px=self.lock_ttl_ms):
             return True
         if _text(await client.get(self.lock) or b"") == me:
-            await client.pexpire(self.lock, LOCK_TTL_MS)
+            await client.pexpire(self.lock, self.lock_ttl_ms)
             return True
         return False
 
     async def _lead_and_read(self, client: aioredis.Redis, run: MappingRun) -> None:
         leading = False
         renewed = 0.0
+        renew_s = self.lock_ttl_ms / 3000
         while not run.stopping.is_set():
             now = time.monotonic()
-            if now - renewed > LOCK_TTL_MS / 3000:
+            if now - renewed > renew_s:
                 held = await self._hold(client)
                 renewed = now
                 if held and not leading:
                     log.info("mapping %s: reading %s", run.name, self.source.stream)
                     run.batcher.forget([self.source.stream])
+                    await run.take_over([self.source.stream])
                     await self._claim(client, run)
+                elif leading and not held:
+                    log.warning(
+                        "mapping %s: lost the lock on %s to another process",
+                        run.name, self.source.stream,
+                    )  # fmt: skip
                 leading = held
             if not leading:
-                await wait_set(run.stopping, LOCK_TTL_MS / 3000)
+                await wait_set(run.stopping, renew_s)
                 continue
             if run.seek_wanted.is_set():
                 await self._seek(client, run)
@@ -137,14 +151,28 @@ class RedisStreamReader:
     async def _claim(self, client: aioredis.Redis, run: MappingRun) -> None:
         """Take over what earlier readers read and never acknowledged, in stream order."""
         cursor = "0-0"
+        claimed = 0
         while True:
             answer = await client.xautoclaim(
                 self.source.stream, self.group, self.consumer, 0, cursor, count=1000
             )
             cursor, entries = _text(answer[0]), answer[1]
             self._add(run, entries)
+            claimed += len(entries)
             if cursor == "0-0" or not entries:
-                return
+                break
+        gone = [
+            _text(c["name"])
+            for c in await client.xinfo_consumers(self.source.stream, self.group)
+            if _text(c["name"]) != self.consumer and int(c.get("pending", 0)) == 0
+        ]
+        for name in gone:
+            await client.xgroup_delconsumer(self.source.stream, self.group, name)
+        if claimed:
+            log.info(
+                "mapping %s: claimed %d entries of %s left pending by earlier readers",
+                run.name, claimed, self.source.stream,
+            )  # fmt: skip
 
     def _add(self, run: MappingRun, entries: Sequence[Any]) -> None:
         now = time.monotonic()

@@ -50,15 +50,42 @@ async def noop(event: Any, context: LambdaContext) -> None:
 
 
 def sink(event: Any, context: LambdaContext) -> None:
-    """Append the batch's records (``topic-partition``, offset) and the request id to the file
-    named by ``MAPPING_TEST_SINK``: what a run under SIGKILL leaves behind to be checked."""
-    records = [
-        [group, record["offset"]] for group, items in event["records"].items() for record in items
-    ]
+    """Append the batch's records and the request id to the file named by
+    ``MAPPING_TEST_SINK``: what a run under SIGKILL leaves behind to be checked.
+
+    A record is ``[topic-partition, offset]`` (Kafka), ``[queue, message id]``
+    (RabbitMQ) or ``[stream, entry id]`` (Redis Streams); RabbitMQ messages
+    delivered again after a consumer died are listed under ``redelivered`` too.
+    """
+    records, redelivered = _positions(event)
     time.sleep(SINK_DELAY_S)  # slow enough that a kill lands while records remain
-    line = json.dumps({"request": context.aws_request_id, "records": records}) + "\n"
+    entry = {"request": context.aws_request_id, "pid": os.getpid(), "records": records}
+    if redelivered:
+        entry["redelivered"] = redelivered
     fd = os.open(os.environ["MAPPING_TEST_SINK"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:
-        os.write(fd, line.encode())
+        os.write(fd, (json.dumps(entry) + "\n").encode())
     finally:
         os.close(fd)
+
+
+def _positions(event: dict[str, Any]) -> tuple[list[list[Any]], list[list[Any]]]:
+    if "records" in event:
+        return [
+            [group, record["offset"]]
+            for group, items in event["records"].items()
+            for record in items
+        ], []
+    if "rmqMessagesByQueue" in event:
+        records, redelivered = [], []
+        for group, items in event["rmqMessagesByQueue"].items():
+            for message in items:
+                position = [group, message["basicProperties"]["messageId"]]
+                records.append(position)
+                if message["redelivered"]:
+                    redelivered.append(position)
+        return records, redelivered
+    return [
+        [record["kinesis"]["partitionKey"], record["kinesis"]["sequenceNumber"]]
+        for record in event["Records"]
+    ], []

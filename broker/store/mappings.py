@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.errors import NotFoundError, UsageError
 from broker.mapping_config import MappingConfig
-from broker.store.schema import mapping_cuts, mappings
+from broker.store.schema import mapping_cuts, mapping_unacked, mappings
 
 mc = mappings.c
 ENABLED = "enabled"
@@ -102,6 +102,7 @@ async def register_mappings(
         if gone:
             await conn.execute(delete(mappings).where(mc.name.in_(gone)))
             await conn.execute(delete(mapping_cuts).where(mapping_cuts.c.mapping.in_(gone)))
+            await conn.execute(delete(mapping_unacked).where(mapping_unacked.c.mapping.in_(gone)))
         for mapping in configured:
             values = {
                 "kind": mapping.kind.value,

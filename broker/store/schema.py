@@ -253,3 +253,20 @@ mapping_cuts = Table(
     Column("last_position", String(64), nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )
+
+mapping_unacked = Table(
+    "mapping_unacked",
+    metadata,
+    # An invocation of a RabbitMQ mapping's batch, recorded before it is enqueued and
+    # removed once its messages' acknowledgements are confirmed. A message delivered
+    # again in between (its consumer died) is looked up here, and its batch enqueued
+    # again (idempotently) instead of being invoked a second time in another batch.
+    Column("mapping", String(128), primary_key=True),
+    Column("idempotency_key", String(255), primary_key=True),
+    Column("messages", JSON, nullable=False),
+    Column("function", String(128), nullable=False),
+    Column("lane", String(255)),
+    Column("payload", LargeBinary, nullable=False),
+    Column("source", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)

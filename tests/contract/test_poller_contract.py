@@ -265,6 +265,61 @@ async def test_poison_record_goes_to_on_failure_and_the_rest_continue_in_order(
         assert succeeded(f, side) == [n for n in range(16) if n != 7]
 
 
+async def test_a_record_over_the_payload_limit_goes_to_on_failure_and_the_source_moves_on(
+    side: Side, store: Store
+) -> None:
+    from broker.store.mappings import list_mappings
+
+    f = fn()
+    await side.publish([0, 1, 2, 3])
+    await side.publish([4], {"pad": "x" * 10_000})
+    await side.publish([5, 6, 7, 8, 9])
+    cfg = config(side, f, batch_size=10, on_failure="function:sink")
+    cfg["limits"] = {"async_payload": 8192}
+    handlers.CALLS.pop("sink", None)
+    async with mapping_service(store, cfg):
+        await eventually(lambda: len(handlers.CALLS["sink"]) >= 1, 30, "the failure record")
+        await eventually(lambda: sorted(delivered(f)) == [0, 1, 2, 3, 5, 6, 7, 8, 9], 30)
+        engine = create_engine(store.database_url)
+        try:
+
+            async def letters() -> list[Any]:
+                async with engine.connect() as conn:
+                    return list((await conn.execute(select(dead_letters))).all())
+
+            async def checkpointed() -> bool:
+                [row] = await list_mappings(engine)
+                return row.lag == 0
+
+            [letter] = await eventually(letters, 10, "the dead letter")
+            # Read past, acknowledged: nothing of the source is left to read.
+            await eventually(checkpointed, 10, "the mapping's lag back to 0")
+        finally:
+            await engine.dispose()
+    if side.ordered:
+        assert delivered(f) == [0, 1, 2, 3, 5, 6, 7, 8, 9]
+    assert numbers(json.loads(letter.payload)) == [4]  # the DLQ keeps the record itself
+    assert letter.error_type == "MaximumPayloadSizeExceeded"
+    assert "over the payload limit" in letter.error_message
+    [record] = handlers.CALLS["sink"]
+    assert record["requestContext"]["condition"] == "MaximumPayloadSizeExceeded"
+    assert record["requestContext"]["approximateInvokeCount"] == 0
+    assert record["responseContext"] is None  # never invoked
+    assert "payload" not in record
+    info = {
+        "kafka": lambda: record["KafkaBatchInfo"]["recordsInfo"],
+        "redis": lambda: record["KinesisBatchInfo"],
+        "rabbitmq": lambda: record["RabbitMQBatchInfo"],
+    }[side.kind]()
+    if side.kind == "kafka":
+        [where] = info.values()
+        assert where["firstRecordOffset"] == where["lastRecordOffset"] == "4"
+    elif side.kind == "redis":
+        assert info["batchSize"] == 1 and info["startSequenceNumber"] == info["endSequenceNumber"]
+    else:
+        assert info["batchSize"] == 1 and info["payloadSize"] > 8192
+
+
 async def test_a_slow_function_pauses_reading_instead_of_filling_the_queue(
     side: Side, store: Store
 ) -> None:

@@ -3,6 +3,7 @@ not JSON; and what a user does from another shell: disable, enable, seek."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import uuid
 from datetime import UTC, datetime
@@ -276,3 +277,63 @@ async def test_records_that_are_not_json_are_delivered_and_filtered_as_text(
         await eventually(lambda: len(values(filtered)) == 2, 30, "the matching two")
     assert values(raw) == [b"\xff\xfenot json", b'{"type": "a"}', b"ERROR disk full"]
     assert values(filtered) == [b'{"type": "a"}', b"ERROR disk full"]
+
+
+async def test_a_batch_enqueued_but_never_acknowledged_is_not_invoked_again(
+    store: Store,
+    rabbitmq_queue: RabbitQueue,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The reader dies between enqueuing a batch and acknowledging its messages (here: its
+    first enqueue raises once it is done); RabbitMQ redelivers them to the next reader,
+    along with newer messages: they must not be invoked again in a batch of another shape."""
+    import aio_pika
+
+    from pollers.mapping_runner import MappingRun
+
+    name = fn()
+    original = MappingRun.enqueue
+    crashed = asyncio.Event()
+
+    async def enqueue_then_crash(self: MappingRun, batches: Any, lanes: Any = None) -> None:
+        await original(self, batches, lanes)
+        if batches and not crashed.is_set():
+            crashed.set()
+            raise RuntimeError("died after enqueuing, before acknowledging")
+
+    monkeypatch.setattr(MappingRun, "enqueue", enqueue_then_crash)
+    config = {
+        "functions": function(name),
+        "mappings": [
+            {
+                "name": name,
+                "source": rabbitmq_queue.source_uri,
+                "function": name,
+                "batch_size": 10,
+                "batch_window": "100ms",
+            }
+        ],
+    }
+    connection = await aio_pika.connect(rabbitmq_queue.url)
+    try:
+        channel = await connection.channel()
+
+        async def publish(numbers: range) -> None:
+            for n in numbers:
+                await channel.default_exchange.publish(
+                    aio_pika.Message(f'{{"n": {n}}}'.encode(), message_id=f"m{n}"),
+                    routing_key=rabbitmq_queue.name,
+                )
+
+        async with mapping_service(store, config):
+            await publish(range(3))
+            await eventually(crashed.is_set, 15, "the batch of the first three enqueued")
+            await publish(range(3, 10))  # the next reader gets them with the three again
+            await eventually(lambda: sorted(delivered(name)) == list(range(10)), 20, "all ten")
+        # Every message acknowledged: none came back when the service closed its channel.
+        queue = await channel.declare_queue(rabbitmq_queue.name, passive=True)
+        assert queue.declaration_result.message_count == 0
+    finally:
+        await connection.close()
+    assert sorted(delivered(name)) == list(range(10))  # m0..m2 once, in the first batch
+    assert numbers(handlers.CALLS[name][0]) == [0, 1, 2]

@@ -78,3 +78,32 @@ def test_a_cut_waits_for_the_rest_of_its_batch() -> None:
     batcher.add(rec(1), 0.0)
     batcher.add(rec(2), 0.0)
     assert spans(batcher.take(5.0).batches) == [("0", "2", False)]
+
+
+def test_a_partition_taken_over_follows_the_cut_its_last_reader_recorded() -> None:
+    # This batcher began before the partition's previous owner, elsewhere, ended a batch at
+    # 4-6 by its window and died before committing; it reads 4-11 again and must form 4-6.
+    batcher = Batcher(batch_size=10, window_s=60.0, record_filter=NO_FILTER)
+    batcher.take_over(["t-0"], {"t-0": Cut("4", "6"), "t-1": Cut("0", "0")})
+    for offset in range(4, 12):
+        batcher.add(rec(offset), 0.0)
+    assert spans(batcher.take(0.0).batches) == [("4", "6", False)]
+    assert spans(batcher.take(60.0).batches) == [("7", "11", True)]
+
+
+def test_taking_over_keeps_what_was_read_of_a_partition_since_it_was_assigned() -> None:
+    batcher = Batcher(batch_size=2, window_s=60.0, record_filter=NO_FILTER)
+    batcher.add(rec(4), 0.0)
+    batcher.take_over(["t-0"], {"t-0": Cut("4", "4")})
+    batcher.add(rec(5), 0.0)
+    assert spans(batcher.take(0.0).batches) == [("4", "5", False)]
+
+
+def test_a_partition_taken_over_without_a_cut_forgets_a_stale_one() -> None:
+    batcher = Batcher(
+        batch_size=2, window_s=60.0, record_filter=NO_FILTER, cuts={"t-0": Cut("4", "4")}
+    )
+    batcher.take_over(["t-0"], {})
+    for offset in range(4, 8):
+        batcher.add(rec(offset), 0.0)
+    assert spans(batcher.take(0.0).batches) == [("4", "5", False), ("6", "7", False)]

@@ -92,6 +92,7 @@ def test_the_issue_example_loads_with_lambdas_defaults(tmp_path: Path) -> None:
     assert (clicks.max_retry_attempts, clicks.max_record_age_s) == (-1, None)
     assert clicks.enabled and not clicks.bisect_on_error and not clicks.report_batch_item_failures
     assert clicks.record_filter.accepts_all
+    assert clicks.claim_idle_s == 5.0
 
 
 def test_a_file_without_mappings_has_none(tmp_path: Path) -> None:
@@ -199,6 +200,14 @@ def test_source_uris(uri: str, expected: object) -> None:
             "F:5: mappings.0.max_concurrency: applies to amqp sources",
         ),
         (
+            "{name: m, source: 'kafka://k:9092/t', function: process, claim_idle: 30s}",
+            "F:5: mappings.0.claim_idle: applies to redis stream sources",
+        ),
+        (
+            "{name: m, source: 'redis://r:6379?stream=s', function: process, claim_idle: 500ms}",
+            "mappings.0.claim_idle: Input should be greater than or equal to 1",
+        ),
+        (
             "{name: m, source: 'amqp://h/%2F?queue=q', function: process,"
             " starting_position: latest}",
             "F:5: mappings.0.starting_position: applies to kafka and redis stream sources",
@@ -280,3 +289,13 @@ def test_mapping_names_are_unique(tmp_path: Path) -> None:
         "  - {name: m, source: 'kafka://k:9092/u', function: process}\n",
     )
     assert message == "F:6: mappings.1.name: mapping name 'm' is already used by mappings.0"
+
+
+def test_claim_idle_is_how_long_a_silent_stream_reader_keeps_its_stream(tmp_path: Path) -> None:
+    config = load(
+        tmp_path,
+        "mappings:\n  - {name: m, source: 'redis://r:6379?stream=s', function: process,"
+        " claim_idle: 30s}\n",
+    )
+    [mapping] = config.mappings  # type: ignore[attr-defined]
+    assert mapping.claim_idle_s == 30.0

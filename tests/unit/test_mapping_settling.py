@@ -12,7 +12,7 @@ from broker.config import FunctionConfig
 from broker.mapping_settling import (
     MappingPolicy,
     mapping_source,
-    record_age_exceeded,
+    not_to_run,
     settle_mapping_attempt,
 )
 from broker.models import (
@@ -177,12 +177,32 @@ def test_record_age_limits_retries_and_expired_batches_are_not_run() -> None:
     old_ms = int((NOW - timedelta(hours=2)).timestamp() * 1000)
     policy = MappingPolicy("m", max_record_age_s=3600, oldest_record_ms=old_ms)
     lease = lease_of(batch(range(2)), policy)
-    assert record_age_exceeded(lease.invocation, NOW)
+    assert not_to_run(lease.invocation, NOW) is not None
     s = settle(lease, None)
     assert s.state is State.FAILED
     assert s.dead_letter is not None and s.dead_letter.condition.value == "EventAgeExceeded"
     fresh = MappingPolicy("m", max_record_age_s=3600, oldest_record_ms=old_ms + 3_600_000)
-    assert not record_age_exceeded(lease_of(batch(range(2)), fresh).invocation, NOW)
+    assert not_to_run(lease_of(batch(range(2)), fresh).invocation, NOW) is None
+
+
+def test_a_record_over_the_payload_limit_is_given_up_without_running() -> None:
+    policy = MappingPolicy("m", on_failure="function:sink")
+    source = mapping_source(
+        policy, {"partition": "t-0", "first": "7", "last": "7"}, oversized=300_000
+    )
+    lease = lease_of(batch(range(7, 8)), policy, source)
+    assert not_to_run(lease.invocation, NOW) is not None  # the dispatcher does not run it
+    s = settle(lease, None)
+    assert s.state is State.FAILED
+    assert s.dead_letter is not None and offsets(s.dead_letter.payload) == [7]
+    assert s.dead_letter.error_type == "MaximumPayloadSizeExceeded"
+    assert s.dead_letter.error_message == (
+        "record 7 of t-0 is 300000 bytes as an event, over the payload limit; it was not invoked"
+    )
+    [record] = [json.loads(item.payload) for item in s.enqueue]
+    assert record["requestContext"]["condition"] == "MaximumPayloadSizeExceeded"
+    assert record["requestContext"]["approximateInvokeCount"] == 0
+    assert record["KafkaBatchInfo"]["recordsInfo"]["t-0"]["firstRecordOffset"] == "7"
 
 
 def test_system_fault_is_retried_without_using_an_attempt() -> None:
