@@ -10,6 +10,7 @@ it, and so do these.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 
 
 async def wait_set(event: asyncio.Event, timeout_s: float) -> bool:
@@ -21,4 +22,22 @@ async def wait_set(event: asyncio.Event, timeout_s: float) -> bool:
             await event.wait()
     except TimeoutError:
         return False
+    return True
+
+
+async def close_within(closing: Awaitable[object], timeout_s: float) -> bool:
+    """Run ``closing`` (a transport's close) for up to ``timeout_s``; answers whether it ended.
+
+    The close runs as a task of its own and is waited for with ``asyncio.wait``, which
+    returns at the deadline whatever the task does: a client whose close does not honour
+    cancellation (aio-pika's, on 3.11, now and then) is left to finish on its own
+    instead of holding up whoever is closing it.
+    """
+    task = asyncio.ensure_future(closing)
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if not done:
+        task.cancel()
+        return False
+    if not task.cancelled():
+        task.exception()  # retrieved: a close that failed has nothing more to say
     return True

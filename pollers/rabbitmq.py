@@ -21,7 +21,6 @@ Messages without a ``message_id`` are delivered at least once, as with Lambda.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import time
@@ -46,7 +45,7 @@ from broker.store.unacked import (
     prune_unacked,
     record_unacked,
 )
-from broker.waits import wait_set
+from broker.waits import close_within, wait_set
 from pollers.batching import Batch, Record
 from pollers.mapping_runner import MAX_PENDING_BATCHES, MappingPoller, MappingRun, SourceError
 
@@ -113,9 +112,8 @@ class RabbitReader:
             await self._loop(run)
         finally:
             run.connected = False
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(5):
-                    await connection.close()
+            if not await close_within(connection.close(), 5):
+                log.warning("mapping %s: the connection did not close in 5s; left", run.name)
 
     def _on_close(self, _channel: Any, exc: BaseException | None = None) -> None:
         self.close_reason = str(exc) if exc else "closed"

@@ -22,6 +22,7 @@ from broker.destinations.external import (
     Message,
     require_module,
 )
+from broker.waits import close_within
 
 if TYPE_CHECKING:
     from broker.config import DestinationConfig
@@ -111,7 +112,7 @@ class AmqpSender:
     async def reset(self) -> None:
         connection, self._connection, self._exchange = self._connection, None, None
         if connection is not None and not connection.is_closed:
-            await connection.close()
+            await close_within(connection.close(), 5)
 
     async def close(self) -> None:
         async with self._lock:

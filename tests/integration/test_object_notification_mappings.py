@@ -40,8 +40,6 @@ from tests.support.redis_streams import RedisStream, redis_stream  # noqa: F401
 from tests.support.stores import Store, store_for
 from tests.support.waiting import eventually
 
-pytestmark = pytest.mark.flaky(reruns=2)  # as the poller contract: a stop under heavy load
-
 NOT_JSON = b"<Event>not a notification</Event>"
 NO_KEY = json.dumps(
     {"Records": [{"eventName": "s3:ObjectCreated:Put", "s3": {"bucket": {"name": "b"}}}]}
