@@ -47,6 +47,7 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from broker import loop
 from broker.config import parse_config
 from broker.ids import new_id
 from broker.logs import configure
@@ -456,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
     names = list(BACKENDS) if args.backend == "all" else [args.backend]
     options = Options(n=args.n, concurrency=args.concurrency, latency_samples=args.latency_samples)
-    asyncio.run(run(names, options, dict(os.environ), as_json=args.json))
+    loop.run(run(names, options, dict(os.environ), as_json=args.json))  # as serve does
 
 
 if __name__ == "__main__":

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 import typer
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from broker import logs
+from broker import logs, loop
 from broker.cli.common import console, run, settings
 from broker.config import load_config
 from broker.errors import UsageError
@@ -55,7 +54,7 @@ def serve(
     project = load_config(options.config)
     logs.configure(options.log_level, options.log_format)
     service = Service(options, project, config_path=options.config, migrate=migrate)
-    asyncio.run(service.run())
+    loop.run(service.run())
 
 
 def migrate(ctx: typer.Context) -> None:

@@ -20,6 +20,7 @@ import signal
 import sys
 import time
 
+from broker import loop
 from broker.logs import configure
 from broker.settings import Settings
 from broker.waits import wait_set
@@ -144,7 +145,7 @@ def main() -> None:
     # stdin closes, after writing what is there.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    asyncio.run(_child())
+    loop.run(_child())
 
 
 if __name__ == "__main__":
