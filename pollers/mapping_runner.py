@@ -31,7 +31,6 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from broker.batch_events import encode_event
 from broker.config import Backoff
 from broker.ids import new_id
 from broker.mapping_config import MappingConfig, SourceKind
@@ -53,7 +52,7 @@ from broker.store.mappings import (
     save_cuts,
 )
 from broker.waits import wait_set
-from pollers.batching import Batch, Batcher, Record
+from pollers.batching import Batch, Batcher, Record, Shaper
 from pollers.s3.documents import NotificationDocuments
 
 log = logging.getLogger("eventwire.mappings")
@@ -97,7 +96,7 @@ class MappingRun:
         *,
         generation: int,
         cuts: dict[str, Cut],
-        shape: Callable[[Sequence[Any]], dict[str, Any]],
+        shape: Shaper,
     ) -> None:
         self.mapping = mapping
         self.context = context
@@ -280,11 +279,9 @@ class MappingRun:
         return {lane for lane in lanes if depths[lane] >= MAX_PENDING_BATCHES}
 
 
-def _fit(
-    records: list[Any], shape: Callable[[Sequence[Any]], dict[str, Any]], limit: int
-) -> list[tuple[list[Any], bytes | None]]:
+def _fit(records: list[Any], shape: Shaper, limit: int) -> list[tuple[list[Any], bytes | None]]:
     """Consecutive runs of ``records`` whose events fit ``limit`` (None: one record too large)."""
-    payload = encode_event(shape([r.item for r in records]))
+    payload = shape([r.item for r in records])
     if len(payload) <= limit:
         return [(records, payload)]
     if len(records) == 1:
@@ -313,7 +310,7 @@ class MappingPoller:
         context: PollerContext,
         kind: SourceKind,
         reader: ReaderFactory,
-        shaper: Callable[[MappingConfig], Callable[[Sequence[Any]], dict[str, Any]]],
+        shaper: Callable[[MappingConfig], Shaper],
     ) -> None:
         self.name = f"mappings-{kind.value}"
         self.context = context
