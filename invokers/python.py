@@ -351,7 +351,12 @@ def _json_default(value: object) -> object:
 _ENCODER: Final = json.JSONEncoder(ensure_ascii=False, default=_json_default)
 
 
+_NULL: Final = Success(b"null")
+
+
 def _marshal(result: Any) -> Outcome:
+    if result is None:  # what most stream handlers return: no encoder needed
+        return _NULL
     try:
         return Success(_ENCODER.encode(result).encode())
     except (TypeError, ValueError, RecursionError) as exc:

@@ -207,22 +207,25 @@ class KafkaReader:
     async def _read(
         self, consumer: AIOKafkaConsumer, run: MappingRun, wait_s: float
     ) -> dict[TopicPartition, list[Any]]:
-        """Records of the partitions with room for them, waiting up to ``wait_s`` for some."""
+        """Records of the partitions with room for them, waiting up to ``wait_s`` for some.
+
+        No more than there is room for: the consumer keeps the rest as fetched (undecoded),
+        rather than as Python objects waiting in the batcher."""
         limit = MAX_PENDING_BATCHES * run.mapping.batch_size
         assigned = consumer.assignment()
-        room = [tp for tp in assigned if run.batcher.waiting(_name(tp)) < limit]
+        room = {tp: limit - run.batcher.waiting(_name(tp)) for tp in assigned}
+        room = {tp: n for tp, n in room.items() if n > 0}
         timeout_ms = int(wait_s * 1000)
+        most = min(MAX_RECORDS_PER_FETCH, max(run.mapping.batch_size, sum(room.values())))
         if len(room) == len(assigned):  # every one (or none yet: getmany waits for them)
             got: dict[TopicPartition, list[Any]] = await consumer.getmany(
-                timeout_ms=timeout_ms, max_records=MAX_RECORDS_PER_FETCH
+                timeout_ms=timeout_ms, max_records=most
             )
             return got
         if not room:
             await asyncio.sleep(wait_s)
             return {}
-        got = await consumer.getmany(
-            *room, timeout_ms=timeout_ms, max_records=MAX_RECORDS_PER_FETCH
-        )
+        got = await consumer.getmany(*room, timeout_ms=timeout_ms, max_records=most)
         return got
 
     def _measure(self, consumer: AIOKafkaConsumer, run: MappingRun) -> None:
