@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import tempfile
 import time
 import uuid
@@ -51,7 +52,9 @@ class Counter:
     records: int = 0
     invocations: int = 0
     first_at: float = 0.0
+    first_records: int = 0
     done_at: float = 0.0
+    first: asyncio.Event | None = None
     done: asyncio.Event | None = None
 
 
@@ -63,11 +66,63 @@ async def count(event: dict[str, Any], context: Any) -> None:
     n = sum(len(records) for records in event["records"].values())
     if COUNTER.records == 0:
         COUNTER.first_at = time.perf_counter()
+        COUNTER.first_records = n
+        if COUNTER.first is not None:
+            COUNTER.first.set()
     COUNTER.records += n
     COUNTER.invocations += 1
     if COUNTER.records >= COUNTER.target and COUNTER.done is not None:
         COUNTER.done_at = time.perf_counter()
         COUNTER.done.set()
+
+
+@dataclass(frozen=True)
+class Cpu:
+    """CPU seconds used so far by this process (every thread), the Kafka broker it started
+    (None with ``--bootstrap``) and the Redis server (None without the Redis queue)."""
+
+    python_s: float
+    broker_s: float | None
+    redis_s: float | None
+
+    def per_record_us(self, since: Cpu, records: int) -> tuple[float | None, ...]:
+        def each(now: float | None, then: float | None) -> float | None:
+            return None if now is None or then is None else (now - then) * 1e6 / records
+
+        return (
+            each(self.python_s, since.python_s),
+            each(self.broker_s, since.broker_s),
+            each(self.redis_s, since.redis_s),
+        )
+
+
+def _children_cpu_s() -> float | None:
+    """CPU seconds of this process's child processes (the Tansu broker), from /proc."""
+    me = os.getpid()
+    total, found = 0.0, False
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me:  # ppid
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            found = True
+    return total if found else None
+
+
+async def cpu_now(redis_url: str | None) -> Cpu:
+    redis_s = None
+    if redis_url is not None:
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            info = await client.info("cpu")
+        finally:
+            await client.aclose()
+        redis_s = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+    return Cpu(time.process_time(), _children_cpu_s(), redis_s)
 
 
 @contextlib.contextmanager
@@ -107,7 +162,15 @@ async def produce(bootstrap: str, topic: str, n: int, partitions: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-async def bare(bootstrap: str, topic: str, n: int, partitions: int) -> float:
+@dataclass(frozen=True)
+class Run:
+    rate: float
+    cpu_us: tuple[float | None, ...]
+    """CPU µs per record: this process, the Kafka broker, Redis (None: not measured)."""
+    invocations: int = 0
+
+
+async def bare(bootstrap: str, topic: str, n: int, partitions: int) -> Run:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
@@ -116,44 +179,48 @@ async def bare(bootstrap: str, topic: str, n: int, partitions: int) -> float:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        seen = 0
+        seen = timed = 0
         first = 0.0
+        cpu_first = Cpu(0.0, None, None)
         while seen < n:
             data = await consumer.getmany(timeout_ms=500, max_records=5000)
             got = sum(len(messages) for messages in data.values())
-            if got and not first:
-                first = time.perf_counter()
             seen += got
-        return n / (time.perf_counter() - first)
+            if got and not first:  # timed from the first records read, as Eventwire is
+                first = time.perf_counter()
+                cpu_first = await cpu_now(None)
+            elif first:
+                timed += got
+        elapsed = time.perf_counter() - first
+        cpu = (await cpu_now(None)).per_record_us(cpu_first, timed)
+        return Run(timed / elapsed, cpu)
     finally:
         await consumer.stop()
 
 
 @asynccontextmanager
-async def store(backend: str) -> AsyncIterator[dict[str, Any]]:
-    if backend == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="eventwire-bench-") as folder:
-            yield {"database_url": f"sqlite+aiosqlite:///{Path(folder) / 'eventwire.db'}"}
-        return
-    if backend == "postgres":
-        from tests.support.postgres import fresh_database
+async def store(backend: str, history: str) -> AsyncIterator[dict[str, Any]]:
+    """Settings for a fresh store: the queue of ``backend``; with the Redis queue, the
+    history in a fresh SQLite file or PostgreSQL database (``history``)."""
+    async with contextlib.AsyncExitStack() as stack:
+        sql = "postgres" if backend == "postgres" else "sqlite" if backend == "sqlite" else history
+        if sql == "postgres":
+            from tests.support.postgres import fresh_database
 
-        async with fresh_database() as url:
-            yield {"database_url": url}
-        return
-    from tests.support.redis import redis_prefix
-    from tests.support.services import REDIS_URL
+            where = {"database_url": await stack.enter_async_context(fresh_database())}
+        else:
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="eventwire-bench-"))
+            where = {"database_url": f"sqlite+aiosqlite:///{Path(folder) / 'eventwire.db'}"}
+        if backend == "redis":
+            from tests.support.redis import redis_prefix
+            from tests.support.services import REDIS_URL
 
-    with tempfile.TemporaryDirectory(prefix="eventwire-bench-") as folder:
-        async with redis_prefix() as prefix:
-            yield {
-                "database_url": f"sqlite+aiosqlite:///{Path(folder) / 'eventwire.db'}",
-                "queue_url": REDIS_URL,
-                "queue_prefix": prefix,
-            }
+            prefix = await stack.enter_async_context(redis_prefix())
+            where |= {"queue_url": REDIS_URL, "queue_prefix": prefix}
+        yield where
 
 
-async def eventwire(bootstrap: str, topic: str, n: int, backend: str) -> tuple[float, int]:
+async def eventwire(bootstrap: str, topic: str, n: int, backend: str, history: str) -> Run:
     config = parse_config(
         {
             "functions": {"noop": {"handler": "benchmarks.kafka:count"}},
@@ -171,24 +238,36 @@ async def eventwire(bootstrap: str, topic: str, n: int, backend: str) -> tuple[f
     # The service imports this module by name; run as ``__main__`` it is another copy.
     from benchmarks.kafka import COUNTER as counter
 
-    counter.__init__(target=n, done=asyncio.Event())  # type: ignore[misc]
-    async with store(backend) as where:
+    counter.__init__(target=n, first=asyncio.Event(), done=asyncio.Event())  # type: ignore[misc]
+    async with store(backend, history) as where:
+        redis_url = where.get("queue_url")
         service = Service(Settings(**where), config, migrate=True)
         task = asyncio.create_task(service.run(handle_signals=False))
         try:
-            assert counter.done is not None
+            assert counter.first is not None and counter.done is not None
+            await asyncio.wait_for(counter.first.wait(), 600)
+            cpu_first, records_first = await cpu_now(redis_url), counter.records
             await asyncio.wait_for(counter.done.wait(), 600)
+            cpu = (await cpu_now(redis_url)).per_record_us(
+                cpu_first, counter.records - records_first
+            )
         finally:
             service.stop()
             await task
-    return n / (counter.done_at - counter.first_at), counter.invocations
+    # The first batch starts the clock: the records after it are timed.
+    timed = counter.records - counter.first_records
+    return Run(timed / (counter.done_at - counter.first_at), cpu, counter.invocations)
+
+
+def _us(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 async def main_async(args: argparse.Namespace, bootstrap: str) -> None:
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     produced = await produce(bootstrap, topic, args.n, args.partitions)
-    bare_rate = await bare(bootstrap, topic, args.n, args.partitions)
-    rate, invocations = await eventwire(bootstrap, topic, args.n, args.backend)
+    plain = await bare(bootstrap, topic, args.n, args.partitions)
+    wired = await eventwire(bootstrap, topic, args.n, args.backend, args.history)
     table = Table(
         title=f"Kafka → Eventwire ({args.backend}), {args.n:,} records, "
         f"{args.partitions} partitions, batches of {BATCH_SIZE}"
@@ -203,12 +282,32 @@ async def main_async(args: argparse.Namespace, bootstrap: str) -> None:
         table.add_column(column, justify="right")
     table.add_row(
         f"{produced:,.0f}",
-        f"{bare_rate:,.0f}",
-        f"{rate:,.0f}",
-        f"{invocations:,}",
-        f"{bare_rate / rate:.2f}×",
+        f"{plain.rate:,.0f}",
+        f"{wired.rate:,.0f}",
+        f"{wired.invocations:,}",
+        f"{plain.rate / wired.rate:.2f}×",
     )
     Console().print(table)
+    cpu = Table(title="CPU µs per record (over the timed records)")
+    for column in ("run", "this process", "Kafka broker", "Redis"):
+        cpu.add_column(column, justify="right")
+    cpu.add_row("bare aiokafka", *map(_us, plain.cpu_us))
+    cpu.add_row("eventwire", *map(_us, wired.cpu_us))
+    Console().print(cpu)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "backend": args.backend,
+                    "n": args.n,
+                    "partitions": args.partitions,
+                    "bare_rps": round(plain.rate),
+                    "eventwire_rps": round(wired.rate),
+                    "bare_cpu_us": plain.cpu_us,
+                    "eventwire_cpu_us": wired.cpu_us,
+                }
+            )
+        )
 
 
 def main() -> None:
@@ -216,7 +315,14 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=200_000, help="records (default 200,000)")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--backend", choices=["sqlite", "postgres", "redis"], default="sqlite")
+    parser.add_argument(
+        "--history",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="with --backend redis: where the history goes (default: an SQLite file)",
+    )
     parser.add_argument("--bootstrap", help="an existing broker (default: start Tansu)")
+    parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = parser.parse_args()
     configure("WARNING", "text")
     logging.getLogger("aiokafka").setLevel(logging.ERROR)

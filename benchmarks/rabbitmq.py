@@ -117,7 +117,7 @@ async def eventwire(n: int, backend: str) -> tuple[float, int]:
 
     counter.__init__(target=n, done=asyncio.Event())  # type: ignore[misc]
     try:
-        async with store(backend) as where:
+        async with store(backend, "sqlite") as where:
             service = Service(Settings(**where), config, migrate=True)
             task = asyncio.create_task(service.run(handle_signals=False))
             try:

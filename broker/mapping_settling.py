@@ -200,7 +200,6 @@ def settle_mapping_attempt(
     """The settlement of one attempt of a mapping's batch; ``outcome`` None: too old to run."""
     inv = lease.invocation
     policy = policy_of(inv)
-    event = _decode(inv.payload)
     progress = _Progress(
         source=dict(inv.source),
         tries=int(inv.source.get("tries", 0)),
@@ -222,7 +221,9 @@ def settle_mapping_attempt(
     if outcome is None:
         condition = not_to_run(inv, now) or MappingCondition.RECORD_AGE_EXCEEDED
         error_type, error_message = condition.value, _never_ran(inv, condition)
-        next_payload = _give_up(progress, inv, function, policy, event, condition, None, now)
+        next_payload = _give_up(
+            progress, inv, function, policy, _decode(inv.payload), condition, None, now
+        )
     elif isinstance(outcome, SystemFault):
         # The function could not run: retried on the system backoff, not an attempt.
         progress.system_errors += 1
@@ -230,7 +231,7 @@ def settle_mapping_attempt(
             seconds=backoff_delay(progress.system_errors, SYSTEM_BACKOFF, rng)
         )
     else:
-        failed_event, whole, reason = _failed_part(policy, event, outcome)
+        failed_event, whole, reason = _failed_part(policy, inv.payload, outcome)
         if failed_event is None:
             next_payload = _next_piece(progress)
         else:
@@ -267,13 +268,19 @@ def settle_mapping_attempt(
 
 
 def _failed_part(
-    policy: MappingPolicy, event: dict[str, Any] | None, outcome: Outcome
+    policy: MappingPolicy, payload: bytes, outcome: Outcome
 ) -> tuple[dict[str, Any] | None, bool, str]:
-    """The records to retry (None: all succeeded), whether that is the whole batch, and why."""
+    """The records to retry (None: all succeeded), whether that is the whole batch, and why.
+
+    The batch's payload is decoded only when its records are needed: a success
+    without ``report_batch_item_failures`` (the common case) leaves it alone."""
     if isinstance(outcome, FunctionError):
-        return event or {}, True, ""
+        return _decode(payload) or {}, True, ""
     assert isinstance(outcome, Success)
-    if not policy.report_batch_item_failures or event is None:
+    if not policy.report_batch_item_failures:
+        return None, False, ""
+    event = _decode(payload)
+    if event is None:
         return None, False, ""
     response = parse_batch_response(event, outcome.payload)
     if response.outcome is BatchOutcome.SUCCESS:

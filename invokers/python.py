@@ -51,6 +51,8 @@ from decimal import Decimal
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
+import orjson
+
 from broker.invoker import InvokeRequest, InvokerInitError
 from broker.models import FunctionError, Outcome, Success, SystemFault
 from invokers import capture
@@ -278,7 +280,7 @@ class _Pending:
 def _call_sync(handler: Handler, payload: bytes, context: LambdaContext) -> Outcome | _Pending:
     """Decode, call and encode in a worker thread; never raises."""
     try:
-        event = json.loads(payload)
+        event = decode_event(payload)
     except (ValueError, RecursionError) as exc:
         return _unmarshal_error(exc)
     try:
@@ -293,7 +295,7 @@ def _call_sync(handler: Handler, payload: bytes, context: LambdaContext) -> Outc
 async def _call_async(handler: Handler, payload: bytes, context: LambdaContext) -> Outcome:
     """Decode, await and encode on the event loop; cancellation propagates."""
     try:
-        event = json.loads(payload)
+        event = decode_event(payload)
     except (ValueError, RecursionError) as exc:
         return _unmarshal_error(exc)
     try:
@@ -311,6 +313,32 @@ async def _settle(awaitable: Awaitable[Any]) -> Outcome:
     return _marshal(result)
 
 
+# ------------------------------------------------------------ decoding
+
+_DIGITS: Final = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
+"""Every digit as ``0``, everything else as a space (for :func:`decode_event`'s guard)."""
+_LONG_NUMBER: Final = b"0" * 19
+
+
+def decode_event(payload: bytes) -> Any:
+    """The event in ``payload``, as ``json.loads`` gives it, about twice as fast.
+
+    orjson decodes what it accepts as ``json.loads`` does, except integers
+    outside 64 bits (which it turns into floats); what it refuses (``NaN`` and
+    ``Infinity``, numbers too large for a float, lone surrogates, a byte order
+    mark …) ``json.loads`` may still accept. So a payload holding a run of 19
+    digits, or one orjson refuses, is decoded by ``json.loads``, whose error,
+    if any, is the one reported. (One difference is left: nesting deeper than
+    ``json.loads``'s recursion limit, up to orjson's 1,024 levels, decodes.)
+    """
+    if _LONG_NUMBER in payload.translate(_DIGITS):
+        return json.loads(payload)
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return json.loads(payload)
+
+
 # ------------------------------------------------------------ encoding
 
 
@@ -323,7 +351,12 @@ def _json_default(value: object) -> object:
 _ENCODER: Final = json.JSONEncoder(ensure_ascii=False, default=_json_default)
 
 
+_NULL: Final = Success(b"null")
+
+
 def _marshal(result: Any) -> Outcome:
+    if result is None:  # what most stream handlers return: no encoder needed
+        return _NULL
     try:
         return Success(_ENCODER.encode(result).encode())
     except (TypeError, ValueError, RecursionError) as exc:

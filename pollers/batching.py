@@ -23,21 +23,24 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from broker.batch_events import encode_event, split_to_fit
 from broker.filtering import RecordFilter
 from broker.store.mappings import Cut
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
-    """One record as read: where it is, when it was written, its data, the transport's item."""
+    """One record as read: where it is, when it was written, its data, the transport's item.
+
+    Not frozen (nothing changes it once made): a frozen dataclass costs three times as
+    much to create, and pollers make one per record read."""
 
     partition: str
     position: str
     timestamp_ms: int
     data: bytes | str | None
     item: Any
-    """What the event shaper takes (a ``KafkaRecord``, ``StreamEntry`` or ``AmqpMessage``)."""
+    """What the event shaper takes (a Kafka record's group and JSON, a ``StreamEntry``, an
+    ``AmqpMessage``)."""
     json_data: Any = None
     """Data already decoded (a stream entry's fields); filters use it instead of ``data``."""
 
@@ -114,6 +117,20 @@ class Batcher:
         part.waiting.append(record)
         part.arrived.append(now)
 
+    def extend(self, partition: str, records: Sequence[Record], now: float) -> None:
+        """:meth:`add` each of ``records``, all read from ``partition`` at ``now``."""
+        if not self.filter.accepts_all:
+            for record in records:
+                self.add(record, now)
+            return
+        part = self._partitions.get(partition)
+        if part is None:
+            part = self._partitions[partition] = _Partition()
+            part.cut = self._cuts.pop(partition, None)
+        part.read.extend(records)
+        part.waiting.extend(records)
+        part.arrived.extend([now] * len(records))
+
     def _matches(self, record: Record) -> bool:
         if self.filter.accepts_all:
             return True
@@ -176,36 +193,37 @@ class Batcher:
         self, name: str, part: _Partition, now: float, out: list[Batch], room: int | None
     ) -> None:
         limit = None if room is None else len(out) + room
-        while part.waiting and (limit is None or len(out) < limit):
+        waiting, size = part.waiting, self.batch_size
+        start = 0  # batches are cut from ``waiting[start:]``; what they took leaves at the end
+        while start < len(waiting) and (limit is None or len(out) < limit):
             if part.cut is not None:
-                end = _index_of(part.waiting, part.cut.last)
-                if part.waiting[0].position != part.cut.first or (
-                    end is None and _past(part.waiting[-1].position, part.cut.last)
+                end = _index_of(waiting, part.cut.last, start)
+                if waiting[start].position != part.cut.first or (
+                    end is None and _past(waiting[-1].position, part.cut.last)
                 ):
                     part.cut = None  # not this batch's: read normally
                     continue
                 if end is None:
-                    return  # the rest of the cut batch is still to be read
-                self._emit(name, part, end + 1, False, out)
+                    break  # the rest of the cut batch is still to be read
+                out.append(Batch(name, tuple(waiting[start : end + 1]), False))
+                start = end + 1
                 part.cut = None
-                continue
-            if len(part.waiting) >= self.batch_size:
-                self._emit(name, part, self.batch_size, False, out)
-            elif now - part.opened_at >= self.window_s:
-                self._emit(name, part, len(part.waiting), True, out)
+            elif len(waiting) - start >= size:
+                out.append(Batch(name, tuple(waiting[start : start + size]), False))
+                start += size
+            elif now - part.arrived[start] >= self.window_s:
+                out.append(Batch(name, tuple(waiting[start:]), True))
+                start = len(waiting)
             else:
-                return
-
-    @staticmethod
-    def _emit(name: str, part: _Partition, count: int, cut: bool, out: list[Batch]) -> None:
-        records, part.waiting = part.waiting[:count], part.waiting[count:]
-        del part.arrived[:count]
-        out.append(Batch(name, tuple(records), cut))
+                break
+        if start:
+            del waiting[:start]
+            del part.arrived[:start]
 
 
-def _index_of(records: list[Record], position: str) -> int | None:
-    for index, record in enumerate(records):
-        if record.position == position:
+def _index_of(records: list[Record], position: str, start: int = 0) -> int | None:
+    for index in range(start, len(records)):
+        if records[index].position == position:
             return index
     return None
 
@@ -236,16 +254,5 @@ def _checkpointable(part: _Partition) -> list[Record]:
     return []
 
 
-def fit(
-    event: dict[str, Any], limit_bytes: int
-) -> tuple[list[tuple[dict[str, Any], bytes]], list[dict[str, Any]]]:
-    """``event`` as payloads within ``limit_bytes`` (split when larger), and the single
-    records too large for any event."""
-    payload = encode_event(event)
-    if len(payload) <= limit_bytes:
-        return [(event, payload)], []
-    parts = split_to_fit(event, limit_bytes)
-    return [(part, encode_event(part)) for part in parts.events], parts.oversized
-
-
-Shaper = Callable[[Sequence[Any]], dict[str, Any]]
+Shaper = Callable[[Sequence[Any]], bytes]
+"""A mapping's event shaper: the payload of a batch from its records' items."""

@@ -5,14 +5,23 @@ name unless the URI names one), so partitions spread over processes and move
 when one dies. Per partition, records are filtered and batched
 (:mod:`pollers.batching`), shaped as Lambda's self-managed Kafka event,
 enqueued in the partition's lane (``mapping:NAME:topic-N``: one batch in
-flight at a time, in order) and only then is the offset committed. A
-partition whose lane holds ``MAX_PENDING_BATCHES`` batches takes no more;
-once enough of its records wait to fill the lane again, the partition is
-paused (``consumer.pause``) until they fit: memory stays bounded.
+flight at a time, in order) and only then is the offset committed — at most
+every ``COMMIT_INTERVAL_S``, and before partitions are revoked or the reader
+stops: a crash replays what was enqueued since the last commit, and the
+batches' idempotency keys keep it from being enqueued twice.
+
+Backpressure: a partition whose lane holds ``MAX_PENDING_BATCHES`` batches
+takes no more; once enough of its records wait to fill the lane again, the
+reader stops taking its records from the consumer (``getmany`` of the other
+partitions) until they fit. The consumer then holds at most one fetch of
+that partition (``max_partition_fetch_bytes``) and fetches no more of it:
+memory stays bounded. (``consumer.pause`` would do the same but throw the
+fetched records away, to fetch them again on ``resume``.)
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -21,10 +30,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from broker.batch_events import KAFKA_TIMESTAMP_TYPES, KafkaRecord, kafka_event
+from broker.batch_events import KafkaEventWriter
 from broker.mapping_config import KafkaSource, MappingConfig, SourceKind
 from broker.poller import PollerContext
-from pollers.batching import Record
+from pollers.batching import Record, Shaper
 from pollers.mapping_runner import MAX_PENDING_BATCHES, MappingPoller, MappingRun, SourceError
 
 log = logging.getLogger("eventwire.mappings.kafka")
@@ -33,6 +42,10 @@ MAX_RECORDS_PER_FETCH = 5000
 TOPIC_CHECK_S = 5.0
 LAG_CHECK_S = 1.0
 SESSION_TIMEOUT_MS = 6000
+ROOM_CHECK_S = 0.005
+"""While batches wait for room in their lanes, the reader looks again this often."""
+COMMIT_INTERVAL_S = 0.2
+"""Offsets of enqueued records are committed at most this often (one round trip each)."""
 
 
 def _name(tp: TopicPartition) -> str:
@@ -45,11 +58,15 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped in
         self.run = run
 
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
-        # Records read but not enqueued are read again by the partition's next owner.
+        # What was enqueued is committed before the partitions move (the next owner need
+        # not replay it); records read but not enqueued are read again by that owner.
+        if self.reader.consumer is not None:
+            await self.reader.commit(self.reader.consumer, set(revoked))
         self.run.batcher.forget([_name(tp) for tp in revoked])
         for tp in revoked:
-            self.reader.paused.discard(tp)
             self.reader.committed.pop(tp, None)
+            self.reader.enqueued.pop(tp, None)
+            self.reader.uncommitted.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         names = sorted(_name(tp) for tp in assigned)
@@ -68,11 +85,16 @@ class KafkaReader:
         self.mapping = mapping
         self.source = source
         self.servers = ",".join(source.bootstrap_servers)
-        self.paused: set[TopicPartition] = set()
         self.committed: dict[TopicPartition, int] = {}
+        self.enqueued: dict[TopicPartition, int] = {}
+        """Per partition, the offset after the last record enqueued (or filtered out)."""
+        self.uncommitted: dict[TopicPartition, int] = {}
+        """Offsets of :attr:`enqueued` not committed yet."""
         self.consumer: AIOKafkaConsumer | None = None
         self.assigned: set[str] = set()
         """Partitions assigned since the loop last took them over (:meth:`MappingRun.take_over`)."""
+        self.partitions: dict[str, TopicPartition] = {}
+        """Partitions read from, by name (``topic-N``)."""
 
     async def run(self, run: MappingRun) -> None:
         position = self.mapping.starting_position
@@ -126,30 +148,38 @@ class KafkaReader:
 
     async def _loop(self, consumer: AIOKafkaConsumer, run: MappingRun) -> None:
         batcher = run.batcher
-        topic_checked = lag_checked = time.monotonic()
+        topic_checked = lag_checked = committed_at = time.monotonic()
         while not run.stopping.is_set():
             if run.seek_wanted.is_set():
                 await self._apply_seek(consumer, run)
+            # A window that ran out before this step closed its batch, unless the lane had no
+            # room: either way there is nothing to do before ROOM_CHECK_S.
             deadline = batcher.next_deadline()
-            wait_s = 0.1 if deadline is None else min(0.1, max(0.0, deadline - time.monotonic()))
-            if batcher.held_back():
-                wait_s = min(wait_s, 0.005)  # batches wait for room: look again soon
-            data = await consumer.getmany(
-                timeout_ms=int(wait_s * 1000), max_records=MAX_RECORDS_PER_FETCH
+            wait_s = (
+                0.1
+                if deadline is None
+                else min(0.1, max(ROOM_CHECK_S, deadline - time.monotonic()))
             )
+            if batcher.held_back():
+                wait_s = ROOM_CHECK_S  # batches wait for room: look again soon
+            data = await self._read(consumer, run, wait_s)
             if self.assigned:
                 assigned, self.assigned = sorted(self.assigned), set()
                 await run.take_over(assigned)
             now = time.monotonic()
             for tp, messages in data.items():
                 name = _name(tp)
-                for m in messages:
-                    batcher.add(_record(name, m), now)
+                self.partitions[name] = tp
+                batcher.extend(name, _records(name, messages), now)
             taken, lanes = await run.take(now)
             await run.enqueue(taken.batches, lanes)
-            if taken.checkpoint:
-                await self._commit(consumer, taken.checkpoint)
-            await self._backpressure(consumer, run)
+            for name, records in taken.checkpoint.items():
+                offset = int(records[-1].position) + 1
+                tp = self.partitions[name]
+                self.enqueued[tp] = self.uncommitted[tp] = offset
+            if self.uncommitted and now - committed_at >= COMMIT_INTERVAL_S:
+                committed_at = now
+                await self.commit(consumer)
             if now - lag_checked >= LAG_CHECK_S:
                 lag_checked = now
                 self._measure(consumer, run)
@@ -157,14 +187,23 @@ class KafkaReader:
                 topic_checked = now
                 if not consumer.partitions_for_topic(self.source.topic):
                     raise SourceError(f"topic {self.source.topic!r} is gone from {self.servers}")
+        await self.commit(consumer)  # stopping: what was enqueued need not be read again
 
-    async def _commit(self, consumer: AIOKafkaConsumer, done: dict[str, list[Record]]) -> None:
-        offsets: dict[TopicPartition, int] = {}
-        for records in done.values():
-            last = records[-1].item
-            offsets[TopicPartition(last.topic, last.partition)] = last.offset + 1
+    async def commit(
+        self, consumer: AIOKafkaConsumer, only: set[TopicPartition] | None = None
+    ) -> None:
+        """Commit the offsets of what was enqueued (of ``only`` those partitions)."""
         assigned = consumer.assignment()
-        offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+        offsets = {
+            tp: offset
+            for tp, offset in self.uncommitted.items()
+            if tp in assigned and (only is None or tp in only)
+        }
+        if only is None:
+            self.uncommitted.clear()  # partitions no longer assigned are another's to commit
+        else:
+            for tp in only:
+                self.uncommitted.pop(tp, None)
         if not offsets:
             return
         try:
@@ -176,25 +215,35 @@ class KafkaReader:
             return
         self.committed.update(offsets)
 
-    async def _backpressure(self, consumer: AIOKafkaConsumer, run: MappingRun) -> None:
-        """Stop fetching a partition while its lane is full and enough of its records wait
-        to fill that lane again; fetch again once they fit."""
+    async def _read(
+        self, consumer: AIOKafkaConsumer, run: MappingRun, wait_s: float
+    ) -> dict[TopicPartition, list[Any]]:
+        """Records of the partitions with room for them, waiting up to ``wait_s`` for some.
+
+        No more than there is room for: the consumer keeps the rest as fetched (undecoded),
+        rather than as Python objects waiting in the batcher."""
         limit = MAX_PENDING_BATCHES * run.mapping.batch_size
-        full = {tp for tp in consumer.assignment() if run.batcher.waiting(_name(tp)) >= limit}
-        pause = full - self.paused
-        resume = self.paused - full
-        if pause:
-            consumer.pause(*pause)
-            log.debug("mapping %s: pausing %s", self.mapping.name, sorted(map(_name, pause)))
-        if resume:
-            consumer.resume(*resume)
-        self.paused = full
+        assigned = consumer.assignment()
+        room = {tp: limit - run.batcher.waiting(_name(tp)) for tp in assigned}
+        room = {tp: n for tp, n in room.items() if n > 0}
+        timeout_ms = int(wait_s * 1000)
+        most = min(MAX_RECORDS_PER_FETCH, max(run.mapping.batch_size, sum(room.values())))
+        if len(room) == len(assigned):  # every one (or none yet: getmany waits for them)
+            got: dict[TopicPartition, list[Any]] = await consumer.getmany(
+                timeout_ms=timeout_ms, max_records=most
+            )
+            return got
+        if not room:
+            await asyncio.sleep(wait_s)
+            return {}
+        got = await consumer.getmany(*room, timeout_ms=timeout_ms, max_records=most)
+        return got
 
     def _measure(self, consumer: AIOKafkaConsumer, run: MappingRun) -> None:
         lag = 0
         for tp in consumer.assignment():
             high = consumer.highwater(tp)
-            done = self.committed.get(tp)
+            done = self.enqueued.get(tp, self.committed.get(tp))
             if high is not None and done is not None:
                 lag += max(0, high - done)
         run.lag = lag
@@ -207,38 +256,26 @@ class KafkaReader:
             return
         assigned = list(consumer.assignment())
         run.batcher.forget([_name(tp) for tp in assigned])
+        self.uncommitted.clear()
         await self._seek(consumer, assigned, seek.to.timestamp())
         offsets = {tp: await consumer.position(tp) for tp in assigned}
         if offsets:
             await consumer.commit(offsets)
             self.committed.update(offsets)
+            self.enqueued.update(offsets)
         log.info("mapping %s: sought %d partitions to %s", run.name, len(assigned), seek.to)
 
 
-def _record(partition: str, m: Any) -> Record:
-    headers = tuple((k, v if isinstance(v, bytes) else b"") for k, v in (m.headers or ()))
-    item = KafkaRecord(
-        topic=m.topic,
-        partition=m.partition,
-        offset=m.offset,
-        timestamp_ms=m.timestamp,
-        key=m.key,
-        value=m.value,
-        headers=headers,
-        timestamp_type=KAFKA_TIMESTAMP_TYPES.get(m.timestamp_type, "CREATE_TIME"),
-    )
-    return Record(partition, str(m.offset), m.timestamp, m.value, item)
+def _records(partition: str, messages: Sequence[Any]) -> list[Record]:
+    """``messages`` (aiokafka's records) as :class:`Record` values; each is its own item
+    (:class:`~broker.batch_events.KafkaEventWriter` writes the event from them)."""
+    return [Record(partition, str(m.offset), m.timestamp, m.value, m) for m in messages]
 
 
-def shaper(mapping: MappingConfig) -> Any:
+def shaper(mapping: MappingConfig) -> Shaper:
     source = mapping.parsed_source
     assert isinstance(source, KafkaSource)
-    servers = ",".join(source.bootstrap_servers)
-
-    def shape(items: Sequence[Any]) -> dict[str, Any]:
-        return kafka_event(items, bootstrap_servers=servers)
-
-    return shape
+    return KafkaEventWriter(",".join(source.bootstrap_servers)).event
 
 
 def create(context: PollerContext) -> MappingPoller:

@@ -26,12 +26,11 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from broker.batch_events import encode_event
 from broker.config import Backoff
 from broker.ids import new_id
 from broker.mapping_config import MappingConfig, SourceKind
@@ -53,7 +52,7 @@ from broker.store.mappings import (
     save_cuts,
 )
 from broker.waits import wait_set
-from pollers.batching import Batch, Batcher, Record
+from pollers.batching import Batch, Batcher, Record, Shaper
 from pollers.s3.documents import NotificationDocuments
 
 log = logging.getLogger("eventwire.mappings")
@@ -66,6 +65,8 @@ MAX_PENDING_BATCHES = 8
 """Per lane: a reader stops reading a partition while this many of its batches wait."""
 DEPTH_REFRESH_S = 0.2
 FULL_REFRESH_S = 0.01
+"""While a lane is full its depth is asked for at most this often, and at least every
+``DEPTH_REFRESH_S``: as often as its fastest lane needs (:class:`RefreshPace`)."""
 
 
 class SourceError(Exception):
@@ -98,7 +99,7 @@ class MappingRun:
         *,
         generation: int,
         cuts: dict[str, Cut],
-        shape: Callable[[Sequence[Any]], dict[str, Any]],
+        shape: Shaper,
     ) -> None:
         self.mapping = mapping
         self.context = context
@@ -139,6 +140,7 @@ class MappingRun:
         self._limit = context.config.limits.async_payload_bytes
         self._depths: dict[str, int] = {}
         self._depths_at = 0.0
+        self._pace = RefreshPace()
 
     @property
     def name(self) -> str:
@@ -278,17 +280,19 @@ class MappingRun:
         return taken, chosen
 
     async def depths(self, lanes: Sequence[str]) -> dict[str, int]:
-        """Unfinished batches per lane, asked of the queue every ``DEPTH_REFRESH_S`` (every
-        ``FULL_REFRESH_S`` while a lane is full, to resume as soon as it drains); in between,
-        batches enqueued since are added, so the answer errs toward pausing."""
+        """Unfinished batches per lane, asked of the queue every ``DEPTH_REFRESH_S`` (more
+        often while a lane is full, to resume as soon as it drains: see ``FULL_REFRESH_S``);
+        in between, batches enqueued since are added, so the answer errs toward pausing."""
         if self.documents is not None:
             return dict.fromkeys(lanes, 0)  # its invocations are in no lane
         now = time.monotonic()
         full = any(self._depths.get(lane, 0) >= MAX_PENDING_BATCHES for lane in lanes)
-        due = FULL_REFRESH_S if full else DEPTH_REFRESH_S
+        due = self._pace.interval_s if full else DEPTH_REFRESH_S
         if now - self._depths_at >= due or any(lane not in self._depths for lane in lanes):
-            self._depths = await self.context.queue.lane_depths(list(lanes))
-            self._depths_at = now
+            fresh = await self.context.queue.lane_depths(list(lanes))
+            if full:
+                self._pace.observe(self._depths, fresh)
+            self._depths, self._depths_at = fresh, now
         return {lane: self._depths.get(lane, 0) for lane in lanes}
 
     async def backed_up(self, lanes: Sequence[str]) -> set[str]:
@@ -301,12 +305,35 @@ class MappingRun:
         return {lane for lane in lanes if depths[lane] >= MAX_PENDING_BATCHES}
 
 
-def _fit(
-    records: list[Any], shape: Callable[[Sequence[Any]], dict[str, Any]], limit: int
-) -> list[tuple[list[Any], bytes, bool]]:
+class RefreshPace:
+    """How often to ask for the depths of lanes while one is full: about as often as its
+    fastest lane finishes one or two batches (an eighth to a quarter of
+    ``MAX_PENDING_BATCHES``), so that none runs dry before the reader refills it, and no
+    more often. Adjusted from what each refresh finds."""
+
+    def __init__(self) -> None:
+        self.interval_s = FULL_REFRESH_S
+
+    def observe(self, before: Mapping[str, int], after: Mapping[str, int]) -> None:
+        """Depths ``before`` (with the batches enqueued since) and ``after`` a refresh."""
+        ran_low = any(
+            after.get(lane, 0) <= MAX_PENDING_BATCHES // 4
+            for lane, depth in before.items()
+            if depth >= MAX_PENDING_BATCHES
+        )
+        drained = max((depth - after.get(lane, 0) for lane, depth in before.items()), default=0)
+        if ran_low:  # a full lane nearly ran dry before it was looked at again
+            self.interval_s = FULL_REFRESH_S
+        elif drained > MAX_PENDING_BATCHES // 4:
+            self.interval_s = max(FULL_REFRESH_S, self.interval_s / 2)
+        elif drained < max(1, MAX_PENDING_BATCHES // 8):
+            self.interval_s = min(DEPTH_REFRESH_S, self.interval_s * 1.5)
+
+
+def _fit(records: list[Any], shape: Shaper, limit: int) -> list[tuple[list[Any], bytes, bool]]:
     """Consecutive runs of ``records`` with their events, each within ``limit`` (the flag
     False: one record whose event is over the limit on its own)."""
-    payload = encode_event(shape([r.item for r in records]))
+    payload = shape([r.item for r in records])
     if len(payload) <= limit:
         return [(records, payload, True)]
     if len(records) == 1:
@@ -335,7 +362,7 @@ class MappingPoller:
         context: PollerContext,
         kind: SourceKind,
         reader: ReaderFactory,
-        shaper: Callable[[MappingConfig], Callable[[Sequence[Any]], dict[str, Any]]],
+        shaper: Callable[[MappingConfig], Shaper],
     ) -> None:
         self.name = f"mappings-{kind.value}"
         self.context = context

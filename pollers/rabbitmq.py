@@ -33,7 +33,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError, ChannelClosed
 
-from broker.batch_events import AmqpMessage, event_source_arn, rabbitmq_event
+from broker.batch_events import AmqpMessage, encode_event, event_source_arn, rabbitmq_event
 from broker.mapping_config import AmqpSource, MappingConfig, SourceKind
 from broker.models import NewInvocation
 from broker.poller import PollerContext
@@ -46,7 +46,7 @@ from broker.store.unacked import (
     record_unacked,
 )
 from broker.waits import close_within, wait_set
-from pollers.batching import Batch, Record
+from pollers.batching import Batch, Record, Shaper
 from pollers.mapping_runner import MAX_PENDING_BATCHES, MappingPoller, MappingRun, SourceError
 
 log = logging.getLogger("eventwire.mappings.rabbitmq")
@@ -275,11 +275,11 @@ def _message(m: AbstractIncomingMessage, source: AmqpSource) -> AmqpMessage:
     )
 
 
-def shaper(mapping: MappingConfig) -> Any:
+def shaper(mapping: MappingConfig) -> Shaper:
     arn = event_source_arn("amqp", mapping.name)
 
-    def shape(items: Sequence[Any]) -> dict[str, Any]:
-        return rabbitmq_event(items, event_source_arn=arn)
+    def shape(items: Sequence[Any]) -> bytes:
+        return encode_event(rabbitmq_event(items, event_source_arn=arn))
 
     return shape
 

@@ -32,6 +32,7 @@ from redis.exceptions import ResponseError
 
 from broker.batch_events import (
     StreamEntry,
+    encode_event,
     entry_fields,
     entry_id_key,
     event_source_arn,
@@ -41,7 +42,7 @@ from broker.mapping_config import MappingConfig, RedisStreamSource, SourceKind
 from broker.poller import PollerContext
 from broker.store.mappings import redact
 from broker.waits import wait_set
-from pollers.batching import Record
+from pollers.batching import Record, Shaper
 from pollers.mapping_runner import MappingPoller, MappingRun, SourceError
 
 log = logging.getLogger("eventwire.mappings.redis")
@@ -235,11 +236,11 @@ class RedisStreamReader:
         log.info("mapping %s: sought %s to %s", run.name, self.source.stream, seek.to)
 
 
-def shaper(mapping: MappingConfig) -> Any:
+def shaper(mapping: MappingConfig) -> Shaper:
     arn = event_source_arn("redis", mapping.name)
 
-    def shape(items: Sequence[Any]) -> dict[str, Any]:
-        return redis_streams_event(items, event_source_arn=arn)
+    def shape(items: Sequence[Any]) -> bytes:
+        return encode_event(redis_streams_event(items, event_source_arn=arn))
 
     return shape
 

@@ -35,6 +35,11 @@ async def aecho(event: Any, context: LambdaContext) -> Any:
     return event
 
 
+def describe(event: Any, context: LambdaContext) -> str:
+    """The event as Python sees it (``repr``), to compare decodings exactly."""
+    return repr(event)
+
+
 def noop(event: Any, context: LambdaContext) -> None:
     return None
 

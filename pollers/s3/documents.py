@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -38,7 +38,7 @@ from broker.mapping_config import MappingConfig, SourceKind
 from broker.models import Condition, DeadLetter, NewInvocation, Origin
 from broker.s3_events import S3DocumentError
 from broker.settings import Settings
-from pollers.batching import Batch, Record
+from pollers.batching import Batch, Record, Shaper
 from pollers.s3.invocations import notified
 
 INVALID = MappingCondition.INVALID_S3_NOTIFICATION
@@ -64,7 +64,7 @@ class NotificationDocuments:
         self,
         mapping: MappingConfig,
         settings: Settings,
-        shape: Callable[[Sequence[Any]], dict[str, Any]],
+        shape: Shaper,
     ) -> None:
         assert mapping.object_notifications is not None
         self.mapping = mapping
@@ -153,7 +153,7 @@ class NotificationDocuments:
         if self.on_failure is None:
             return
         failure = mapping_failure_record(
-            self.shape([record.item]),
+            json.loads(self.shape([record.item])),
             condition=INVALID,
             function_arn=self.function_arn,
             request_id=letter_id,

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from broker.batch_events import (
+    KAFKA_TIMESTAMP_TYPES,
     AmqpMessage,
+    KafkaEventWriter,
     KafkaRecord,
     StreamEntry,
     bisect_event,
@@ -74,6 +78,65 @@ def test_kafka_records_group_by_topic_partition_in_order() -> None:
     event = kafka_event(records, bootstrap_servers="b:9092")
     assert list(event["records"]) == ["a-b-0", "a-b-1"]
     assert [r["offset"] for r in event["records"]["a-b-0"]] == [1, 2]
+
+
+@dataclass(frozen=True)
+class Message:
+    """A Kafka record as aiokafka's consumer gives it."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp: int
+    timestamp_type: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+
+
+def _written(records: list[KafkaRecord], servers: str) -> bytes:
+    types = {name: code for code, name in KAFKA_TIMESTAMP_TYPES.items()}
+    messages = [
+        Message(
+            r.topic,
+            r.partition,
+            r.offset,
+            r.timestamp_ms,
+            types[r.timestamp_type],
+            r.key,
+            r.value,
+            r.headers,
+        )
+        for r in records
+    ]
+    return KafkaEventWriter(servers).event(messages)
+
+
+@pytest.mark.parametrize(
+    "records",
+    [
+        [
+            KafkaRecord(
+                "mytopic", 0, 15, 1545084650987, b"k1", b"Hello", [("headerKey", b"headerValue")]
+            )
+        ],
+        [KafkaRecord("t", 3, 7, 0, headers=[("bin", b"\x00\x7f\x80\xff"), ('é"\n', b"")])],
+        [KafkaRecord("a-b", p, o, 1, value=b"x") for p, o in [(0, 1), (1, 5), (0, 2), (1, 6)]],
+        [KafkaRecord("t", 0, 1, 2, key=b"", value=b"", timestamp_type="LOG_APPEND_TIME")],
+        [KafkaRecord("t", 0, n, n, value=bytes(range(256)) * 3) for n in range(50)],
+        [],
+    ],
+)
+def test_kafka_event_writer_writes_exactly_the_encoded_event(records: list[KafkaRecord]) -> None:
+    servers = 'b-1:9092,"b-2":9092'
+    expected = encode_event(kafka_event(records, bootstrap_servers=servers))
+    assert _written(records, servers) == expected
+
+
+def test_kafka_event_writer_counts_a_header_without_value_as_empty() -> None:
+    message = Message("t", 0, 1, 2, 0, None, None, [("h", None)])  # type: ignore[list-item]
+    event = json.loads(KafkaEventWriter("b:9092").event([message]))
+    assert event["records"]["t-0"][0]["headers"] == [{"h": []}]
 
 
 def test_rabbitmq_event_is_lambdas_rmq_event() -> None:

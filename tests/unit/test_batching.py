@@ -107,3 +107,20 @@ def test_a_partition_taken_over_without_a_cut_forgets_a_stale_one() -> None:
     for offset in range(4, 8):
         batcher.add(rec(offset), 0.0)
     assert spans(batcher.take(0.0).batches) == [("4", "5", False), ("6", "7", False)]
+
+
+def test_extend_batches_as_adding_one_at_a_time_does() -> None:
+    only_a = compile_filters([{"value": {"type": ["a"]}}], data_key="value")
+    for record_filter in (NO_FILTER, only_a):
+        one, many = (
+            Batcher(batch_size=3, window_s=1.0, record_filter=record_filter) for _ in range(2)
+        )
+        records = [rec(n, b'{"type": "b"}' if n % 4 == 0 else b'{"type": "a"}') for n in range(11)]
+        for record in records:
+            one.add(record, 0.0)
+        many.extend("t-0", records[:5], 0.0)
+        many.extend("t-0", records[5:], 0.0)
+        for now in (0.5, 1.0):
+            a, b = one.take(now), many.take(now)
+            assert spans(a.batches) == spans(b.batches)
+            assert a.checkpoint == b.checkpoint

@@ -11,6 +11,7 @@ from broker.batch_events import (
     AmqpMessage,
     KafkaRecord,
     StreamEntry,
+    encode_event,
     entry_fields,
     kafka_event,
     rabbitmq_event,
@@ -59,7 +60,9 @@ def plan(documents: NotificationDocuments, *records: Record, generation: int = 0
 def kafka_documents(**options: Any) -> NotificationDocuments:
     config = mapping("kafka://k:9092/events", **options)
     return NotificationDocuments(
-        config, Settings(), lambda items: kafka_event(items, bootstrap_servers="k:9092")
+        config,
+        Settings(),
+        lambda items: encode_event(kafka_event(items, bootstrap_servers="k:9092")),
     )
 
 
@@ -162,7 +165,9 @@ def test_on_failure_gets_lambdas_failure_record_with_the_reason() -> None:
 def test_a_stream_entry_holds_its_document_in_a_field() -> None:
     config = mapping("redis://r:6379/0?stream=s3")
     documents = NotificationDocuments(
-        config, Settings(), lambda items: redis_streams_event(items, event_source_arn="arn")
+        config,
+        Settings(),
+        lambda items: encode_event(redis_streams_event(items, event_source_arn="arn")),
     )
 
     def entry(entry_id: str, fields: dict[str | bytes, str | bytes]) -> Record:
@@ -187,7 +192,9 @@ def test_a_stream_entry_holds_its_document_in_a_field() -> None:
 def test_a_queue_message_without_an_id_is_known_by_its_body() -> None:
     config = mapping("amqp://h:5672/%2F?queue=minio")
     documents = NotificationDocuments(
-        config, Settings(), lambda items: rabbitmq_event(items, event_source_arn="arn")
+        config,
+        Settings(),
+        lambda items: encode_event(rabbitmq_event(items, event_source_arn="arn")),
     )
 
     def message(position: str, body: bytes) -> Record:

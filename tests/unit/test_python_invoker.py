@@ -192,6 +192,35 @@ async def test_payload_that_is_not_json_is_an_unmarshal_error(
     assert error.message.startswith("Unable to unmarshal input: ")
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"a": [1, 2.5, -0.0, "x\\u00e9", null, true], "a": 3}',
+        b"[NaN, Infinity, -Infinity, 1e400, -1e400]",
+        b"[18446744073709551615, 18446744073709551616, -9223372036854775809]",
+        b"123456789012345678901234567890",
+        b'["12345678901234567890", 0.1000000000000000055511151231257827]',
+        b'"\\ud800"',
+        b'"\xed\xa0\x80"',
+        b"\xef\xbb\xbf[1]",
+        '{"a": "é"}'.encode("utf-16"),
+        b" [5e-324, 2.4703282292062328e-324] ",
+    ],
+)
+async def test_events_decode_as_json_loads_decodes_them(make: MakeInvoker, payload: bytes) -> None:
+    invoker = await make("tests.handlers:describe")
+    assert decoded(await invoker.invoke(request(payload))) == repr(json.loads(payload))
+
+
+@pytest.mark.parametrize("payload", [b"[1,]", b'{"a": 1} x', b"[" * 5000 + b"]" * 5000, b"\xff"])
+async def test_what_json_loads_refuses_is_an_unmarshal_error(
+    make: MakeInvoker, payload: bytes
+) -> None:
+    invoker = await make("tests.handlers:describe")
+    error = failed(await invoker.invoke(request(payload)), "Runtime.UnmarshalError")
+    assert error.message.startswith("Unable to unmarshal input: ")
+
+
 async def test_unserializable_result_is_a_marshal_error(make: MakeInvoker) -> None:
     invoker = await make("tests.handlers:unserializable")
 
