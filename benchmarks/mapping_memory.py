@@ -187,7 +187,7 @@ async def one_pass(args: argparse.Namespace, bootstrap: str, pause: bool) -> Pas
     from tests.support.postgres import fresh_database
 
     console = Console(stderr=True, highlight=False)
-    result = Pass("pause (as shipped)" if pause else "no pause (control)")
+    result = Pass("backpressure (as shipped)" if pause else "no backpressure (control)")
     topic = f"memory-{uuid.uuid4().hex[:8]}"
     await create_topic(bootstrap, topic, args.partitions)
     async with fresh_database("eventwire_bench") as url:
