@@ -26,7 +26,8 @@ async def wait_set(event: asyncio.Event, timeout_s: float) -> bool:
 
 
 async def close_within(closing: Awaitable[object], timeout_s: float) -> bool:
-    """Run ``closing`` (a transport's close) for up to ``timeout_s``; answers whether it ended.
+    """Run ``closing`` (a transport's close, a last write) for up to ``timeout_s``; answers
+    whether it ended.
 
     The close runs as a task of its own and is waited for with ``asyncio.wait``, which
     returns at the deadline whatever the task does: a client whose close does not honour

@@ -51,7 +51,7 @@ from broker.store.mappings import (
     report_status,
     save_cuts,
 )
-from broker.waits import wait_set
+from broker.waits import close_within, wait_set
 from pollers.batching import Batch, Batcher, Record, Shaper
 from pollers.s3.documents import NotificationDocuments
 
@@ -418,7 +418,10 @@ class MappingPoller:
             for task in everything:  # their errors were logged where they happened
                 if task.done() and not task.cancelled():
                     task.exception()
-            await self._report_all(final=True)
+            # The last word on each mapping's state is worth a moment, not a stop that hangs
+            # on a store that does not answer (its next start reports afresh).
+            if not await close_within(self._report_all(final=True), STOP_GRACE_S):
+                log.warning("%s: could not record the mappings' final state", self.name)
 
     # ------------------------------------------------------------ one mapping
 
