@@ -13,9 +13,14 @@ One run::
        consumer group's join (a few seconds on this broker) is left out, as the
        bare consumer has none                        → eventwire records/s
 
+On the event loop ``serve`` runs on (uvloop where installed). Beside both
+rates, the CPU each took per record: this process, the Redis queue's history
+writer (a child process, as in ``serve``), the Kafka broker, the Redis server.
+
 Run from the repository root::
 
     python -m benchmarks.kafka [-n 200000] [--partitions 4] [--backend sqlite|postgres|redis]
+                               [--history sqlite|postgres] [--json]
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from broker import loop
 from broker.config import parse_config
 from broker.logs import configure
 from broker.service import Service
@@ -78,10 +84,12 @@ async def count(event: dict[str, Any], context: Any) -> None:
 
 @dataclass(frozen=True)
 class Cpu:
-    """CPU seconds used so far by this process (every thread), the Kafka broker it started
+    """CPU seconds used so far by this process (every thread), the history writer's child
+    process (the Redis queue's; None without it), the Kafka broker this process started
     (None with ``--bootstrap``) and the Redis server (None without the Redis queue)."""
 
     python_s: float
+    history_s: float | None
     broker_s: float | None
     redis_s: float | None
 
@@ -91,24 +99,31 @@ class Cpu:
 
         return (
             each(self.python_s, since.python_s),
+            each(self.history_s, since.history_s),
             each(self.broker_s, since.broker_s),
             each(self.redis_s, since.redis_s),
         )
 
 
-def _children_cpu_s() -> float | None:
-    """CPU seconds of this process's child processes (the Tansu broker), from /proc."""
+def _children_cpu_s() -> tuple[float | None, float | None]:
+    """CPU seconds of this process's children, from /proc: the history writer's process
+    and the Tansu broker (None: not running)."""
     me = os.getpid()
-    total, found = 0.0, False
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    history = broker = None
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            fields = stat.read_text().rpartition(")")[2].split()
+            fields = (proc / "stat").read_text().rpartition(")")[2].split()
+            if int(fields[1]) != me:  # ppid
+                continue
+            command = (proc / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(fields[1]) == me:  # ppid
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            found = True
-    return total if found else None
+        used = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        if b"history_process" in command:
+            history = (history or 0.0) + used
+        elif b"--listener-url" in command:
+            broker = (broker or 0.0) + used
+    return history, broker
 
 
 async def cpu_now(redis_url: str | None) -> Cpu:
@@ -122,7 +137,8 @@ async def cpu_now(redis_url: str | None) -> Cpu:
         finally:
             await client.aclose()
         redis_s = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-    return Cpu(time.process_time(), _children_cpu_s(), redis_s)
+    history_s, broker_s = _children_cpu_s()
+    return Cpu(time.process_time(), history_s, broker_s, redis_s)
 
 
 @contextlib.contextmanager
@@ -166,7 +182,8 @@ async def produce(bootstrap: str, topic: str, n: int, partitions: int) -> float:
 class Run:
     rate: float
     cpu_us: tuple[float | None, ...]
-    """CPU µs per record: this process, the Kafka broker, Redis (None: not measured)."""
+    """CPU µs per record: this process, the history process, the Kafka broker, Redis (None:
+    not measured)."""
     invocations: int = 0
 
 
@@ -181,7 +198,7 @@ async def bare(bootstrap: str, topic: str, n: int, partitions: int) -> Run:
         await consumer.seek_to_beginning(*tps)
         seen = timed = 0
         first = 0.0
-        cpu_first = Cpu(0.0, None, None)
+        cpu_first = Cpu(0.0, None, None, None)
         while seen < n:
             data = await consumer.getmany(timeout_ms=500, max_records=5000)
             got = sum(len(messages) for messages in data.values())
@@ -289,7 +306,7 @@ async def main_async(args: argparse.Namespace, bootstrap: str) -> None:
     )
     Console().print(table)
     cpu = Table(title="CPU µs per record (over the timed records)")
-    for column in ("run", "this process", "Kafka broker", "Redis"):
+    for column in ("run", "this process", "history process", "Kafka broker", "Redis"):
         cpu.add_column(column, justify="right")
     cpu.add_row("bare aiokafka", *map(_us, plain.cpu_us))
     cpu.add_row("eventwire", *map(_us, wired.cpu_us))
@@ -327,7 +344,7 @@ def main() -> None:
     configure("WARNING", "text")
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     with broker(args.bootstrap) as bootstrap:
-        asyncio.run(main_async(args, bootstrap))
+        loop.run(main_async(args, bootstrap))  # as serve does
 
 
 if __name__ == "__main__":
