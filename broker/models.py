@@ -214,6 +214,24 @@ class DeadLetter:
     dead_at: datetime
     source: Mapping[str, Any] = field(default_factory=dict)
 
+    def as_row(self) -> dict[str, Any]:
+        """The ``dead_letters`` row it is stored as (enums as their values)."""
+        return {
+            "id": self.id,
+            "invocation_id": self.invocation_id,
+            "request_id": self.request_id,
+            "function": self.function,
+            "payload": self.payload,
+            "origin": self.origin.value,
+            "source": dict(self.source),
+            "condition": self.condition.value,
+            "error_type": self.error_type,
+            "error_message": self.error_message,
+            "attempts": self.attempts,
+            "first_enqueued_at": self.first_enqueued_at,
+            "dead_at": self.dead_at,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Settlement:

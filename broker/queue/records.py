@@ -108,17 +108,8 @@ def settle_event(s: Settlement, now: datetime) -> bytes:
             "dl": None
             if letter is None
             else {
-                "id": letter.id,
-                "invocation_id": letter.invocation_id,
-                "request_id": letter.request_id,
-                "function": letter.function,
+                **letter.as_row(),
                 "payload": _text(letter.payload),
-                "origin": letter.origin.value,
-                "source": dict(letter.source),
-                "condition": letter.condition.value,
-                "error_type": letter.error_type,
-                "error_message": letter.error_message,
-                "attempts": letter.attempts,
                 "first_enqueued_at": us(letter.first_enqueued_at),
                 "dead_at": us(letter.dead_at),
             },

@@ -373,27 +373,7 @@ class SqlQueue:
             await self._enqueue(conn, follow_ons, now)
         letters = [s.dead_letter for s in applied if s.dead_letter is not None]
         if letters:
-            await conn.execute(
-                dead_letters.insert(),
-                [
-                    {
-                        "id": d.id,
-                        "invocation_id": d.invocation_id,
-                        "request_id": d.request_id,
-                        "function": d.function,
-                        "payload": d.payload,
-                        "origin": d.origin.value,
-                        "source": dict(d.source),
-                        "condition": d.condition.value,
-                        "error_type": d.error_type,
-                        "error_message": d.error_message,
-                        "attempts": d.attempts,
-                        "first_enqueued_at": d.first_enqueued_at,
-                        "dead_at": d.dead_at,
-                    }
-                    for d in letters
-                ],
-            )
+            await conn.execute(dead_letters.insert(), [d.as_row() for d in letters])
         if any(s.state is State.PENDING for s in applied):
             await self._notify(conn)
 

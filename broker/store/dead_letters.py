@@ -146,22 +146,5 @@ async def add_dead_letters(engine: AsyncEngine, letters: Sequence[DeadLetter]) -
     unless their id is present; answers how many were new."""
     return await import_dead_letters(
         engine,
-        [
-            {
-                "id": letter.id,
-                "invocation_id": letter.invocation_id,
-                "request_id": letter.request_id,
-                "function": letter.function,
-                "payload": letter.payload,
-                "origin": letter.origin.value,
-                "source": dict(letter.source),
-                "condition": letter.condition.value,
-                "error_type": letter.error_type,
-                "error_message": letter.error_message,
-                "attempts": letter.attempts,
-                "first_enqueued_at": letter.first_enqueued_at,
-                "dead_at": letter.dead_at,
-            }
-            for letter in letters
-        ],
+        [letter.as_row() for letter in letters],
     )
