@@ -42,6 +42,7 @@ from broker.queue.redis import connect
 from broker.settings import Settings
 from broker.store.engine import create_engine
 from broker.store.schema import functions, invocations
+from tests.support.processes import children
 
 CONFIG = """
 functions:
@@ -61,17 +62,8 @@ def rss_mb(pid: int) -> float:
 
 def history_child(pid: int) -> int | None:
     """The history writer process that serve ``pid`` started, once it runs."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if int(stat.rpartition(")")[2].split()[1]) == pid and b"history_process" in cmdline:
-            return int(entry.name)
-    return None
+    found = children(pid, "history_process")
+    return found[0] if found else None
 
 
 @dataclass

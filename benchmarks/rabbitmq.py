@@ -25,13 +25,12 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.kafka import store
+from benchmarks.kafka import Counter, store
 from broker.config import parse_config
 from broker.logs import configure
 from broker.service import Service
@@ -39,16 +38,6 @@ from broker.settings import Settings
 from tests.support.rabbitmq import RABBITMQ_URL
 
 BATCH_SIZE = 100
-
-
-@dataclass
-class Counter:
-    target: int = 0
-    records: int = 0
-    invocations: int = 0
-    first_at: float = 0.0
-    done_at: float = 0.0
-    done: asyncio.Event | None = None
 
 
 COUNTER = Counter()
