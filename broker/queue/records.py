@@ -57,11 +57,18 @@ def loads(entry: bytes) -> list[dict[str, Any]]:
 
 
 def enqueue_event(
-    item: NewInvocation, first: datetime, available: datetime, now: datetime
+    item: NewInvocation,
+    first: datetime,
+    available: datetime,
+    now: datetime,
+    *,
+    out_of_line: bool = False,
 ) -> bytes:
+    """``out_of_line``: the payload is not in the event; the writer reads it from Redis."""
     return orjson.dumps(
         {
             "k": "e",
+            "px": out_of_line,
             "id": item.id,
             "r": item.request_id or item.id,
             "f": item.function,
@@ -70,7 +77,7 @@ def enqueue_event(
             "l": item.lane,
             "key": item.idempotency_key,
             "y": item.sync,
-            "p": _text(item.payload),
+            "p": None if out_of_line else _text(item.payload),
             "fq": us(first),
             "av": us(available),
             "u": us(now),
@@ -78,12 +85,13 @@ def enqueue_event(
     )
 
 
-def settle_event(s: Settlement, now: datetime) -> bytes:
+def settle_event(s: Settlement, now: datetime, *, payload_out_of_line: bool = False) -> bytes:
     a = s.attempt
     letter = s.dead_letter
     return orjson.dumps(
         {
             "k": "s",
+            "px": payload_out_of_line,
             "id": s.invocation_id,
             "st": s.state.value,
             "fe": s.function_errors,
@@ -93,7 +101,7 @@ def settle_event(s: Settlement, now: datetime) -> bytes:
             "em": s.error_message,
             "av": us(s.retry_at) if s.state is State.PENDING and s.retry_at else None,
             "u": us(now),
-            "p": _text(s.payload),
+            "p": None if payload_out_of_line else _text(s.payload),
             "s": None if s.source is None else dict(s.source),
             "a": [
                 a.number,
@@ -123,35 +131,63 @@ class Rows:
 
     ``new`` are invocations first seen in this run, already carrying the last
     state the run gives them; ``updates`` are the last states this run gives
-    invocations that an earlier run wrote.
+    invocations that an earlier run wrote. ``out_of_line`` are invocations whose
+    last payload in this run is in Redis, not in the events (``payload`` None
+    until :meth:`fill_payloads`); ``finished`` reached a final state in this run.
     """
 
     new: dict[str, dict[str, Any]] = field(default_factory=dict)
     updates: dict[str, dict[str, Any]] = field(default_factory=dict)
     attempts: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    out_of_line: set[str] = field(default_factory=set)
+    finished: list[str] = field(default_factory=list)
 
     def add(self, event: dict[str, Any]) -> None:
         if event["k"] == "e":
-            self.new.setdefault(event["id"], _invocation_row(event))
-            return
+            self._enqueued(event)
+        else:
+            self._settled(event)
+
+    def _enqueued(self, event: dict[str, Any]) -> None:
+        id = event["id"]
+        if id not in self.new:
+            self.new[id] = _invocation_row(event)
+            if event.get("px"):
+                self.out_of_line.add(id)
+
+    def _settled(self, event: dict[str, Any]) -> None:
+        id = event["id"]
         state = _state_of(event)
-        row = self.new.get(event["id"])
+        if state["payload"] is not None:
+            self.out_of_line.discard(id)
+        elif event.get("px"):
+            self.out_of_line.add(id)
+        if state["state"] in _TERMINAL:
+            self.finished.append(id)
+        row = self.new.get(id)
         if row is not None and row["attempts"] <= state["attempts"]:
             row.update(
                 {k: v for k, v in state.items() if k not in KEPT_UNLESS_GIVEN or v is not None}
             )
         elif row is None:
-            earlier = self.updates.get(event["id"])  # events of one invocation come in order
+            earlier = self.updates.get(id)  # events of one invocation come in order
             if earlier is not None:
                 for kept in KEPT_UNLESS_GIVEN:
                     if state[kept] is None:
                         state[kept] = earlier[kept]
-            state["id"] = event["id"]
-            self.updates[event["id"]] = state
+            state["id"] = id
+            self.updates[id] = state
         self.attempts.append(_attempt_row(event))
         if event["dl"] is not None:
             self.dead_letters.append(_dead_letter_row(event["dl"]))
+
+    def fill_payloads(self, payloads: dict[str, bytes]) -> None:
+        """Give the ``out_of_line`` invocations their payloads, as read from Redis."""
+        for id, payload in payloads.items():
+            row = self.new.get(id) or self.updates.get(id)
+            if row is not None:
+                row["payload"] = payload
 
 
 def _invocation_row(e: dict[str, Any]) -> dict[str, Any]:

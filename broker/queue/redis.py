@@ -22,15 +22,16 @@ import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -61,6 +62,9 @@ GUARD_WINDOW_S = 60
 that a command retried after a lost reply (the client retries for a few
 seconds) does not enqueue it twice. Short, because at 10,000 invocations/s each
 second of window is ~1 MB of Redis memory."""
+INLINE_PAYLOAD = 2048
+"""Payloads up to this many bytes live in the invocation's hash and pass through the
+scripts; larger ones are stored out of line (see :mod:`broker.queue.redis_lua`)."""
 
 
 def connect(url: str) -> aioredis.Redis:
@@ -108,13 +112,16 @@ class RedisQueue:
 
     # ------------------------------------------------------------ enqueue
 
-    def _item_args(self, item: NewInvocation, now: datetime) -> list[Any]:
+    def _item_args(self, item: NewInvocation, now: datetime, aside: Aside) -> list[Any]:
         first = item.first_enqueued_at or now
         available = item.available_at or now
+        out_of_line = len(item.payload) > INLINE_PAYLOAD
+        if out_of_line:
+            aside.append((f"{self.prefix}p:{item.id}", item.payload))
         return [
             item.id,
             item.function,
-            item.payload,
+            b"" if out_of_line else item.payload,
             item.request_id or item.id,
             item.origin.value,
             item.lane or "",
@@ -123,8 +130,24 @@ class RedisQueue:
             us(first),
             us(available),
             orjson.dumps(dict(item.source)) if item.source else b"",
-            enqueue_event(item, first, available, now),
+            "1" if out_of_line else "0",
+            enqueue_event(item, first, available, now, out_of_line=out_of_line),
         ]
+
+    async def _run(self, script: AsyncScript, args: list[Any], aside: Aside) -> Any:
+        """``script``'s answer; the out-of-line payloads in ``aside`` are written first, in
+        the same transaction, so the script sees them and they exist only with it."""
+        if not aside:
+            return await script(args=args)
+        while True:
+            async with self.client.pipeline(transaction=True) as pipe:
+                for key, payload in aside:
+                    pipe.set(key, payload)
+                pipe.evalsha(script.sha, 0, *args)
+                try:
+                    return (await pipe.execute())[-1]
+                except NoScriptError:  # Redis restarted or its scripts were flushed
+                    await self.client.script_load(script.script)
 
     async def enqueue(self, batch: Sequence[NewInvocation]) -> list[Enqueued]:
         if not batch:
@@ -137,9 +160,10 @@ class RedisQueue:
             GUARD_WINDOW_S,
             len(batch),
         ]
+        aside: Aside = []
         for item in batch:
-            args.extend(self._item_args(item, now))
-        answer = await self._enqueue(args=args)
+            args.extend(self._item_args(item, now, aside))
+        answer = await self._run(self._enqueue, args, aside)
         self._wakeup.set()
         return [Enqueued(answer[j].decode(), bool(answer[j + 1])) for j in range(0, len(answer), 2)]
 
@@ -174,7 +198,15 @@ class RedisQueue:
                 )
             )
         rows, _throttles = await self._lease(args=args)
-        return [_lease(row) for row in rows]
+        apart = [row[0] for row in rows if row[16] == b"1"]
+        payloads: dict[bytes, bytes] = {}
+        if apart:
+            found = await self.client.mget([self.prefix.encode() + b"p:" + id for id in apart])
+            for id, payload in zip(apart, found, strict=True):
+                if payload is None:  # only if Redis lost data: the function gets an empty event
+                    log.error("queue: the payload of invocation %s is missing", id.decode())
+                payloads[id] = cast(bytes, payload or b"")
+        return [_lease(row, payloads.get(row[0])) for row in rows]
 
     # ------------------------------------------------------------ extend / release
 
@@ -203,9 +235,18 @@ class RedisQueue:
             GUARD_WINDOW_S,
             len(settlements),
         ]
+        aside: Aside = []
         for s in settlements:
             retry_at = us(s.retry_at) if s.state is State.PENDING and s.retry_at else now_us
-            replaces = "0" if s.payload is None else "1"
+            payload = s.payload
+            if payload is None:
+                replaces = "0"
+            elif len(payload) > INLINE_PAYLOAD:
+                replaces = "2"
+                aside.append((f"{self.prefix}p:{s.lease_token}", payload))
+                payload = b""
+            else:
+                replaces = "1"
             header = (
                 f"{s.state.value}|{retry_at}|{s.function_errors}|{s.system_errors}"
                 f"|{len(s.enqueue)}|{replaces}"
@@ -214,14 +255,14 @@ class RedisQueue:
                 (
                     s.lease_token,
                     header,
-                    settle_event(s, now),
-                    s.payload or b"",
+                    settle_event(s, now, payload_out_of_line=replaces == "2"),
+                    payload or b"",
                     b"" if s.source is None else orjson.dumps(dict(s.source)),
                 )
             )
             for item in s.enqueue:
-                args.extend(self._item_args(item, now))
-        held = {t.decode() for t in await self._settle(args=args)}
+                args.extend(self._item_args(item, now, aside))
+        held = {t.decode() for t in await self._run(self._settle, args, aside)}
         self._wakeup.set()
         return held
 
@@ -333,7 +374,11 @@ def _text(value: bytes | None) -> str:
     return value.decode() if value else ""
 
 
-def _lease(row: Sequence[Any]) -> Lease:
+Aside = list[tuple[str, bytes]]
+"""Out-of-line payloads to write with a script: (key, payload)."""
+
+
+def _lease(row: Sequence[Any], out_of_line: bytes | None) -> Lease:
     (
         id,
         token,
@@ -351,12 +396,13 @@ def _lease(row: Sequence[Any]) -> Lease:
         first,
         available,
         source,
+        _apart,
     ) = row
     invocation = Invocation(
         id=id.decode(),
         request_id=request_id.decode(),
         function=function.decode(),
-        payload=payload,
+        payload=payload if out_of_line is None else out_of_line,
         origin=Origin(origin.decode()),
         lane=_text(lane) or None,
         idempotency_key=_text(key) or None,

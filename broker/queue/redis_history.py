@@ -118,15 +118,30 @@ class HistoryWriter:
                 await self.client.xread({stream: cursor or b"0-0"}, count=1, block=block_ms)
                 return await self.write_batch()
             return 0
+        if rows.out_of_line:
+            rows.fill_payloads(await self._payloads(sorted(rows.out_of_line)))
         taken = await self._take_throttles(args=[self.prefix])
         throttles = {taken[j].decode(): int(taken[j + 1]) for j in range(0, len(taken), 2)}
         async with self.engine.begin() as conn:
             await write_rows(conn, rows)
             await add_throttles(conn, throttles)
         written = last.decode()
-        await self._advance(args=[self.prefix, self.owner, written, _after(written)])
+        await self._advance(
+            args=[self.prefix, self.owner, written, _after(written), *rows.finished]
+        )
         self.written += entries
         return entries
+
+    async def _payloads(self, ids: list[str]) -> dict[str, bytes]:
+        """The out-of-line payloads of ``ids``; they stay in Redis until the final state
+        of their invocation is written."""
+        found = await self.client.mget([f"{self.prefix}p:{id}" for id in ids])
+        payloads: dict[str, bytes] = {}
+        for id, payload in zip(ids, found, strict=True):
+            if payload is None:  # only if Redis lost data
+                log.error("history: the payload of invocation %s is missing", id)
+            payloads[id] = cast(bytes, payload or b"")
+        return payloads
 
 
 def _after(entry_id: str) -> str:

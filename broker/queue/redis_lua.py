@@ -3,6 +3,8 @@
 Keys, under the installation's prefix ``P`` (``eventwire:`` by default)::
 
     P i:<id>            hash   one unfinished invocation (fields below)
+    P p:<id>            string an invocation's payload when it is stored out of line;
+                               removed once the history writer has its final state
     P r:<function>      zset   runnable invocations, scored by enqueue sequence
     P d:<function>      zset   delayed invocations (retries), scored by available-at µs
     P l:<lane>          list   a lane's unfinished invocations in order; only its head
@@ -19,7 +21,16 @@ Keys, under the installation's prefix ``P`` (``eventwire:`` by default)::
 Invocation hash fields: ``f`` function, ``p`` payload, ``r`` request id, ``o``
 origin, ``l`` lane, ``k`` idempotency key, ``y`` sync, ``a`` attempts, ``fe``/``se``
 function/system errors, ``fq`` first enqueued (µs), ``av`` available at (µs), ``s``
-source (JSON), ``q`` sequence, ``t`` lease token ('' when not leased).
+source (JSON), ``q`` sequence, ``t`` lease token ('' when not leased), ``x`` '1' when
+the payload is out of line (``p`` is then '').
+
+Payloads out of line: every string that enters a script becomes a Lua string,
+and Redis's Lua hashes each one whole as it makes it — about 20 µs of the
+server's time for 27 KB, several times over an enqueue. A payload larger than
+:data:`broker.queue.redis.INLINE_PAYLOAD` is written by a plain ``SET p:<id>``
+in the same MULTI as the script, and no script ever reads it: the lease's
+caller fetches it with ``MGET``, the history writer copies it and deletes the
+key together with moving its cursor past the invocation's final event.
 
 A lease token is ``<invocation id>/<nonce>``, so a token alone finds its invocation.
 Finished invocations leave Redis: their history is in the stream until the SQL
@@ -28,10 +39,10 @@ store has it.
 
 from __future__ import annotations
 
-ENQUEUE_FIELDS = 11
-"""Arguments per new invocation: id, function, payload, request id, origin, lane,
-idempotency key, sync, first enqueued µs, available at µs, source; plus its history
-event as a twelfth."""
+ENQUEUE_FIELDS = 12
+"""Arguments per new invocation: id, function, payload ('' when out of line), request
+id, origin, lane, idempotency key, sync, first enqueued µs, available at µs, source,
+out of line ('1' | '0'); plus its history event as a thirteenth."""
 
 _PRELUDE = """
 local P = ARGV[1]
@@ -46,6 +57,11 @@ local function schedule(id, fn, seq, avail)
   return false
 end
 
+-- An out-of-line payload the caller wrote for an invocation that is not made.
+local function drop_payload(i)
+  if ARGV[i + 11] == '1' then redis.call('DEL', P .. 'p:' .. ARGV[i]) end
+end
+
 -- Reads ENQUEUE_FIELDS + 1 arguments from position i of ARGV; returns the next
 -- position, the id answered, whether it was created, whether it is runnable now.
 local function enqueue_one(i, seq, key_window, guard_window, events)
@@ -58,24 +74,34 @@ local function enqueue_one(i, seq, key_window, guard_window, events)
   end
   local prev = redis.call('SET', guard, id, 'NX', 'GET', 'EX', ttl)
   if prev then
-    return i + 12, prev, 0, false
+    -- A retried call finds its own id: the payload is this invocation's.
+    if prev ~= id then drop_payload(i) end
+    return i + 13, prev, 0, false
   end
   local avail = ARGV[i + 9]
   redis.call('HSET', P .. 'i:' .. id,
     'f', fn, 'p', ARGV[i + 2], 'r', ARGV[i + 3], 'o', ARGV[i + 4], 'l', lane, 'k', key,
     'y', ARGV[i + 7], 'a', 0, 'fe', 0, 'se', 0, 'fq', ARGV[i + 8], 'av', avail,
-    's', ARGV[i + 10], 'q', seq, 't', '')
-  events[#events + 1] = ARGV[i + 11]
+    's', ARGV[i + 10], 'q', seq, 't', '', 'x', ARGV[i + 11])
+  events[#events + 1] = ARGV[i + 12]
   local runnable = false
   if lane == '' or redis.call('RPUSH', P .. 'l:' .. lane, id) == 1 then
     runnable = schedule(id, fn, seq, avail)
   end
-  return i + 12, id, 1, runnable
+  return i + 13, id, 1, runnable
 end
 
+-- One stream entry for a script's events, a JSON array made in one concatenation:
+-- every string Lua makes costs a pass over it.
 local function record(events)
   if #events > 0 then
-    redis.call('XADD', P .. 'h', '*', 'e', '[' .. table.concat(events, ',') .. ']')
+    local parts = {'['}
+    for j, e in ipairs(events) do
+      parts[2 * j] = e
+      parts[2 * j + 1] = ','
+    end
+    parts[#parts] = ']'
+    redis.call('XADD', P .. 'h', '*', 'e', table.concat(parts))
   end
 end
 
@@ -102,7 +128,7 @@ end
 ENQUEUE = (
     _PRELUDE
     + """
--- ARGV: P, now, key window s, guard window s, count, then count * 12 item arguments.
+-- ARGV: P, now, key window s, guard window s, count, then count * 13 item arguments.
 local count = tonumber(ARGV[5])
 local last = redis.call('INCRBY', P .. 'seq', count)
 local answers, events, wake = {}, {}, false
@@ -189,11 +215,12 @@ for j, c in ipairs(candidates) do
     local h = P .. 'i:' .. id
     local token = id .. '/' .. nonce .. j
     local expires = NOW + lease_us[fn]
-    local v = redis.call('HMGET', h, 'p', 'r', 'o', 'l', 'k', 'y', 'fe', 'se', 'fq', 'av', 's', 'a')
+    local v = redis.call('HMGET', h,
+      'p', 'r', 'o', 'l', 'k', 'y', 'fe', 'se', 'fq', 'av', 's', 'a', 'x')
     local attempts = tonumber(v[12]) + 1
     redis.call('HSET', h, 't', token, 'a', attempts)
     out[#out + 1] = {id, token, fn, attempts, expires,
-      v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11]}
+      v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[13] or '0'}
     taken[fn] = taken[fn] or {}
     table.insert(taken[fn], id)
     expiries[#expiries + 1] = expires
@@ -224,19 +251,29 @@ SETTLE = (
     + """
 -- ARGV: P, now, key window s, guard window s, count, then per settlement:
 --   token, "state|retry at µs|function errors|system errors|follow-on count|payload given"
---   (state: pending | succeeded | failed; payload given: 0 | 1), history event, the new
---   payload, the new source ('' keeps it), follow-on count * 12 item arguments.
+--   (state: pending | succeeded | failed; payload given: 0 | 1 | 2, 2: out of line, the
+--   caller wrote it to P p:<token>), history event, the new payload, the new source
+--   ('' keeps it), follow-on count * 13 item arguments.
 local count = tonumber(ARGV[5])
 local i = 6
 local answers, events, wake, done, finished = {}, {}, false, {}, {}
 for _ = 1, count do
   local token, event = ARGV[i], ARGV[i + 2]
   local state, retry_at, fe, se, follow, replaces =
-    string.match(ARGV[i + 1], '^(%a+)|(%d+)|(%d+)|(%d+)|(%d+)|([01])$')
+    string.match(ARGV[i + 1], '^(%a+)|(%d+)|(%d+)|(%d+)|(%d+)|([012])$')
   follow = tonumber(follow)
   local new_p, new_s = replaces == '1' and ARGV[i + 3], ARGV[i + 4]
   i = i + 5
   local id, h, fn, lane, seq = held(token)
+  if replaces == '2' then
+    -- Out of line: the invocation's key takes it if the lease holds, else it is dropped.
+    if id then
+      redis.call('RENAME', P .. 'p:' .. token, P .. 'p:' .. id)
+      redis.call('HSET', h, 'p', '', 'x', '1')
+    else
+      redis.call('DEL', P .. 'p:' .. token)
+    end
+  end
   if id then
     answers[#answers + 1] = token
     done[#done + 1] = id
@@ -244,7 +281,7 @@ for _ = 1, count do
     events[#events + 1] = event
     if state == 'pending' then
       redis.call('HSET', h, 't', '', 'fe', fe, 'se', se, 'av', retry_at)
-      if new_p then redis.call('HSET', h, 'p', new_p) end
+      if new_p then redis.call('HSET', h, 'p', new_p, 'x', '0') end
       if new_s ~= '' then redis.call('HSET', h, 's', new_s) end
       wake = schedule(id, fn, seq, retry_at) or wake
     else
@@ -268,7 +305,10 @@ for _ = 1, count do
       end
     end
   else
-    i = i + 12 * follow
+    for _ = 1, follow do
+      drop_payload(i)
+      i = i + 13
+    end
   end
 end
 if #done > 0 then
@@ -343,12 +383,14 @@ return counts
 """
 
 ADVANCE_HISTORY = """
--- ARGV: P, owner, last entry id written, trim threshold id.
+-- ARGV: P, owner, last entry id written, trim threshold id, then ids of invocations
+-- whose final state is written: their out-of-line payloads go.
 -- Moves the history cursor and trims what is written, only while ``owner`` leads.
 local P = ARGV[1]
 if redis.call('GET', P .. 'hl') ~= ARGV[2] then return 0 end
 redis.call('SET', P .. 'hc', ARGV[3])
 redis.call('XTRIM', P .. 'h', 'MINID', ARGV[4])
+for j = 5, #ARGV do redis.call('UNLINK', P .. 'p:' .. ARGV[j]) end
 return 1
 """
 

@@ -7,15 +7,12 @@ teaching the ``h`` fixture to build it, and nothing else.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.ids import new_id
 from broker.models import (
@@ -32,79 +29,12 @@ from broker.models import (
 )
 from broker.queue.base import InvocationQueue
 from broker.queue.postgres import PostgresQueue
-from broker.queue.redis import RedisQueue, connect
-from broker.queue.redis_history import HistoryWriter
-from broker.queue.sqlite import SqliteQueue
+from broker.queue.redis import RedisQueue
 from broker.store.schema import attempts, dead_letters, invocations
-from tests.support.clock import FakeClock
-from tests.support.redis import redis_prefix
-from tests.support.services import REDIS_URL
-from tests.support.stores import migrated_engine
+from tests.support.queue_harness import Harness, redis_harness, sql_harness
 
 F = {"f": FunctionLimits(lease_s=10)}
 QUEUES = ["sqlite", "postgres", "redis"]
-
-
-@dataclass
-class Harness:
-    queue: InvocationQueue
-    clock: FakeClock
-    engine: AsyncEngine
-    make: Callable[[], InvocationQueue]
-    """Another queue on the same store, as another process would have."""
-    make_limited: Callable[[int], InvocationQueue]
-    """The same, with an account-wide concurrency limit."""
-    record: Callable[[], Awaitable[object]]
-    """Make sure what was settled is in the SQL history (the Redis queue writes it later)."""
-
-    def other(self) -> InvocationQueue:
-        return self.make()
-
-    async def recorded(self) -> None:
-        await self.record()
-
-
-async def _nothing() -> None:
-    return None
-
-
-@asynccontextmanager
-async def sql_harness(backend: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    clock = FakeClock()
-    async with migrated_engine(backend, tmp_path) as engine:
-        cls = PostgresQueue if backend == "postgres" else SqliteQueue
-
-        def make(account: int | None = None) -> InvocationQueue:
-            return cls(engine, clock=clock, account_concurrency=account)
-
-        queue = make()
-        try:
-            yield Harness(queue, clock, engine, make, make, _nothing)
-        finally:
-            await queue.close()
-
-
-@asynccontextmanager
-async def redis_harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    clock = FakeClock()
-    async with redis_prefix() as prefix, migrated_engine("sqlite", tmp_path) as engine:
-        client = connect(REDIS_URL)
-        writer = HistoryWriter(client, prefix, engine, owner="test")
-
-        def make(account: int | None = None) -> InvocationQueue:
-            return RedisQueue(client, prefix=prefix, clock=clock, account_concurrency=account)
-
-        async def record() -> None:
-            await writer.lead()
-            while await writer.write_batch():
-                pass
-
-        queue = make()
-        try:
-            yield Harness(queue, clock, engine, make, make, record)
-        finally:
-            await queue.close()
-            await client.aclose()
 
 
 @pytest.fixture(params=QUEUES)
@@ -424,3 +354,40 @@ async def test_lane_depths_count_unfinished_invocations(h: Harness) -> None:
     assert (await h.queue.lane_depths(["A"]))["A"] == 2  # running still counts
     await h.queue.settle([settlement(in_a, State.SUCCEEDED)], h.clock.now)
     assert await h.queue.lane_depths(["A"]) == {"A": 1}
+
+
+BIG = bytes(range(256)) * 300
+"""76,800 bytes, not UTF-8: a payload the Redis queue keeps out of line."""
+
+
+async def stored_payload(h: Harness, id: str) -> bytes:
+    await h.recorded()
+    async with h.engine.connect() as conn:
+        query = select(invocations.c.payload).where(invocations.c.id == id)
+        payload: bytes = (await conn.execute(query)).scalar_one()
+    return payload
+
+
+@pytest.mark.parametrize(
+    ("first", "then"),
+    [(BIG, b'{"half": 1}'), (b'{"whole": 1}', BIG), (BIG, BIG[::-1])],
+    ids=["big-then-small", "small-then-big", "big-then-big"],
+)
+async def test_payloads_of_any_size_come_back_byte_for_byte(
+    h: Harness, first: bytes, then: bytes
+) -> None:
+    item = new(lane="A", payload=first)
+    await h.queue.enqueue([item])
+    assert await stored_payload(h, item.id) == first
+    [held] = await lease(h.queue, h)
+    assert held.invocation.payload == first
+    retry = settlement(held, State.PENDING, retry_at=h.clock.now, payload=then)
+    await h.queue.settle([retry], h.clock.now)
+    [again] = await lease(h.queue, h)
+    assert again.invocation.payload == then
+    follow_on = new("g", origin=Origin.DESTINATION, payload=first)
+    await h.queue.settle([settlement(again, State.SUCCEEDED, enqueue=(follow_on,))], h.clock.now)
+    [g] = await lease(h.queue, h, fns={"g": FunctionLimits(10)})
+    assert g.invocation.payload == first
+    assert await stored_payload(h, item.id) == then
+    assert await stored_payload(h, follow_on.id) == first

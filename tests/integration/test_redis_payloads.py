@@ -1,0 +1,86 @@
+"""Large payloads on the Redis queue live out of line (``p:<id>``): they are written with
+the script that makes their invocation, and leave Redis once the history has them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from broker.ids import new_id
+from broker.models import FunctionLimits, NewInvocation, State
+from broker.queue.redis import RedisQueue
+from tests.contract.test_queue_contract import BIG, lease, new, settlement, stored_payload
+from tests.support.queue_harness import Harness, redis_harness
+
+
+@pytest.fixture
+async def h(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with redis_harness(tmp_path) as harness:
+        yield harness
+
+
+def queue_of(h: Harness) -> RedisQueue:
+    assert isinstance(h.queue, RedisQueue)
+    return h.queue
+
+
+async def payload_keys(h: Harness) -> list[bytes]:
+    q = queue_of(h)
+    return [key async for key in q.client.scan_iter(match=f"{q.prefix}p:*")]
+
+
+async def test_a_finished_invocation_leaves_no_payload_behind(h: Harness) -> None:
+    items = [new(payload=BIG + bytes([n])) for n in range(3)]
+    await h.queue.enqueue(items)
+    assert len(await payload_keys(h)) == 3
+    held = await lease(h.queue, h)
+    assert sorted(x.invocation.payload for x in held) == sorted(i.payload for i in items)
+    await h.queue.settle([settlement(x, State.SUCCEEDED) for x in held], h.clock.now)
+    # Finished, but the history does not have it yet: the payload stays for it.
+    assert len(await payload_keys(h)) == 3
+    assert await stored_payload(h, items[0].id) == items[0].payload
+    assert await payload_keys(h) == []
+
+
+async def test_a_duplicate_by_key_leaves_no_payload_behind(h: Harness) -> None:
+    first = new(payload=BIG, idempotency_key="k")
+    again = new(payload=BIG, idempotency_key="k")
+    await h.queue.enqueue([first])
+    [answer] = await h.queue.enqueue([again])
+    assert (answer.id, answer.created) == (first.id, False)
+    assert await payload_keys(h) == [f"{queue_of(h).prefix}p:{first.id}".encode()]
+
+
+async def test_a_retried_enqueue_keeps_its_own_payload(h: Harness) -> None:
+    """A call retried after a lost reply finds its own invocation made: the payload stays."""
+    item = new(payload=BIG)
+    await h.queue.enqueue([item])
+    [answer] = await h.queue.enqueue([item])
+    assert not answer.created
+    [held] = await lease(h.queue, h)
+    assert held.invocation.payload == BIG
+
+
+async def test_a_settle_that_lost_its_lease_leaves_no_payload_behind(h: Harness) -> None:
+    await h.queue.enqueue([new()])
+    [held] = await lease(h.queue, h)
+    h.clock.advance(11)  # the lease runs out; another dispatcher takes the invocation
+    [taken] = await lease(h.queue, h)
+    follow_on = NewInvocation(id=new_id(), function="g", payload=BIG)
+    late = settlement(held, State.PENDING, retry_at=h.clock.now, payload=BIG, enqueue=(follow_on,))
+    assert await h.queue.settle([late], h.clock.now) == set()
+    assert await payload_keys(h) == []
+    await h.queue.settle([settlement(taken, State.SUCCEEDED)], h.clock.now)
+    assert await lease(h.queue, h, fns={"g": FunctionLimits(10)}) == []
+
+
+async def test_big_payloads_survive_a_flush_of_the_scripts(h: Harness) -> None:
+    """Scripts run inside a transaction with the payloads; Redis may have lost them."""
+    await queue_of(h).client.script_flush()
+    item = new(payload=BIG)
+    [answer] = await h.queue.enqueue([item])
+    assert answer.created
+    [held] = await lease(h.queue, h)
+    assert held.invocation.payload == BIG
