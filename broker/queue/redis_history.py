@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import cast
 
 import redis.asyncio as aioredis
@@ -29,6 +30,10 @@ log = logging.getLogger("eventwire.history")
 BATCH_EVENTS = 5000
 """A batch (one SQL transaction) stops reading entries once it holds this many events."""
 ENTRIES_PER_READ = 32
+GATHER_S = 0.1
+"""After a batch that was not full, the next one starts this long after it: a steady
+trickle of events goes in a few transactions a second, not one per event, each of
+which costs as much as many events."""
 LEAD_TTL_MS = 10_000
 
 
@@ -45,6 +50,7 @@ class HistoryWriter:
         self._advance = client.register_script(redis_lua.ADVANCE_HISTORY)
         self._take_throttles = client.register_script(redis_lua.TAKE_THROTTLES)
         self._stopping = asyncio.Event()
+        self._full = False
         self.written = 0
 
     def stop(self) -> None:
@@ -55,10 +61,14 @@ class HistoryWriter:
         failures = 0
         leading = False
         while True:
+            began = time.monotonic()
             try:
                 leading = await self.lead()
                 wrote = await self.write_batch(block_ms=500) if leading else 0
                 failures = 0
+                rest = GATHER_S - (time.monotonic() - began)
+                if wrote and not self._full and rest > 0:
+                    await self._pause(rest)
             except (RedisError, OSError, OperationalError, DBAPIError) as exc:
                 failures += 1
                 delay = min(0.1 * 2**failures, 5.0)
@@ -113,6 +123,7 @@ class HistoryWriter:
             entries += len(chunk)
             if len(chunk) < ENTRIES_PER_READ:
                 break
+        self._full = events >= BATCH_EVENTS
         if last is None:
             if block_ms and not self._stopping.is_set():
                 await self.client.xread({stream: cursor or b"0-0"}, count=1, block=block_ms)
