@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.errors import UsageError
 from broker.queue.base import InvocationQueue
+from broker.roles import ROLE_OF_POLLER
 from broker.settings import Settings
 from broker.waits import wait_set
 
@@ -105,9 +106,12 @@ def kinds_in(config: ProjectConfig) -> list[str]:
     return kinds + sorted({mapping.kind.value for mapping in config.mappings})
 
 
-def create_pollers(context: PollerContext) -> list[Poller]:
+def create_pollers(context: PollerContext, roles: frozenset[str]) -> list[Poller]:
+    """The pollers the configuration needs, of those that belong to ``roles``."""
     factories: list[PollerFactory] = []
     for kind in kinds_in(context.config):
+        if ROLE_OF_POLLER[kind] not in roles:
+            continue
         try:
             factories.append(load(POLLERS[kind]))
         except ModuleNotFoundError as exc:

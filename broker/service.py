@@ -2,7 +2,8 @@
 
 Start: open the store (bringing an embedded SQLite schema up to date, or
 checking a PostgreSQL one), register the configured functions, start their
-invokers, open the queue, run the dispatcher. Stop (SIGINT/SIGTERM or
+invokers, open the queue, run the dispatcher and the pollers — those of the
+process's roles (:mod:`broker.roles`). Stop (SIGINT/SIGTERM or
 ``Service.stop()``): the dispatcher stops leasing, lets running invocations
 finish within the grace period and gives back the rest; then invokers and
 connections close.
@@ -33,6 +34,7 @@ from broker.pool_publisher import PoolPublisher
 from broker.pool_stats import PoolReporter
 from broker.queue import open_queue
 from broker.queue.sql import Clock, utcnow
+from broker.roles import ROLES
 from broker.settings import Settings
 from broker.store.engine import create_engine
 from broker.store.history import register_functions
@@ -74,62 +76,77 @@ class Service:
 
     async def run(self, *, handle_signals: bool = True) -> None:
         _code_on_path(self.config_path)
+        roles = self.settings.role_set
         engine = create_engine(self.settings.database_url)
         try:
             await _prepare_store(engine, self.settings, self.config, self.migrate)
-            catalog = await Catalog.start(self.config, self.settings)
+            catalog = None
+            if "dispatch" in roles:
+                catalog = await Catalog.start(self.config, self.settings)
             try:
                 async with open_queue(
-                    self.settings, engine, clock=self.clock, history_owner=self.owner
+                    self.settings,
+                    engine,
+                    clock=self.clock,
+                    history_owner=self.owner if catalog is not None else None,
                 ) as queue:
-                    self.dispatcher = Dispatcher(
-                        queue,
-                        catalog,
-                        owner=self.owner,
-                        clock=self.clock,
-                        concurrency=self.settings.concurrency,
-                        shutdown_grace_s=self.settings.shutdown_grace_s,
-                        poll_interval_s=self.settings.poll_interval_s,
-                        settle_batch=self.settings.settle_batch,
-                    )
-                    self.pollers = create_pollers(
-                        PollerContext(
-                            self.settings, self.config, engine, queue, self.owner, self.timer
+                    if catalog is not None:
+                        self.dispatcher = Dispatcher(
+                            queue,
+                            catalog,
+                            owner=self.owner,
+                            clock=self.clock,
+                            concurrency=self.settings.concurrency,
+                            shutdown_grace_s=self.settings.shutdown_grace_s,
+                            poll_interval_s=self.settings.poll_interval_s,
+                            settle_batch=self.settings.settle_batch,
                         )
+                    context = PollerContext(
+                        self.settings, self.config, engine, queue, self.owner, self.timer
                     )
+                    self.pollers = create_pollers(context, roles)
                     for poller in self.pollers:
                         await poller.start()
                     if self._stop.is_set():
                         return
                     if handle_signals:
                         _install_signals(self.stop)
-                    log.info(
-                        "serving %d functions as %s (concurrency %d, store %s%s)",
-                        len(catalog),
-                        self.owner,
-                        self.settings.concurrency,
-                        _redacted(self.settings.database_url),
-                        f", queue {_redacted(self.settings.queue_url)}"
-                        if self.settings.queue_url
-                        else "",
-                    )
+                    self._log_serving(catalog)
                     self.started.set()
                     pools = {
                         name: deployed.invoker
-                        for name, deployed in catalog.items()
+                        for name, deployed in (catalog or {}).items()
                         if isinstance(deployed.invoker, PoolReporter)
                     }
                     async with PoolPublisher(engine, pools, self.owner, self.clock).running():
-                        await self._run_all(self.dispatcher)
+                        await self._run_all()
             finally:
-                await catalog.close()
+                if catalog is not None:
+                    await catalog.close()
         finally:
             await engine.dispose()
         log.info("stopped")
 
-    async def _run_all(self, dispatcher: Dispatcher) -> None:
+    def _log_serving(self, catalog: Catalog | None) -> None:
+        settings = self.settings
+        log.info(
+            "serving %s as %s (%s, store %s%s)",
+            f"{len(catalog)} functions" if catalog is not None else "no functions",
+            self.owner,
+            f"concurrency {settings.concurrency}"
+            if settings.role_set == frozenset(ROLES)
+            else f"roles {settings.roles}",
+            _redacted(settings.database_url),
+            f", queue {_redacted(settings.queue_url)}" if settings.queue_url else "",
+        )
+
+    async def _run_all(self) -> None:
         """The dispatcher and every poller; if one of them ends on its own, all stop."""
-        tasks = {asyncio.create_task(dispatcher.run(), name="eventwire-dispatcher")}
+        tasks: set[asyncio.Task[object]] = {
+            asyncio.create_task(self._stop.wait(), name="eventwire-stop")
+        }
+        if self.dispatcher is not None:
+            tasks.add(asyncio.create_task(self.dispatcher.run(), name="eventwire-dispatcher"))
         tasks |= {
             asyncio.create_task(p.run(), name=f"eventwire-poller-{p.name}") for p in self.pollers
         }

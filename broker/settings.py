@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AliasChoices, BeforeValidator, Field, ValidationError
+from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from broker.durations import parse_duration
 from broker.errors import UsageError
+from broker.roles import ALL_ROLES, parse_roles
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
+Roles = Annotated[str, AfterValidator(parse_roles)]
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///eventwire.db"
 
@@ -53,10 +55,16 @@ class Settings(BaseSettings):
     account_id: str = "000000000000"
     log_level: str = "INFO"
     log_format: str = Field("text", pattern="^(text|json)$")
+    # What `serve` runs: a comma-separated list of broker.roles.ROLES.
+    roles: Roles = ALL_ROLES
     # Where `serve` listens for object notification webhooks (only when one is configured).
     http_listen: str = Field(
         "127.0.0.1:8080", pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):\d{1,5}$"
     )
+
+    @property
+    def role_set(self) -> frozenset[str]:
+        return frozenset(self.roles.split(","))
 
     @property
     def effective_queue_url(self) -> str:

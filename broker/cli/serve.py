@@ -41,11 +41,20 @@ def serve(
     ] = None,
     log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING …")] = None,
     log_format: Annotated[str | None, typer.Option(help="text or json")] = None,
+    roles: Annotated[
+        str | None,
+        typer.Option(
+            help="What this process runs, comma-separated: api, dispatch, pollers, "
+            "scheduler [env: EVENTWIRE_ROLES; default all]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Run the dispatcher for the configured functions until SIGINT/SIGTERM."""
+    """Run the configured functions, mappings and schedules until SIGINT/SIGTERM."""
     ctx.find_root().meta["overrides"].update(
         config=config,
         concurrency=concurrency,
+        roles=roles,
         shutdown_grace=shutdown_grace,
         log_level=log_level,
         log_format=log_format,
