@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from broker import loop
 from broker.catalog import Catalog
 from broker.config import ProjectConfig
 from broker.dispatcher import Dispatcher
@@ -54,8 +55,12 @@ class Service:
         migrate: bool = False,
         clock: Clock = utcnow,
         timer: Timer | None = None,
+        freeze_heap: bool = False,
     ) -> None:
+        """``freeze_heap``: once started, keep what is alive then out of the garbage
+        collector's way (:func:`gc.freeze`), as a process that only serves should."""
         self.settings = settings
+        self.freeze_heap = freeze_heap
         self.config = config
         self.config_path = config_path
         self.migrate = migrate
@@ -112,6 +117,8 @@ class Service:
                     if handle_signals:
                         _install_signals(self.stop)
                     self._log_serving(catalog)
+                    if self.freeze_heap:
+                        loop.freeze_heap()
                     self.started.set()
                     pools = {
                         name: deployed.invoker

@@ -62,7 +62,9 @@ def serve(
     options = settings(ctx)
     project = load_config(options.config)
     logs.configure(options.log_level, options.log_format)
-    service = Service(options, project, config_path=options.config, migrate=migrate)
+    service = Service(
+        options, project, config_path=options.config, migrate=migrate, freeze_heap=True
+    )
     loop.run(service.run())
 
 

@@ -119,15 +119,16 @@ async def _child() -> None:
     from broker.queue.redis_history import HistoryWriter
     from broker.store.engine import create_engine
 
-    loop = asyncio.get_running_loop()
+    running = asyncio.get_running_loop()
     stdin = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+    await running.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
     hello = json.loads(await stdin.readline())
     settings = Settings.model_validate(hello["settings"])
     configure(settings.log_level, settings.log_format)
     engine = create_engine(settings.database_url)
     client = connect(settings.effective_queue_url)
     writer = HistoryWriter(client, key_prefix(settings.queue_prefix), engine, owner=hello["owner"])
+    loop.freeze_heap()
     task = asyncio.create_task(writer.run())
     try:
         closed = asyncio.ensure_future(stdin.read())  # returns at EOF: stop
