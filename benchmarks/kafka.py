@@ -17,10 +17,15 @@ On the event loop ``serve`` runs on (uvloop where installed). Beside both
 rates, the CPU each took per record: this process, the Redis queue's history
 writer (a child process, as in ``serve``), the Kafka broker, the Redis server.
 
+With ``--split`` the mapping is read by an ``eventwire serve --roles pollers``
+process of its own and this process only dispatches (``roles: dispatch``), as
+a deployment that puts pollers and dispatchers on different cores does; the
+pollers process's CPU is counted with this one's.
+
 Run from the repository root::
 
     python -m benchmarks.kafka [-n 200000] [--partitions 4] [--backend sqlite|postgres|redis]
-                               [--history sqlite|postgres] [--json]
+                               [--history sqlite|postgres] [--split] [--json]
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ import contextlib
 import json
 import logging
 import os
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -84,9 +91,10 @@ async def count(event: dict[str, Any], context: Any) -> None:
 
 @dataclass(frozen=True)
 class Cpu:
-    """CPU seconds used so far by this process (every thread), the history writer's child
-    process (the Redis queue's; None without it), the Kafka broker this process started
-    (None with ``--bootstrap``) and the Redis server (None without the Redis queue)."""
+    """CPU seconds used so far by this process (every thread) and the pollers process
+    (``--split``), the history writer's child process (the Redis queue's; None without
+    it), the Kafka broker this process started (None with ``--bootstrap``) and the Redis
+    server (None without the Redis queue)."""
 
     python_s: float
     history_s: float | None
@@ -105,10 +113,11 @@ class Cpu:
         )
 
 
-def _children_cpu_s() -> tuple[float | None, float | None]:
-    """CPU seconds of this process's children, from /proc: the history writer's process
-    and the Tansu broker (None: not running)."""
+def _children_cpu_s() -> tuple[float, float | None, float | None]:
+    """CPU seconds of this process's children, from /proc: the pollers process (0 without
+    one), the history writer's process and the Tansu broker (None: not running)."""
     me = os.getpid()
+    pollers = 0.0
     history = broker = None
     for proc in Path("/proc").glob("[0-9]*"):
         try:
@@ -123,7 +132,9 @@ def _children_cpu_s() -> tuple[float | None, float | None]:
             history = (history or 0.0) + used
         elif b"--listener-url" in command:
             broker = (broker or 0.0) + used
-    return history, broker
+        elif b"--roles" in command:
+            pollers += used
+    return pollers, history, broker
 
 
 async def cpu_now(redis_url: str | None) -> Cpu:
@@ -137,8 +148,8 @@ async def cpu_now(redis_url: str | None) -> Cpu:
         finally:
             await client.aclose()
         redis_s = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-    history_s, broker_s = _children_cpu_s()
-    return Cpu(time.process_time(), history_s, broker_s, redis_s)
+    pollers_s, history_s, broker_s = _children_cpu_s()
+    return Cpu(time.process_time() + pollers_s, history_s, broker_s, redis_s)
 
 
 @contextlib.contextmanager
@@ -237,29 +248,54 @@ async def store(backend: str, history: str) -> AsyncIterator[dict[str, Any]]:
         yield where
 
 
-async def eventwire(bootstrap: str, topic: str, n: int, backend: str, history: str) -> Run:
-    config = parse_config(
-        {
-            "functions": {"noop": {"handler": "benchmarks.kafka:count"}},
-            "mappings": [
-                {
-                    "name": f"bench-{uuid.uuid4().hex[:8]}",
-                    "source": f"kafka://{bootstrap}/{topic}",
-                    "function": "noop",
-                    "batch_size": BATCH_SIZE,
-                    "starting_position": "trim_horizon",
-                }
-            ],
-        }
-    )
+@contextlib.contextmanager
+def pollers_process(document: dict[str, Any], where: dict[str, Any]) -> Iterator[None]:
+    """``eventwire serve --roles pollers`` with ``document`` as its configuration."""
+    with tempfile.TemporaryDirectory(prefix="eventwire-bench-") as folder:
+        config = Path(folder) / "eventwire.yaml"
+        config.write_text(json.dumps(document))  # JSON is YAML
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EVENTWIRE_")}
+        env |= {f"EVENTWIRE_{key.upper()}": str(value) for key, value in where.items()}
+        env["EVENTWIRE_LOG_LEVEL"] = "WARNING"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "broker.cli", "serve", "-c", str(config), "--roles", "pollers"],
+            env=env,
+        )
+        try:
+            yield
+        finally:
+            process.terminate()
+            process.wait(30)
+
+
+async def eventwire(
+    bootstrap: str, topic: str, n: int, backend: str, history: str, split: bool
+) -> Run:
+    document = {
+        "functions": {"noop": {"handler": "benchmarks.kafka:count"}},
+        "mappings": [
+            {
+                "name": f"bench-{uuid.uuid4().hex[:8]}",
+                "source": f"kafka://{bootstrap}/{topic}",
+                "function": "noop",
+                "batch_size": BATCH_SIZE,
+                "starting_position": "trim_horizon",
+            }
+        ],
+    }
+    config = parse_config(document)
     # The service imports this module by name; run as ``__main__`` it is another copy.
     from benchmarks.kafka import COUNTER as counter
 
     counter.__init__(target=n, first=asyncio.Event(), done=asyncio.Event())  # type: ignore[misc]
-    async with store(backend, history) as where:
+    async with store(backend, history) as where, contextlib.AsyncExitStack() as stack:
         redis_url = where.get("queue_url")
-        service = Service(Settings(**where), config, migrate=True)
+        roles: dict[str, Any] = {"roles": "dispatch"} if split else {}
+        service = Service(Settings(**where, **roles), config, migrate=True, freeze_heap=True)
         task = asyncio.create_task(service.run(handle_signals=False))
+        if split:
+            await asyncio.wait_for(service.started.wait(), 60)  # the schema is there
+            stack.enter_context(pollers_process(document, where))
         try:
             assert counter.first is not None and counter.done is not None
             await asyncio.wait_for(counter.first.wait(), 600)
@@ -284,10 +320,10 @@ async def main_async(args: argparse.Namespace, bootstrap: str) -> None:
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     produced = await produce(bootstrap, topic, args.n, args.partitions)
     plain = await bare(bootstrap, topic, args.n, args.partitions)
-    wired = await eventwire(bootstrap, topic, args.n, args.backend, args.history)
+    wired = await eventwire(bootstrap, topic, args.n, args.backend, args.history, args.split)
     table = Table(
-        title=f"Kafka → Eventwire ({args.backend}), {args.n:,} records, "
-        f"{args.partitions} partitions, batches of {BATCH_SIZE}"
+        title=f"Kafka → Eventwire ({args.backend}{', split' if args.split else ''}), "
+        f"{args.n:,} records, {args.partitions} partitions, batches of {BATCH_SIZE}"
     )
     for column in (
         "produce rec/s",
@@ -306,7 +342,8 @@ async def main_async(args: argparse.Namespace, bootstrap: str) -> None:
     )
     Console().print(table)
     cpu = Table(title="CPU µs per record (over the timed records)")
-    for column in ("run", "this process", "history process", "Kafka broker", "Redis"):
+    serving = "pollers + dispatch processes" if args.split else "this process"
+    for column in ("run", serving, "history process", "Kafka broker", "Redis"):
         cpu.add_column(column, justify="right")
     cpu.add_row("bare aiokafka", *map(_us, plain.cpu_us))
     cpu.add_row("eventwire", *map(_us, wired.cpu_us))
@@ -316,6 +353,7 @@ async def main_async(args: argparse.Namespace, bootstrap: str) -> None:
             json.dumps(
                 {
                     "backend": args.backend,
+                    "split": args.split,
                     "n": args.n,
                     "partitions": args.partitions,
                     "bare_rps": round(plain.rate),
@@ -337,6 +375,11 @@ def main() -> None:
         choices=["sqlite", "postgres"],
         default="sqlite",
         help="with --backend redis: where the history goes (default: an SQLite file)",
+    )
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="pollers in a process of their own (serve --roles pollers), this one dispatching",
     )
     parser.add_argument("--bootstrap", help="an existing broker (default: start Tansu)")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
