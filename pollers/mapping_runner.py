@@ -179,6 +179,8 @@ class MappingRun:
             if batch.cut and self.mapping.lane_ordered:
                 cuts[batch.partition] = Cut(batch.first, batch.last)
             lane = lanes[index] if lanes is not None else self.lane(batch.partition)
+            if index:
+                await asyncio.sleep(0)  # let what the dispatcher has ready run between batches
             made = self._invocations(batch, lane)
             shaped.append((batch, made))
             items.extend(made)
