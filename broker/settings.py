@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     shutdown_grace_s: Seconds = Field(30.0, validation_alias=_env("shutdown_grace"), ge=0)
     poll_interval_s: Seconds = Field(1.0, validation_alias=_env("poll_interval"), gt=0)
     settle_batch: int = Field(256, ge=1)
+    # False: a succeeded invocation's history row keeps an empty payload (failed and dead
+    # ones, and dead letters, keep theirs), for high-volume mappings whose source has it.
+    keep_succeeded_payloads: bool = True
     scheduler_lease_s: Seconds = Field(30.0, validation_alias=_env("scheduler_lease"), gt=0)
     region: str = "local"
     account_id: str = "000000000000"

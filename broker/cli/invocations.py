@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.text import Text
@@ -36,6 +36,7 @@ from broker.store.history import AttemptRow, InvocationRow, get_invocation, list
 app = typer.Typer(help="Inspect invocations and their attempts.", no_args_is_help=True)
 
 STATES = ", ".join(state.value for state in State)
+NOT_KEPT = "(not kept: it succeeded while EVENTWIRE_KEEP_SUCCEEDED_PAYLOADS was false)"
 
 
 def parse_state(value: str) -> State:
@@ -67,7 +68,7 @@ def ls(
         raise UsageError(f"--limit must be 1 or more, got {limit}")
     rows = run(_list(settings(ctx), function, wanted, limit, before_seq))
     if as_json:
-        print_json(to_json(rows))
+        print_json([_json(row) for row in rows])
         return
     if not rows:
         err_console.print("no invocations")
@@ -102,7 +103,7 @@ def show(
     """Show one invocation: payload, result or last error, and every attempt."""
     row, attempts = run(_get(settings(ctx), id))
     if as_json:
-        print_json({**to_json(row), "attempt_records": to_json(attempts)})
+        print_json({**_json(row), "attempt_records": to_json(attempts)})
         return
     lease = f"{row.lease_owner} until {when(row.lease_expires_at)}" if row.lease_owner else None
     emit(
@@ -126,7 +127,7 @@ def show(
         )
     )
     emit(Text("\npayload", style="bold"))
-    emit(payload_view(row.payload))
+    emit(payload_view(row.payload) if payload_kept(row) else Text(NOT_KEPT, style="dim"))
     if row.result is not None:
         emit(Text("\nresult", style="bold"))
         emit(payload_view(row.result))
@@ -136,6 +137,22 @@ def show(
         emit(Text(error, style="red"))
     emit()
     emit(attempts_view(attempts))
+
+
+def payload_kept(row: InvocationRow) -> bool:
+    """False for a succeeded invocation whose payload the history did not keep
+    (``EVENTWIRE_KEEP_SUCCEEDED_PAYLOADS`` off): it holds an empty one, which no
+    enqueued event is (they are JSON)."""
+    return not (row.state is State.SUCCEEDED and row.payload == b"")
+
+
+def _json(row: InvocationRow) -> dict[str, Any]:
+    """``row`` as JSON with ``payload_kept``; a payload not kept is null, not empty."""
+    data: dict[str, Any] = to_json(row)
+    data["payload_kept"] = payload_kept(row)
+    if not data["payload_kept"]:
+        data["payload"] = None
+    return data
 
 
 def _attempt_counts(row: InvocationRow) -> str:

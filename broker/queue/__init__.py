@@ -59,13 +59,23 @@ async def open_queue(
     if dialect_of(url) == "postgresql":
         from broker.queue.postgres import PostgresQueue
 
-        pg = PostgresQueue(engine, clock=clock, account_concurrency=settings.account_concurrency)
+        pg = PostgresQueue(
+            engine,
+            clock=clock,
+            account_concurrency=settings.account_concurrency,
+            keep_succeeded_payloads=settings.keep_succeeded_payloads,
+        )
         await pg.start_listening()
         queue = pg
     else:
         from broker.queue.sqlite import SqliteQueue
 
-        queue = SqliteQueue(engine, clock=clock, account_concurrency=settings.account_concurrency)
+        queue = SqliteQueue(
+            engine,
+            clock=clock,
+            account_concurrency=settings.account_concurrency,
+            keep_succeeded_payloads=settings.keep_succeeded_payloads,
+        )
     try:
         yield queue
     finally:

@@ -127,7 +127,13 @@ async def _child() -> None:
     configure(settings.log_level, settings.log_format)
     engine = create_engine(settings.database_url)
     client = connect(settings.effective_queue_url)
-    writer = HistoryWriter(client, key_prefix(settings.queue_prefix), engine, owner=hello["owner"])
+    writer = HistoryWriter(
+        client,
+        key_prefix(settings.queue_prefix),
+        engine,
+        owner=hello["owner"],
+        keep_succeeded_payloads=settings.keep_succeeded_payloads,
+    )
     loop.freeze_heap()
     task = asyncio.create_task(writer.run())
     try:

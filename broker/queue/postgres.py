@@ -18,10 +18,10 @@ from typing import Any
 import asyncpg
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from broker.queue.sql import Clock, SqlQueue, utcnow
+from broker.queue.sql import SqlQueue
 from broker.store.schema import invocations
 
 log = logging.getLogger("eventwire.queue")
@@ -32,11 +32,6 @@ _LIMITS_LOCK = 0x6576_656E_7477_6972
 
 
 class PostgresQueue(SqlQueue):
-    def __init__(
-        self, engine: AsyncEngine, *, clock: Clock = utcnow, account_concurrency: int | None = None
-    ) -> None:
-        super().__init__(engine, clock=clock, account_concurrency=account_concurrency)
-
     async def start_listening(self) -> None:
         """Open the LISTEN connection; returns once it listens (or after 10 s; it goes on)."""
         await self._wakeup.listen(self._listen, "eventwire-listen")

@@ -20,6 +20,7 @@ from broker.models import NewInvocation, Settlement, State
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TERMINAL = frozenset(state.value for state in State if state.terminal)
+_SUCCEEDED = State.SUCCEEDED.value
 KEPT_UNLESS_GIVEN = ("available_at", "payload", "source")
 """A settlement without these leaves the invocation's own."""
 
@@ -181,6 +182,16 @@ class Rows:
         self.attempts.append(_attempt_row(event))
         if event["dl"] is not None:
             self.dead_letters.append(_dead_letter_row(event["dl"]))
+
+    def drop_succeeded_payloads(self) -> None:
+        """Give the invocations whose last state in this run is succeeded an empty payload
+        (``EVENTWIRE_KEEP_SUCCEEDED_PAYLOADS`` off): an update then empties the one an
+        earlier run wrote, and an out-of-line payload is not read from Redis."""
+        for rows in (self.new, self.updates):
+            for id, row in rows.items():
+                if row["state"] == _SUCCEEDED:
+                    row["payload"] = b""
+                    self.out_of_line.discard(id)
 
     def fill_payloads(self, payloads: dict[str, bytes]) -> None:
         """Give the ``out_of_line`` invocations their payloads, as read from Redis."""

@@ -39,12 +39,19 @@ LEAD_TTL_MS = 10_000
 
 class HistoryWriter:
     def __init__(
-        self, client: aioredis.Redis, prefix: str, engine: AsyncEngine, *, owner: str
+        self,
+        client: aioredis.Redis,
+        prefix: str,
+        engine: AsyncEngine,
+        *,
+        owner: str,
+        keep_succeeded_payloads: bool = True,
     ) -> None:
         self.client = client
         self.prefix = prefix
         self.engine = engine
         self.owner = owner
+        self.keep_succeeded_payloads = keep_succeeded_payloads
         self._lead = client.register_script(redis_lua.LEAD)
         self._resign = client.register_script(redis_lua.RESIGN)
         self._advance = client.register_script(redis_lua.ADVANCE_HISTORY)
@@ -129,6 +136,8 @@ class HistoryWriter:
                 await self.client.xread({stream: cursor or b"0-0"}, count=1, block=block_ms)
                 return await self.write_batch()
             return 0
+        if not self.keep_succeeded_payloads:
+            rows.drop_succeeded_payloads()
         if rows.out_of_line:
             rows.fill_payloads(await self._payloads(sorted(rows.out_of_line)))
         taken = await self._take_throttles(args=[self.prefix])

@@ -91,11 +91,17 @@ class SqlQueue:
     """``InvocationQueue`` on a SQLAlchemy async engine (see :mod:`broker.queue.base`)."""
 
     def __init__(
-        self, engine: AsyncEngine, *, clock: Clock = utcnow, account_concurrency: int | None = None
+        self,
+        engine: AsyncEngine,
+        *,
+        clock: Clock = utcnow,
+        account_concurrency: int | None = None,
+        keep_succeeded_payloads: bool = True,
     ) -> None:
         self.engine = engine
         self.clock = clock
         self.account_concurrency = account_concurrency
+        self.keep_succeeded_payloads = keep_succeeded_payloads
         self._wakeup = Wakeup(clock)
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
 
@@ -349,7 +355,7 @@ class SqlQueue:
                 lease_expires_at=None,
                 updated_at=now,
             ),
-            [_settle_params(s, now) for s in applied],
+            [_settle_params(s, now, self.keep_succeeded_payloads) for s in applied],
         )
         await conn.execute(
             attempts.insert(),
@@ -505,7 +511,12 @@ def _lease(row: Row[Any], owner: str, limits: FunctionLimits, now: datetime) -> 
     )
 
 
-def _settle_params(s: Settlement, now: datetime) -> dict[str, Any]:
+def _settle_params(s: Settlement, now: datetime, keep_succeeded: bool) -> dict[str, Any]:
+    """The settle's parameters; an empty ``b_payload`` (not NULL: the COALESCE takes it)
+    drops the payload of an invocation that succeeded when ``keep_succeeded`` is false."""
+    payload = s.payload
+    if not keep_succeeded and s.state is State.SUCCEEDED:
+        payload = b""
     return {
         "b_token": s.lease_token,
         "b_state": s.state.value,
@@ -516,6 +527,6 @@ def _settle_params(s: Settlement, now: datetime) -> dict[str, Any]:
         "b_error_type": s.error_type,
         "b_error_message": s.error_message,
         "b_finished_at": now if s.state.terminal else None,
-        "b_payload": s.payload,
+        "b_payload": payload,
         "b_source": None if s.source is None else dict(s.source),
     }

@@ -26,8 +26,14 @@ class SqliteQueue(SqlQueue):
         clock: Clock = utcnow,
         poll_interval_s: float = 0.05,
         account_concurrency: int | None = None,
+        keep_succeeded_payloads: bool = True,
     ) -> None:
-        super().__init__(engine, clock=clock, account_concurrency=account_concurrency)
+        super().__init__(
+            engine,
+            clock=clock,
+            account_concurrency=account_concurrency,
+            keep_succeeded_payloads=keep_succeeded_payloads,
+        )
         self.poll_interval_s = poll_interval_s
 
     def _candidates(self, n: int, *, by_function: bool) -> Any:

@@ -19,6 +19,7 @@ from broker.cli.main import app
 from broker.config import parse_config
 from broker.errors import NotFoundError, UsageError
 from broker.models import State
+from broker.store.engine import create_engine
 from broker.store.history import register_functions
 from tests.support.processes import clean_env, eventwire
 from tests.support.stores import migrated_engine
@@ -149,6 +150,47 @@ def test_invocations_show(store: Store) -> None:
 
     missing = cli(store, "invocations", "show", "ffffffff-0000")
     assert isinstance(missing.exception, NotFoundError)
+
+
+@pytest.fixture
+async def emptied(store: Store) -> tuple[str, str]:
+    """A succeeded invocation whose payload the history did not keep (it holds an empty
+    one: ``EVENTWIRE_KEEP_SUCCEEDED_PAYLOADS`` off), and a failed one that was empty."""
+    engine = create_engine(store.url)
+    try:
+        dropped = await add_invocation(
+            engine, function="orders", state=State.SUCCEEDED, at=NOW, payload=b"", result=b"1"
+        )
+        empty = await add_invocation(
+            engine, function="orders", state=State.FAILED, at=NOW, payload=b""
+        )
+    finally:
+        await engine.dispose()
+    return dropped, empty
+
+
+def test_invocations_show_a_succeeded_payload_not_kept(
+    store: Store, emptied: tuple[str, str]
+) -> None:
+    dropped, empty = emptied
+    shown = ok(cli(store, "invocations", "show", dropped))
+    assert "not kept" in shown and "EVENTWIRE_KEEP_SUCCEEDED_PAYLOADS" in shown
+    assert "base64" not in shown
+    data = json.loads(ok(cli(store, "invocations", "show", dropped, "--json")))
+    assert (data["payload"], data["payload_kept"], data["result"]) == (None, False, 1)
+
+    # A payload that was there, and an empty one that was not dropped, show as they are.
+    kept = json.loads(ok(cli(store, "invocations", "show", store.ok, "--json")))
+    assert (kept["payload"], kept["payload_kept"]) == ({"n": 1}, True)
+    assert "not kept" not in ok(cli(store, "invocations", "show", store.ok))
+    shown = ok(cli(store, "invocations", "show", empty))
+    assert "not kept" not in shown and "0 bytes as base64" in shown
+    data = json.loads(ok(cli(store, "invocations", "show", empty, "--json")))
+    assert (data["payload"], data["payload_kept"]) == ({"$base64": ""}, True)
+
+    listed = {row["id"]: row for row in json.loads(ok(cli(store, "invocations", "ls", "--json")))}
+    assert (listed[dropped]["payload"], listed[dropped]["payload_kept"]) == (None, False)
+    assert listed[store.failed]["payload_kept"] is True
 
 
 # ---------------------------------------------------------------- dlq

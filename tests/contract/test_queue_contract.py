@@ -31,7 +31,7 @@ from broker.queue.base import InvocationQueue
 from broker.queue.postgres import PostgresQueue
 from broker.queue.redis import RedisQueue
 from broker.store.schema import attempts, dead_letters, invocations
-from tests.support.queue_harness import Harness, redis_harness, sql_harness
+from tests.support.queue_harness import Harness, harness
 
 F = {"f": FunctionLimits(lease_s=10)}
 QUEUES = ["sqlite", "postgres", "redis"]
@@ -39,12 +39,7 @@ QUEUES = ["sqlite", "postgres", "redis"]
 
 @pytest.fixture(params=QUEUES)
 async def h(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
-    harness = (
-        redis_harness(tmp_path)
-        if request.param == "redis"
-        else sql_harness(request.param, tmp_path)
-    )
-    async with harness as value:
+    async with harness(request.param, tmp_path) as value:
         yield value
 
 

@@ -65,10 +65,13 @@ def settled(
     return event
 
 
-async def write(engine: AsyncEngine, *events: dict[str, Any]) -> None:
+async def write(engine: AsyncEngine, *events: dict[str, Any], keep: bool = True) -> None:
+    """``keep``: the writer's ``keep_succeeded_payloads``."""
     rows = Rows()
     for event in events:
         rows.add(event)
+    if not keep:
+        rows.drop_succeeded_payloads()
     async with engine.begin() as conn:
         await write_rows(conn, rows)
 
@@ -203,3 +206,27 @@ async def test_a_retry_that_replaces_the_payload_is_what_the_history_shows(
         b'{"records": [2, 3]}',
         {"mapping": "m", "from": 2},
     )
+
+
+async def test_succeeded_payloads_not_kept_are_written_empty(engine: AsyncEngine) -> None:
+    """With ``keep_succeeded_payloads`` off, however the row of an invocation that succeeds
+    is written (inserted, updated, or a replayed insert), it holds an empty payload."""
+    at_once, later, replayed, failed, retried = (item() for _ in range(5))
+    await write(engine, enqueued(later), enqueued(replayed), keep=False)
+    await write(
+        engine,
+        enqueued(at_once),
+        settled(at_once, 1, State.SUCCEEDED, T0),
+        settled(later, 1, State.SUCCEEDED, T0, payload=b'{"part": 1}'),
+        enqueued(replayed),  # a writer died before moving its cursor: read again
+        settled(replayed, 1, State.SUCCEEDED, T0),
+        enqueued(failed),
+        settled(failed, 1, State.FAILED, T0),
+        enqueued(retried),
+        settled(retried, 1, State.PENDING, T0, retry_at=T0 + timedelta(seconds=1)),
+        keep=False,
+    )
+    payloads = {x.id: (await stored(engine, x.id)).payload for x in (at_once, later, replayed)}
+    assert payloads == dict.fromkeys(payloads, b"")
+    assert (await stored(engine, failed.id)).payload == failed.payload
+    assert (await stored(engine, retried.id)).payload == retried.payload

@@ -11,6 +11,7 @@ import pytest
 from broker.ids import new_id
 from broker.models import FunctionLimits, NewInvocation, State
 from broker.queue.redis import RedisQueue
+from broker.queue.redis_history import HistoryWriter
 from tests.contract.test_queue_contract import BIG, lease, new, settlement, stored_payload
 from tests.support.queue_harness import Harness, redis_harness
 
@@ -84,3 +85,41 @@ async def test_big_payloads_survive_a_flush_of_the_scripts(h: Harness) -> None:
     assert answer.created
     [held] = await lease(h.queue, h)
     assert held.invocation.payload == BIG
+
+
+async def test_a_succeeded_payload_not_kept_is_not_read_and_still_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``keep_succeeded_payloads=False``: the writer does not read the payload of an invocation
+    that succeeded (its history keeps an empty one), and removes it from Redis all the same."""
+    read: list[str] = []
+    payloads = HistoryWriter._payloads
+
+    async def spy(writer: HistoryWriter, ids: list[str]) -> dict[str, bytes]:
+        read.extend(ids)
+        return await payloads(writer, ids)
+
+    monkeypatch.setattr(HistoryWriter, "_payloads", spy)
+    async with redis_harness(tmp_path, keep_succeeded_payloads=False) as h:
+        early, ok, failed = (new(payload=BIG + bytes([n])) for n in range(3))
+        await h.queue.enqueue([early])
+        assert await stored_payload(h, early.id) == early.payload  # pending: read and kept
+        assert read == [early.id]
+        await h.queue.enqueue([ok, failed])
+        held = {x.invocation.id: x for x in await lease(h.queue, h)}
+        await h.queue.settle(
+            [
+                settlement(held[early.id], State.SUCCEEDED),
+                # A new payload of its own, also out of line (``p:<token>`` becomes ``p:<id>``).
+                settlement(held[ok.id], State.SUCCEEDED, payload=BIG[::-1]),
+                settlement(held[failed.id], State.FAILED),
+            ],
+            h.clock.now,
+        )
+        assert len(await payload_keys(h)) == 3
+        read.clear()
+        assert await stored_payload(h, ok.id) == b""
+        assert read == [failed.id]
+        assert await payload_keys(h) == []
+        assert await stored_payload(h, early.id) == b""
+        assert await stored_payload(h, failed.id) == failed.payload

@@ -4,7 +4,7 @@ clock, its SQL store, and a way to make sure the store has its history."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,14 +44,30 @@ async def _nothing() -> None:
     return None
 
 
+def harness(
+    queue: str, tmp_path: Path, *, keep_succeeded_payloads: bool = True
+) -> AbstractAsyncContextManager[Harness]:
+    """The harness of ``queue`` (``sqlite``, ``postgres`` or ``redis``)."""
+    if queue == "redis":
+        return redis_harness(tmp_path, keep_succeeded_payloads=keep_succeeded_payloads)
+    return sql_harness(queue, tmp_path, keep_succeeded_payloads=keep_succeeded_payloads)
+
+
 @asynccontextmanager
-async def sql_harness(backend: str, tmp_path: Path) -> AsyncIterator[Harness]:
+async def sql_harness(
+    backend: str, tmp_path: Path, *, keep_succeeded_payloads: bool = True
+) -> AsyncIterator[Harness]:
     clock = FakeClock()
     async with migrated_engine(backend, tmp_path) as engine:
         cls = PostgresQueue if backend == "postgres" else SqliteQueue
 
         def make(account: int | None = None) -> InvocationQueue:
-            return cls(engine, clock=clock, account_concurrency=account)
+            return cls(
+                engine,
+                clock=clock,
+                account_concurrency=account,
+                keep_succeeded_payloads=keep_succeeded_payloads,
+            )
 
         queue = make()
         try:
@@ -61,11 +77,15 @@ async def sql_harness(backend: str, tmp_path: Path) -> AsyncIterator[Harness]:
 
 
 @asynccontextmanager
-async def redis_harness(tmp_path: Path) -> AsyncIterator[Harness]:
+async def redis_harness(
+    tmp_path: Path, *, keep_succeeded_payloads: bool = True
+) -> AsyncIterator[Harness]:
     clock = FakeClock()
     async with redis_prefix() as prefix, migrated_engine("sqlite", tmp_path) as engine:
         client = connect(REDIS_URL)
-        writer = HistoryWriter(client, prefix, engine, owner="test")
+        writer = HistoryWriter(
+            client, prefix, engine, owner="test", keep_succeeded_payloads=keep_succeeded_payloads
+        )
 
         def make(account: int | None = None) -> InvocationQueue:
             return RedisQueue(client, prefix=prefix, clock=clock, account_concurrency=account)
