@@ -20,12 +20,15 @@ writer (a child process, as in ``serve``), the Kafka broker, the Redis server.
 With ``--split`` the mapping is read by an ``eventwire serve --roles pollers``
 process of its own and this process only dispatches (``roles: dispatch``), as
 a deployment that puts pollers and dispatchers on different cores does; the
-pollers process's CPU is counted with this one's.
+pollers process's CPU is counted with this one's. With
+``--drop-succeeded-payloads`` the history keeps no payload of an invocation
+that succeeded (``EVENTWIRE_KEEP_SUCCEEDED_PAYLOADS=false``).
 
 Run from the repository root::
 
     python -m benchmarks.kafka [-n 200000] [--partitions 4] [--backend sqlite|postgres|redis]
-                               [--history sqlite|postgres] [--split] [--json]
+                               [--history sqlite|postgres] [--split]
+                               [--drop-succeeded-payloads] [--json]
 """
 
 from __future__ import annotations
@@ -269,7 +272,7 @@ def pollers_process(document: dict[str, Any], where: dict[str, Any]) -> Iterator
 
 
 async def eventwire(
-    bootstrap: str, topic: str, n: int, backend: str, history: str, split: bool
+    bootstrap: str, topic: str, n: int, backend: str, history: str, split: bool, keep: bool
 ) -> Run:
     document = {
         "functions": {"noop": {"handler": "benchmarks.kafka:count"}},
@@ -289,6 +292,7 @@ async def eventwire(
 
     counter.__init__(target=n, first=asyncio.Event(), done=asyncio.Event())  # type: ignore[misc]
     async with store(backend, history) as where, contextlib.AsyncExitStack() as stack:
+        where["keep_succeeded_payloads"] = keep
         redis_url = where.get("queue_url")
         roles: dict[str, Any] = {"roles": "dispatch"} if split else {}
         service = Service(Settings(**where, **roles), config, migrate=True, freeze_heap=True)
@@ -320,9 +324,18 @@ async def main_async(args: argparse.Namespace, bootstrap: str) -> None:
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     produced = await produce(bootstrap, topic, args.n, args.partitions)
     plain = await bare(bootstrap, topic, args.n, args.partitions)
-    wired = await eventwire(bootstrap, topic, args.n, args.backend, args.history, args.split)
+    wired = await eventwire(
+        bootstrap,
+        topic,
+        args.n,
+        args.backend,
+        args.history,
+        args.split,
+        not args.drop_succeeded_payloads,
+    )
     table = Table(
-        title=f"Kafka → Eventwire ({args.backend}{', split' if args.split else ''}), "
+        title=f"Kafka → Eventwire ({args.backend}{', split' if args.split else ''}"
+        f"{', succeeded payloads dropped' if args.drop_succeeded_payloads else ''}), "
         f"{args.n:,} records, {args.partitions} partitions, batches of {BATCH_SIZE}"
     )
     for column in (
@@ -354,6 +367,7 @@ async def main_async(args: argparse.Namespace, bootstrap: str) -> None:
                 {
                     "backend": args.backend,
                     "split": args.split,
+                    "keep_succeeded_payloads": not args.drop_succeeded_payloads,
                     "n": args.n,
                     "partitions": args.partitions,
                     "bare_rps": round(plain.rate),
@@ -380,6 +394,11 @@ def main() -> None:
         "--split",
         action="store_true",
         help="pollers in a process of their own (serve --roles pollers), this one dispatching",
+    )
+    parser.add_argument(
+        "--drop-succeeded-payloads",
+        action="store_true",
+        help="EVENTWIRE_KEEP_SUCCEEDED_PAYLOADS=false: the history keeps no succeeded payload",
     )
     parser.add_argument("--bootstrap", help="an existing broker (default: start Tansu)")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
