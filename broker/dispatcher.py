@@ -5,6 +5,9 @@ global ``concurrency``; reserved concurrency per function is enforced by the
 queue, across processes), runs each in its own task, and hands the outcome to
 the :class:`~broker.settler.Settler`; a run's slot is free as soon as its
 outcome is handed over (up to ``concurrency`` outcomes may wait to be written).
+A run in a lane keeps its slot instead and asks the queue to chain the lane's
+next invocation to its settlement: the next batch of a Kafka partition starts
+as its predecessor's settlement is written, without a lease of its own.
 A heartbeat extends the leases of long runs, and cancels a run whose invoker
 hangs past its deadline. ``stop()`` only sets an event; ``run()`` then stops
 leasing, lets running invocations finish for up to ``shutdown_grace_s``,
@@ -156,10 +159,14 @@ class Dispatcher:
                 await self._until(self._idle(limits))
                 continue
             for lease in leases:
-                held = _Running(lease, lease.expires_at)
-                self._running[lease.token] = held
                 self._by_function[lease.invocation.function] += 1
-                held.task = asyncio.create_task(self._run_one(held))
+                self._start(lease)
+
+    def _start(self, lease: Lease) -> None:
+        """Run ``lease`` in its own task; its slot is already counted."""
+        held = _Running(lease, lease.expires_at)
+        self._running[lease.token] = held
+        held.task = asyncio.create_task(self._run_one(held))
 
     async def _idle(self, limits: dict[str, FunctionLimits]) -> None:
         """Wait for work; also for a run to end when a busy pool held a function back."""
@@ -224,25 +231,44 @@ class Dispatcher:
         else:
             outcome = await self._invoke(function, held, started_at)
         duration_ms = (time.perf_counter() - t0) * 1000
+        # In a lane the slot stays with the run until its settlement is written, and
+        # passes to the lane's next invocation if the queue chains it.
+        chain_s = None
+        if inv.lane is not None and not self._stopping.is_set():
+            chain_s = self.catalog.limits[inv.function].lease_s
+        chained: Lease | None = None
         try:
             settle = settle_mapping_attempt if mapping else settle_attempt
             settlement, decision = settle(
                 lease, outcome, function, started_at, duration_ms, self.clock(), self.rng
             )
             held.submitted = True
-            self._settling += 1
-            self._by_function[inv.function] -= 1
-            self._slot_free.set()
-            if not await self.settler.submit(settlement):
+            if chain_s is None:
+                self._settling += 1
+                self._by_function[inv.function] -= 1
+                self._slot_free.set()
+            else:
+                settlement = replace(settlement, chain_lease_s=chain_s)
+            ok, chained = await self.settler.submit(settlement)
+            if not ok:
                 self.stats.leases_lost += 1
             self._count(decision.state.value, inv.function, inv.id, outcome, decision.retry_at)
         finally:
             self._running.pop(lease.token, None)
-            if held.submitted:
+            if held.submitted and chain_s is None:
                 self._settling -= 1
-            else:
+            elif chained is None:
                 self._by_function[inv.function] -= 1
             self._slot_free.set()
+        if chained is not None:
+            if self._stopping.is_set():  # stopping meanwhile: not to be started now
+                self._by_function[chained.invocation.function] -= 1
+                try:
+                    await self.queue.release([chained.token])
+                except Exception as exc:
+                    log.warning("stopping: could not release a lease (%s); it will expire", exc)
+            else:
+                self._start(chained)
 
     async def _invoke(self, function: Deployed, held: _Running, started_at: datetime) -> Outcome:
         inv = held.lease.invocation

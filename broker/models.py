@@ -243,6 +243,11 @@ class Settlement:
     A ``pending`` settlement may give the invocation a new ``payload`` and
     ``source`` (None keeps them): a mapping's batch retried reduced, or
     bisected, runs as the same invocation at the head of its lane.
+
+    ``chain_lease_s``: when this settlement ends an invocation of a lane, the
+    queue may lease the lane's next invocation (if it is due) to the same owner
+    for that long and answer it with the settlement; it takes this one's place
+    in the running counts. A queue may ignore it.
     """
 
     lease_token: str
@@ -259,3 +264,4 @@ class Settlement:
     dead_letter: DeadLetter | None = None
     payload: bytes | None = None
     source: Mapping[str, Any] | None = None
+    chain_lease_s: float | None = None

@@ -7,6 +7,8 @@ settlements and when idle a lone one is written at once; up to
 does not hold up every slot behind it. If the store is
 unreachable the batch is retried with backoff; a lease that expired in the
 meantime is reported lost (another dispatcher will run the invocation again).
+A settlement answers with the lease the queue chained to it, if any
+(``Settlement.chain_lease_s``); one whose submitter is gone is given back.
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ from datetime import datetime
 
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential
 
-from broker.models import Settlement
+from broker.models import Lease, Settlement
 from broker.queue.base import InvocationQueue
 
 log = logging.getLogger("eventwire.dispatch")
+
+Settled = tuple[bool, Lease | None]
+"""Whether a settlement's lease was still held, and the lease chained to it."""
 
 
 class Settler:
@@ -38,7 +43,7 @@ class Settler:
         self.clock = clock
         self.max_batch = max_batch
         self.max_in_flight = max_in_flight
-        self._pending: list[tuple[Settlement, asyncio.Future[bool]]] = []
+        self._pending: list[tuple[Settlement, asyncio.Future[Settled]]] = []
         self._ready = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
@@ -47,12 +52,14 @@ class Settler:
         self._task = asyncio.create_task(self._run(), name="eventwire-settler")
         return self._task
 
-    async def submit(self, settlement: Settlement) -> bool:
-        """Persist ``settlement``; True if its lease was still held.
+    async def submit(self, settlement: Settlement) -> Settled:
+        """Persist ``settlement``; whether its lease was still held, and the lease chained
+        to it.
 
-        Cancelling the caller cancels only the wait: the settlement is written all the same.
+        Cancelling the caller cancels only the wait: the settlement is written all the same
+        (and a lease chained to it given back).
         """
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Settled] = asyncio.get_running_loop().create_future()
         self._pending.append((settlement, future))
         self._ready.set()
         return await future
@@ -100,7 +107,7 @@ class Settler:
             writing.discard(task)
             task.result()
 
-    async def _write(self, batch: list[tuple[Settlement, asyncio.Future[bool]]]) -> None:
+    async def _write(self, batch: list[tuple[Settlement, asyncio.Future[Settled]]]) -> None:
         settlements = [s for s, _ in batch]
         try:
             async for attempt in AsyncRetrying(
@@ -118,12 +125,20 @@ class Settler:
                 if not future.done():
                     future.cancel()
             raise
+        unclaimed = []
         for settlement, future in batch:
             ok = settlement.lease_token in held
+            chained = held.get(settlement.lease_token)
             if not ok:
                 log.warning(
                     "settle: lease lost for invocation %s; it will run again",
                     settlement.invocation_id,
                 )
-            with contextlib.suppress(asyncio.InvalidStateError):
-                future.set_result(ok)
+            if future.done():  # the submitter was cancelled
+                if chained is not None:
+                    unclaimed.append(chained.token)
+            else:
+                future.set_result((ok, chained))
+        if unclaimed:
+            with contextlib.suppress(Exception):  # else the leases expire, as a crash's do
+                await self.queue.release(unclaimed)

@@ -33,7 +33,9 @@ class InvocationQueue(Protocol):
       An invocation whose lease expired is leased again.
     * ``settle`` applies each :class:`Settlement` atomically (the state change,
       the attempt record, follow-on enqueues and the DLQ entry) if its lease is
-      still held, and reports which ones were applied.
+      still held, and reports which ones were applied; a backend may lease the
+      next invocation of a lane with the settlement that ends its predecessor,
+      when asked (``Settlement.chain_lease_s``).
     """
 
     async def enqueue(self, batch: Sequence[NewInvocation]) -> list[Enqueued]:
@@ -54,8 +56,11 @@ class InvocationQueue(Protocol):
         """Move held leases (by token) to new expiry times; answers those still held."""
         ...
 
-    async def settle(self, settlements: Sequence[Settlement], now: datetime) -> set[str]:
-        """Apply settlements; answers the lease tokens that were still held."""
+    async def settle(
+        self, settlements: Sequence[Settlement], now: datetime
+    ) -> dict[str, Lease | None]:
+        """Apply settlements; answers the lease tokens that were still held, each with the
+        lease of its lane's next invocation when one was chained to it."""
         ...
 
     async def release(self, tokens: Sequence[str]) -> None:

@@ -198,6 +198,10 @@ class RedisQueue:
                 )
             )
         rows, _throttles = await self._lease(args=args)
+        return await self._leases(rows)
+
+    async def _leases(self, rows: Sequence[Sequence[Any]]) -> list[Lease]:
+        """Lease rows of the scripts as leases, their out-of-line payloads read."""
         apart = [row[0] for row in rows if row[16] == b"1"]
         payloads: dict[bytes, bytes] = {}
         if apart:
@@ -224,9 +228,11 @@ class RedisQueue:
 
     # ------------------------------------------------------------ settle
 
-    async def settle(self, settlements: Sequence[Settlement], now: datetime) -> set[str]:
+    async def settle(
+        self, settlements: Sequence[Settlement], now: datetime
+    ) -> dict[str, Lease | None]:
         if not settlements:
-            return set()
+            return {}
         now_us = us(now)
         args: list[Any] = [
             self.prefix,
@@ -247,9 +253,10 @@ class RedisQueue:
                 payload = b""
             else:
                 replaces = "1"
+            chain_us = int(s.chain_lease_s * 1_000_000) if s.chain_lease_s else 0
             header = (
                 f"{s.state.value}|{retry_at}|{s.function_errors}|{s.system_errors}"
-                f"|{len(s.enqueue)}|{replaces}"
+                f"|{len(s.enqueue)}|{replaces}|{chain_us}"
             )
             args.extend(
                 (
@@ -262,8 +269,13 @@ class RedisQueue:
             )
             for item in s.enqueue:
                 args.extend(self._item_args(item, now, aside))
-        held = {t.decode() for t in await self._run(self._settle, args, aside)}
+        answers, chained = await self._run(self._settle, args, aside)
         self._wakeup.set()
+        held: dict[str, Lease | None] = {t.decode(): None for t in answers}
+        if chained:
+            leases = await self._leases(chained[1::2])
+            for token, lease in zip(chained[::2], leases, strict=True):
+                held[token.decode()] = lease
         return held
 
     # ------------------------------------------------------------ lanes

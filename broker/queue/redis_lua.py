@@ -114,6 +114,19 @@ local function held(token)
   return id, h, v[2], v[3], v[4]
 end
 
+-- Leases invocation ``id`` (of ``fn``) under ``token`` until ``expires``: its lease row.
+-- The caller takes it off r: and counts it running.
+local function take(id, fn, token, expires)
+  local h = P .. 'i:' .. id
+  local v = redis.call('HMGET', h,
+    'p', 'r', 'o', 'l', 'k', 'y', 'fe', 'se', 'fq', 'av', 's', 'a', 'x')
+  local attempts = tonumber(v[12]) + 1
+  redis.call('HSET', h, 't', token, 'a', attempts)
+  redis.call('ZADD', P .. 'x', expires, id)
+  return {id, token, fn, attempts, expires,
+    v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[13] or '0'}
+end
+
 -- Running counts change once per function per script, not once per invocation.
 local function count_running(changes)
   local total = 0
@@ -206,25 +219,15 @@ for j = 0, nfn - 1 do
 end
 table.sort(candidates, function(a, b) return a[1] < b[1] end)
 
-local out, taken, expiries = {}, {}, {}
+local out, taken = {}, {}
 for j, c in ipairs(candidates) do
   local id, fn = c[2], c[3]
   if j > room then
     if account >= 0 and j <= n then throttled[fn] = (throttled[fn] or 0) + 1 end
   else
-    local h = P .. 'i:' .. id
-    local token = id .. '/' .. nonce .. j
-    local expires = NOW + lease_us[fn]
-    local v = redis.call('HMGET', h,
-      'p', 'r', 'o', 'l', 'k', 'y', 'fe', 'se', 'fq', 'av', 's', 'a', 'x')
-    local attempts = tonumber(v[12]) + 1
-    redis.call('HSET', h, 't', token, 'a', attempts)
-    out[#out + 1] = {id, token, fn, attempts, expires,
-      v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9], v[10], v[11], v[13] or '0'}
+    out[#out + 1] = take(id, fn, id .. '/' .. nonce .. j, NOW + lease_us[fn])
     taken[fn] = taken[fn] or {}
     table.insert(taken[fn], id)
-    expiries[#expiries + 1] = expires
-    expiries[#expiries + 1] = id
   end
 end
 local started = {}
@@ -232,10 +235,7 @@ for fn, ids in pairs(taken) do
   redis.call('ZREM', P .. 'r:' .. fn, unpack(ids))
   started[fn] = #ids
 end
-if #expiries > 0 then
-  count_running(started)
-  redis.call('ZADD', P .. 'x', unpack(expiries))
-end
+if #out > 0 then count_running(started) end
 local throttles = {}
 for fn, k in pairs(throttled) do
   redis.call('HINCRBY', P .. 't', fn, k)
@@ -250,17 +250,21 @@ SETTLE = (
     _PRELUDE
     + """
 -- ARGV: P, now, key window s, guard window s, count, then per settlement:
---   token, "state|retry at µs|function errors|system errors|follow-on count|payload given"
---   (state: pending | succeeded | failed; payload given: 0 | 1 | 2, 2: out of line, the
---   caller wrote it to P p:<token>), history event, the new payload, the new source
---   ('' keeps it), follow-on count * 13 item arguments.
+--   token, "state|retry at µs|function errors|system errors|follow-on count|payload given
+--   |chain lease µs" (state: pending | succeeded | failed; payload given: 0 | 1 | 2, 2: out
+--   of line, the caller wrote it to P p:<token>; chain lease µs: 0, or lease the next of
+--   the lane to the same owner for that long), history event, the new payload, the new
+--   source ('' keeps it), follow-on count * 13 item arguments.
+-- Answers the tokens still held, and a lease row (after the token it follows) for each
+-- invocation chained.
 local count = tonumber(ARGV[5])
 local i = 6
-local answers, events, wake, done, finished = {}, {}, false, {}, {}
+local answers, events, wake, done, finished, chained = {}, {}, false, {}, {}, {}
 for _ = 1, count do
   local token, event = ARGV[i], ARGV[i + 2]
-  local state, retry_at, fe, se, follow, replaces =
-    string.match(ARGV[i + 1], '^(%a+)|(%d+)|(%d+)|(%d+)|(%d+)|([012])$')
+  local state, retry_at, fe, se, follow, replaces, chain_us =
+    string.match(ARGV[i + 1], '^(%a+)|(%d+)|(%d+)|(%d+)|(%d+)|([012])|(%d+)$')
+  chain_us = tonumber(chain_us)
   follow = tonumber(follow)
   local new_p, new_s = replaces == '1' and ARGV[i + 3], ARGV[i + 4]
   i = i + 5
@@ -292,7 +296,16 @@ for _ = 1, count do
         local nxt = redis.call('LINDEX', lkey, 0)
         if nxt then
           local w = redis.call('HMGET', P .. 'i:' .. nxt, 'f', 'q', 'av')
-          wake = schedule(nxt, w[1], w[2], w[3]) or wake
+          if chain_us > 0 and w[1] == fn and tonumber(w[3]) <= NOW then
+            -- The lane's next, leased at once to the dispatcher that ran this one: it
+            -- takes this one's place in the running counts.
+            chained[#chained + 1] = token
+            chained[#chained + 1] = take(nxt, fn, nxt .. '/' .. string.match(token, '/(.*)$')
+              .. 'c', NOW + chain_us)
+            finished[fn] = finished[fn] + 1
+          else
+            wake = schedule(nxt, w[1], w[2], w[3]) or wake
+          end
         end
       end
     end
@@ -317,7 +330,7 @@ if #done > 0 then
 end
 record(events)
 if wake then redis.call('PUBLISH', P .. 'wake', '') end
-return answers
+return {answers, chained}
 """
 )
 

@@ -320,16 +320,19 @@ class SqlQueue:
 
     # ------------------------------------------------------------ settle
 
-    async def settle(self, settlements: Sequence[Settlement], now: datetime) -> set[str]:
+    async def settle(
+        self, settlements: Sequence[Settlement], now: datetime
+    ) -> dict[str, Lease | None]:
+        """Chains nothing: a lane's next is leased by the next ``lease``."""
         if not settlements:
-            return set()
+            return {}
         async with self.engine.begin() as conn:
             held = await self._held(conn, [s.lease_token for s in settlements])
             applied = [s for s in settlements if s.lease_token in held]
             if applied:
                 await self._apply(conn, applied, now)
         self._wakeup.set()
-        return held
+        return dict.fromkeys(held)
 
     async def _apply(
         self, conn: AsyncConnection, applied: Sequence[Settlement], now: datetime

@@ -126,9 +126,9 @@ async def test_expired_lease_is_leased_again_and_old_token_cannot_settle(h: Harn
     assert second.invocation.id == first.invocation.id
     assert second.invocation.attempts == 2
     held = await h.queue.settle([settlement(first, State.SUCCEEDED)], h.clock.now)
-    assert held == set()
+    assert held == {}
     assert await h.queue.settle([settlement(second, State.SUCCEEDED)], h.clock.now) == {
-        second.token
+        second.token: None
     }
 
 
@@ -386,3 +386,48 @@ async def test_payloads_of_any_size_come_back_byte_for_byte(
     assert g.invocation.payload == first
     assert await stored_payload(h, item.id) == then
     assert await stored_payload(h, follow_on.id) == first
+
+
+async def test_a_lease_chained_to_a_settlement_is_the_lanes_next_and_only_then(
+    h: Harness,
+) -> None:
+    """A backend may chain; if it does, the chained lease is the lane's due next one, held
+    by the same owner, leased nowhere else, and counted running in its predecessor's place."""
+    later = h.clock.now + timedelta(seconds=30)
+    a1, a2, a3 = new(lane="A"), new(lane="A"), new(lane="A", available_at=later)
+    limits = {"f": FunctionLimits(lease_s=10, reserved_concurrency=1)}
+    await h.queue.enqueue([a1, a2, a3])
+    [first] = await lease(h.queue, h, fns=limits)
+    # A retry keeps the lane's head: nothing to chain.
+    retry = settlement(first, State.PENDING, retry_at=h.clock.now, chain_lease_s=10)
+    assert await h.queue.settle([retry], h.clock.now) == {first.token: None}
+    [again] = await lease(h.queue, h, fns=limits)
+    assert again.invocation.id == a1.id
+    done = settlement(again, State.SUCCEEDED, chain_lease_s=10)
+    chained = (await h.queue.settle([done], h.clock.now))[again.token]
+    if chained is None:  # this backend does not chain: the next lease call has it
+        [chained] = await lease(h.queue, h, fns=limits)
+    else:
+        assert await lease(h.queue, h, fns=limits) == []  # a2 is running, and only once
+    assert chained.invocation.id == a2.id
+    assert chained.invocation.attempts == 1
+    assert chained.expires_at == h.clock.now + timedelta(seconds=10)
+    other = new()
+    await h.queue.enqueue([other])
+    assert await lease(h.queue, h, fns=limits) == []  # a2 holds the one reserved slot
+    # a3 is not due: it is never chained, and waits for its time.
+    last = await h.queue.settle(
+        [settlement(chained, State.SUCCEEDED, chain_lease_s=10)], h.clock.now
+    )
+    assert last == {chained.token: None}
+    [then] = await lease(h.queue, h, fns=limits)
+    assert then.invocation.id == other.id
+    await h.queue.settle([settlement(then, State.SUCCEEDED)], h.clock.now)
+    h.clock.advance(31)
+    [third] = await lease(h.queue, h, fns=limits)
+    assert third.invocation.id == a3.id
+    # The running counts came back to nothing: the reserved concurrency of 1 has room.
+    await h.queue.settle([settlement(third, State.SUCCEEDED)], h.clock.now)
+    free = new()
+    await h.queue.enqueue([free])
+    assert [x.invocation.id for x in await lease(h.queue, h, fns=limits)] == [free.id]

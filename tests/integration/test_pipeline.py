@@ -255,6 +255,63 @@ async def test_lane_runs_in_enqueue_order(store: Store, engine: AsyncEngine) -> 
     assert handlers.calls == list(range(30))
 
 
+async def test_a_lane_runs_its_next_without_a_lease_call_where_the_queue_chains(
+    store: Store, engine: AsyncEngine
+) -> None:
+    """The Redis queue leases a lane's next invocation with its predecessor's settlement."""
+    async with running_service(
+        store, {"echo": {"handler": "tests.pipeline_handlers:echo"}}, concurrency=8
+    ) as s:
+        assert s.dispatcher is not None
+        queue, leased = s.dispatcher.queue, []
+        lease = queue.lease
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            got = await lease(*args, **kwargs)
+            leased.extend(got)
+            return got
+
+        queue.lease = counted  # type: ignore[method-assign]
+        items = [
+            NewInvocation(id=new_id(), function="echo", payload=json.dumps(i).encode(), lane="L")
+            for i in range(30)
+        ]
+        await queue.enqueue(items)
+        await eventually(lambda: finished_state(engine, items[-1].id))
+    assert handlers.calls == list(range(30))
+    if store.queue_url is not None:  # Redis: the first is leased, the rest chained
+        assert len(leased) == 1
+    else:
+        assert len(leased) == 30
+
+
+async def test_a_lease_chained_as_the_service_stops_is_given_back(
+    store: Store, engine: AsyncEngine
+) -> None:
+    """Given back, not held until it expires: a restarted service runs the rest at once."""
+    functions = {"echo": {"handler": "tests.pipeline_handlers:echo"}}
+    items = [
+        NewInvocation(id=new_id(), function="echo", payload=json.dumps(i).encode(), lane="L")
+        for i in range(3)
+    ]
+    async with running_service(store, functions) as s:
+        assert s.dispatcher is not None
+        queue = s.dispatcher.queue
+        settle = queue.settle
+
+        async def stopping(*args: Any, **kwargs: Any) -> Any:
+            s.stop()  # after the chain was asked for, before it is answered
+            return await settle(*args, **kwargs)
+
+        queue.settle = stopping  # type: ignore[method-assign]
+        await queue.enqueue(items)
+        await eventually(lambda: finished_state(engine, items[0].id))
+    assert handlers.calls == [0]
+    async with running_service(store, functions):  # leases last 33 s: this must not wait
+        await eventually(lambda: finished_state(engine, items[-1].id), 10)
+    assert handlers.calls == [0, 1, 2]
+
+
 async def test_stop_lets_running_invocations_finish(store: Store, engine: AsyncEngine) -> None:
     functions = {"sleepy": {"handler": "tests.pipeline_handlers:sleepy", "timeout": "5s"}}
     async with running_service(store, functions, shutdown_grace="10s") as s:

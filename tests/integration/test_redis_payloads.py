@@ -71,7 +71,7 @@ async def test_a_settle_that_lost_its_lease_leaves_no_payload_behind(h: Harness)
     [taken] = await lease(h.queue, h)
     follow_on = NewInvocation(id=new_id(), function="g", payload=BIG)
     late = settlement(held, State.PENDING, retry_at=h.clock.now, payload=BIG, enqueue=(follow_on,))
-    assert await h.queue.settle([late], h.clock.now) == set()
+    assert await h.queue.settle([late], h.clock.now) == {}
     assert await payload_keys(h) == []
     await h.queue.settle([settlement(taken, State.SUCCEEDED)], h.clock.now)
     assert await lease(h.queue, h, fns={"g": FunctionLimits(10)}) == []
