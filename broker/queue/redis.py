@@ -269,8 +269,9 @@ class RedisQueue:
             )
             for item in s.enqueue:
                 args.extend(self._item_args(item, now, aside))
-        answers, chained = await self._run(self._settle, args, aside)
-        self._wakeup.set()
+        answers, chained, more = await self._run(self._settle, args, aside)
+        if more:  # else every settlement chained its lane's next, or changed nothing else
+            self._wakeup.set()
         held: dict[str, Lease | None] = {t.decode(): None for t in answers}
         if chained:
             leases = await self._leases(chained[1::2])

@@ -255,8 +255,9 @@ SETTLE = (
 --   of line, the caller wrote it to P p:<token>; chain lease µs: 0, or lease the next of
 --   the lane to the same owner for that long), history event, the new payload, the new
 --   source ('' keeps it), follow-on count * 13 item arguments.
--- Answers the tokens still held, and a lease row (after the token it follows) for each
--- invocation chained.
+-- Answers the tokens still held; a lease row (after the token it follows) for each
+-- invocation chained; 1 if a dispatcher may find work it could not before (something
+-- became runnable, or a running invocation ended without one chained in its place).
 local count = tonumber(ARGV[5])
 local i = 6
 local answers, events, wake, done, finished, chained = {}, {}, false, {}, {}, {}
@@ -330,7 +331,11 @@ if #done > 0 then
 end
 record(events)
 if wake then redis.call('PUBLISH', P .. 'wake', '') end
-return {answers, chained}
+local freed = 0
+for _, k in pairs(finished) do
+  if k < 0 then freed = 1 end
+end
+return {answers, chained, (wake or freed == 1) and 1 or 0}
 """
 )
 
