@@ -280,7 +280,8 @@ async def test_a_lane_runs_its_next_without_a_lease_call_where_the_queue_chains(
         await eventually(lambda: finished_state(engine, items[-1].id))
     assert handlers.calls == list(range(30))
     if store.queue_url is not None:  # Redis: the first is leased, the rest chained
-        assert len(leased) == 1
+        # (a retry after a system fault goes back to the lane's head, to be leased again)
+        assert len(leased) <= 3, [(x.invocation.payload, x.invocation.attempts) for x in leased]
     else:
         assert len(leased) == 30
 
