@@ -410,12 +410,15 @@ class MappingPoller:
                 )
                 task.cancel()
             if stuck:
-                # A transport client that swallows cancellation must not hold the whole
+                # A task that still runs after its cancel (e.g. in SQLAlchemy's shielded close
+                # of a connection whose query waits on the store) must not hold the whole
                 # service up: what its reader did not checkpoint is read again anyway.
                 _done, still = await asyncio.wait(stuck, timeout=STOP_GRACE_S)
                 for task in still:
                     log.error(
-                        "%s: %s ignored its cancellation; leaving it", self.name, task.get_name()
+                        "%s: %s still runs after its cancellation; leaving it",
+                        self.name,
+                        task.get_name(),
                     )
             for task in everything:  # their errors were logged where they happened
                 if task.done() and not task.cancelled():

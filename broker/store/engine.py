@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+import weakref
 from typing import Any
 
 from sqlalchemy import event
@@ -43,14 +46,55 @@ def create_engine(url: str, *, pool_size: int = 10, reader: bool = False) -> Asy
     connection: writers queue in asyncio rather than spin on the busy handler.
     A ``reader`` (the CLI's listings) begins deferred instead: in WAL mode it
     reads while a busy ``serve`` writes, rather than queue for the write lock.
+    Its connections end their transaction when closed (:class:`ClosingConnection`).
     """
     if dialect_of(url) == "sqlite":
-        engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=120)
+        engine = create_async_engine(
+            url,
+            pool_size=1,
+            max_overflow=0,
+            pool_timeout=120,
+            connect_args={"factory": ClosingConnection},
+        )
         _setup_sqlite(engine, "BEGIN" if reader else "BEGIN IMMEDIATE")
         return engine
     if "asyncpg" in url:
         _require("asyncpg", "postgres")
     return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+class ClosingConnection(sqlite3.Connection):
+    """An SQLite connection whose ``close()`` ends its transaction and releases its statements.
+
+    A task cancelled in the middle of a query (a stopping dispatcher's idle poll, a
+    reader cancelled at shutdown) has its connection closed by SQLAlchemy while the
+    cursor that ran the query is still referenced from the cancelled frames, which
+    live until the garbage collector breaks their cycle. ``sqlite3`` closes with
+    ``sqlite3_close_v2``, which leaves a connection with unfinalized statements
+    open as a "zombie" holding its transaction — and with ``BEGIN IMMEDIATE``
+    that is the database's write lock: every other connection, in this process or
+    another, then waits out its busy timeout and fails with "database is locked".
+    So the transaction is rolled back and the cursors closed before the close.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._cursors: weakref.WeakSet[sqlite3.Cursor] = weakref.WeakSet()
+
+    def cursor(self, *args: Any, **kwargs: Any) -> Any:
+        cursor = super().cursor(*args, **kwargs)
+        self._cursors.add(cursor)
+        return cursor
+
+    def close(self) -> None:
+        # Each step on its own: whatever fails here, closing is all that is left to do.
+        with contextlib.suppress(sqlite3.Error):
+            if self.in_transaction:
+                self.rollback()
+        for cursor in list(self._cursors):
+            with contextlib.suppress(sqlite3.Error):
+                cursor.close()
+        super().close()
 
 
 def _setup_sqlite(engine: AsyncEngine, begin: str) -> None:

@@ -27,12 +27,6 @@ from tests.support.redis_streams import RedisStream, redis_stream  # noqa: F401
 from tests.support.stores import Store
 from tests.support.waiting import eventually
 
-# Under load a transport client (redis-py, aio-pika) on Python 3.11 now and then swallows
-# the cancellation that stops a mapping's reader; the service still stops (the wait is
-# bounded) but the test's event loop cannot close over the task left behind. Such a run
-# is tried again; see the notes on issue 4.
-pytestmark = pytest.mark.flaky(reruns=2)
-
 KINDS = ["kafka", "redis", "rabbitmq"]
 
 
