@@ -17,8 +17,6 @@ from sqlalchemy import select
 from broker.ids import new_id
 from broker.models import (
     AttemptRecord,
-    Condition,
-    DeadLetter,
     Enqueued,
     FunctionLimits,
     Lease,
@@ -31,7 +29,7 @@ from broker.queue.base import InvocationQueue
 from broker.queue.postgres import PostgresQueue
 from broker.queue.redis import RedisQueue
 from broker.store.schema import attempts, dead_letters, invocations
-from tests.support.queue_harness import Harness, harness
+from tests.support.queue_harness import Harness, dead_letter, harness
 
 F = {"f": FunctionLimits(lease_s=10)}
 QUEUES = ["sqlite", "postgres", "redis"]
@@ -176,20 +174,7 @@ async def test_settle_enqueues_follow_ons_and_dead_letters_atomically(h: Harness
     await h.queue.enqueue([new()])
     [held] = await lease(h.queue, h)
     follow_on = new("g", origin=Origin.DESTINATION, idempotency_key=f"d:{held.invocation.id}")
-    letter = DeadLetter(
-        id=new_id(),
-        invocation_id=held.invocation.id,
-        request_id=held.invocation.request_id,
-        function="f",
-        payload=b"{}",
-        origin=Origin.API,
-        condition=Condition.RETRIES_EXHAUSTED,
-        error_type="ValueError",
-        error_message="boom",
-        attempts=1,
-        first_enqueued_at=held.invocation.first_enqueued_at,
-        dead_at=h.clock.now,
-    )
+    letter = dead_letter(held, h)
     await h.queue.settle(
         [settlement(held, State.FAILED, enqueue=(follow_on,), dead_letter=letter)], h.clock.now
     )

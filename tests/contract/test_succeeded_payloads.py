@@ -10,28 +10,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from broker.ids import new_id
-from broker.models import Condition, DeadLetter, FunctionLimits, Lease, Origin, State
+from broker.models import FunctionLimits, State
 from broker.store.schema import dead_letters, invocations
 from tests.contract.test_queue_contract import BIG, QUEUES, lease, new, settlement
-from tests.support.queue_harness import Harness, harness
-
-
-def dead_letter(held: Lease, h: Harness) -> DeadLetter:
-    return DeadLetter(
-        id=new_id(),
-        invocation_id=held.invocation.id,
-        request_id=held.invocation.request_id,
-        function=held.invocation.function,
-        payload=held.invocation.payload,
-        origin=Origin.API,
-        condition=Condition.RETRIES_EXHAUSTED,
-        error_type="ValueError",
-        error_message="boom",
-        attempts=1,
-        first_enqueued_at=held.invocation.first_enqueued_at,
-        dead_at=h.clock.now,
-    )
+from tests.support.queue_harness import Harness, dead_letter, harness
 
 
 async def history(h: Harness) -> tuple[dict[str, bytes], dict[str, bytes]]:

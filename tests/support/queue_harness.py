@@ -10,6 +10,8 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from broker.ids import new_id
+from broker.models import Condition, DeadLetter, Lease, Origin
 from broker.queue.base import InvocationQueue
 from broker.queue.postgres import PostgresQueue
 from broker.queue.redis import RedisQueue, connect
@@ -101,3 +103,21 @@ async def redis_harness(
         finally:
             await queue.close()
             await client.aclose()
+
+
+def dead_letter(held: Lease, h: Harness) -> DeadLetter:
+    """The dead letter of ``held``, its retries exhausted."""
+    return DeadLetter(
+        id=new_id(),
+        invocation_id=held.invocation.id,
+        request_id=held.invocation.request_id,
+        function=held.invocation.function,
+        payload=held.invocation.payload,
+        origin=Origin.API,
+        condition=Condition.RETRIES_EXHAUSTED,
+        error_type="ValueError",
+        error_message="boom",
+        attempts=1,
+        first_enqueued_at=held.invocation.first_enqueued_at,
+        dead_at=h.clock.now,
+    )
