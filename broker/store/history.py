@@ -271,9 +271,7 @@ async def resolve_dead_letter_ids(
     function than ``function`` (when given).
     """
     async with engine.connect() as conn:
-        full = list(
-            dict.fromkeys([await _resolve_dead_letter(conn, id) for id in ids])
-        )
+        full = list(dict.fromkeys([await _resolve_dead_letter(conn, id) for id in ids]))
         if function is not None:
             d = dead_letters.c
             owners = await conn.execute(select(d.id, d.function).where(d.id.in_(full)))

@@ -31,7 +31,12 @@ async def test_a_crash_before_the_record_is_written_enqueues_nothing_new(tmp_pat
     queue = FakeQueue()
     async with migrated_engine("sqlite", tmp_path) as engine:
         context = PollerContext(
-            Settings(), config, engine, queue, "test", SystemTimer()  # type: ignore[arg-type]
+            Settings(),
+            config,
+            engine,
+            queue,  # type: ignore[arg-type]
+            "test",
+            SystemTimer(),
         )
         first = create(context)
         await first.start()
