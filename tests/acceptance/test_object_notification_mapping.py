@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.s3_samples import CEPH_EVENT_RECORD, MINIO_GUIDE
-from tests.support.processes import Serve, clean_env, eventwire, wait_for
+from tests.support.processes import Serve, clean_env, eventwire_json, wait_for
 from tests.support.rabbitmq import RabbitQueue, rabbitmq_queue  # noqa: F401
 
 CONFIG = """
@@ -68,12 +68,6 @@ def read(request: urllib.request.Request) -> bytes:
         return body
 
 
-def cli_json(env: dict[str, str], *args: str) -> Any:
-    done = eventwire(*args, "--json", env=env)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
-
-
 async def test_minio_through_rabbitmq_and_a_webhook_is_invoked_once(
     rabbitmq_queue: RabbitQueue,  # noqa: F811
     tmp_path: Path,
@@ -101,15 +95,15 @@ async def test_minio_through_rabbitmq_and_a_webhook_is_invoked_once(
         # (last: once it is in the DLQ, the mapping has read everything before it).
         await publish(rabbitmq_queue, MINIO_GUIDE, CEPH_EVENT_RECORD, '{"Records": null}')
         letters = wait_for(
-            lambda: cli_json(env, "dlq", "ls", "thumbs"), 30, "the bad message in the DLQ"
+            lambda: eventwire_json("dlq", "ls", "thumbs", env=env), 30, "the bad message in the DLQ"
         )
 
         def all_succeeded() -> list[dict[str, Any]] | None:
-            rows: list[dict[str, Any]] = cli_json(env, "invocations", "ls")
+            rows: list[dict[str, Any]] = eventwire_json("invocations", "ls", env=env)
             return rows if all(row["state"] == "succeeded" for row in rows) else None
 
         rows = wait_for(all_succeeded, 30, "the invocations to succeed")
-        [mapping] = cli_json(env, "mappings", "ls")
+        [mapping] = eventwire_json("mappings", "ls", env=env)
     finally:
         assert serve.stop() == 0, serve.log()
     assert await queued(rabbitmq_queue) == 0, "every message acknowledged"

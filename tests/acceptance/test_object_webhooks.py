@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests.s3_samples import CEPH_EVENT_RECORD, MINIO_WEBHOOK_DELETE, MINIO_WEBHOOK_PUT
-from tests.support.processes import Serve, clean_env, eventwire, wait_for
+from tests.support.processes import Serve, clean_env, eventwire, eventwire_json, wait_for
 
 TOKEN = "s3cr3t-token-for-uploads"
 CONFIG = """
@@ -80,9 +80,7 @@ def bearer(token: str) -> dict[str, str]:
 
 
 def invocations(env: dict[str, str]) -> list[dict[str, Any]]:
-    done = eventwire("invocations", "ls", "--json", env=env)
-    assert done.returncode == 0, done.stderr
-    rows: list[dict[str, Any]] = json.loads(done.stdout)
+    rows: list[dict[str, Any]] = eventwire_json("invocations", "ls", env=env)
     return rows
 
 

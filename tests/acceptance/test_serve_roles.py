@@ -15,7 +15,14 @@ from typing import Any
 
 import pytest
 
-from tests.support.processes import Serve, children, clean_env, eventwire, wait_for
+from tests.support.processes import (
+    Serve,
+    children,
+    clean_env,
+    eventwire,
+    eventwire_json,
+    wait_for,
+)
 from tests.support.redis import redis_prefix
 from tests.support.redis_streams import RedisStream, redis_stream  # noqa: F401
 from tests.support.services import REDIS_URL
@@ -84,9 +91,8 @@ async def test_pollers_and_dispatch_in_two_processes(
         assert len(children(dispatch.process.pid, "history_process")) == 1
 
         def listed() -> list[dict[str, Any]]:
-            done = eventwire("invocations", "ls", "--json", env=env)
-            assert done.returncode == 0, done.stderr
-            return [r for r in json.loads(done.stdout) if r["state"] == "succeeded"]
+            rows = eventwire_json("invocations", "ls", env=env)
+            return [r for r in rows if r["state"] == "succeeded"]
 
         wait_for(lambda: len(listed()) == len(entries()), 30, "the history of every invocation")
         assert pollers.stop() == 0, pollers.log()

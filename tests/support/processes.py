@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -35,6 +36,13 @@ def eventwire(
         check=False,
         **kw,
     )
+
+
+def eventwire_json(*args: str, env: dict[str, str]) -> Any:
+    """What one ``eventwire ... --json`` command prints, parsed; it must succeed."""
+    done = eventwire(*args, "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
 
 
 class Serve:
