@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import logging
 import os
 import subprocess
@@ -45,7 +44,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.kafka import broker
+from benchmarks.kafka import Producing, broker, produce
 from benchmarks.pending_memory import rss_mb
 
 BATCH_SIZE = 100
@@ -112,43 +111,6 @@ class Pass:
         return max(s.rss_mb for s in self.samples)
 
 
-@dataclass
-class Producing:
-    sent: int = 0
-    done_at: float | None = None
-
-
-async def produce(bootstrap: str, topic: str, n: int, partitions: int, into: Producing) -> None:
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024
-    )
-    await producer.start()
-    t0 = time.perf_counter()
-    try:
-        pad = "x" * 60
-        for i in range(n):
-            value = json.dumps({"n": i, "type": "order_created", "pad": pad}).encode()
-            await producer.send(topic, value, partition=i % partitions)
-            into.sent = i + 1
-        await producer.flush()
-    finally:
-        await producer.stop()
-    into.done_at = time.perf_counter() - t0
-
-
-async def create_topic(bootstrap: str, topic: str, partitions: int) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, partitions, 1)])
-    finally:
-        await admin.close()
-
-
 def start_serve(
     folder: Path, database_url: str, bootstrap: str, topic: str, pause: bool
 ) -> subprocess.Popen[bytes]:
@@ -184,6 +146,7 @@ async def wait_assigned(serve: subprocess.Popen[bytes], log: Path, timeout_s: fl
 
 
 async def one_pass(args: argparse.Namespace, bootstrap: str, pause: bool) -> Pass:
+    from tests.support.kafka import create_topic
     from tests.support.postgres import fresh_database
 
     console = Console(stderr=True, highlight=False)
