@@ -11,7 +11,12 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from tests.support.kafka import create_topic, kafka_bootstrap, unique_topic  # noqa: F401
+from tests.support.kafka import (  # noqa: F401
+    create_topic,
+    kafka_bootstrap,
+    produce_numbered,
+    unique_topic,
+)
 from tests.support.processes import Serve, clean_env, wait_for
 
 RECORDS = 10_000
@@ -20,17 +25,8 @@ KILLS = 3
 
 
 async def produce(bootstrap: str, topic: str) -> None:
-    from aiokafka import AIOKafkaProducer
-
     await create_topic(bootstrap, topic, partitions=PARTITIONS)
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
-    await producer.start()
-    try:
-        for n in range(RECORDS):
-            await producer.send(topic, json.dumps({"n": n}).encode(), partition=n % PARTITIONS)
-        await producer.flush()
-    finally:
-        await producer.stop()
+    await produce_numbered(bootstrap, topic, RECORDS, PARTITIONS)
 
 
 def invoked(sink: Path) -> dict[tuple[str, int], set[str]]:

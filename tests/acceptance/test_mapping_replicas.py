@@ -31,7 +31,12 @@ from typing import Any
 
 import pytest
 
-from tests.support.kafka import create_topic, kafka_bootstrap, unique_topic  # noqa: F401
+from tests.support.kafka import (  # noqa: F401
+    create_topic,
+    kafka_bootstrap,
+    produce_numbered,
+    unique_topic,
+)
 from tests.support.processes import Serve, clean_env, eventwire, wait_for
 from tests.support.rabbitmq import RabbitQueue, rabbitmq_queue  # noqa: F401
 from tests.support.redis_streams import RedisStream, redis_stream  # noqa: F401
@@ -156,8 +161,6 @@ async def test_kafka_partitions_are_shared_and_a_dead_process_partitions_move(
     url: str,
     tmp_path: Path,
 ) -> None:
-    from aiokafka import AIOKafkaProducer
-
     topic, mapping = unique_topic("replicas"), name()
     await create_topic(kafka_bootstrap, topic, partitions=PARTITIONS)
     source = f"kafka://{kafka_bootstrap}/{topic}"
@@ -178,14 +181,7 @@ async def test_kafka_partitions_are_shared_and_a_dead_process_partitions_move(
         theirs = assigned(second, mapping)
         assert theirs and not theirs & (assigned(first, mapping) or set())
 
-        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=20)
-        await producer.start()
-        try:
-            for n in range(RECORDS):
-                await producer.send(topic, json.dumps({"n": n}).encode(), partition=n % PARTITIONS)
-            await producer.flush()
-        finally:
-            await producer.stop()
+        await produce_numbered(kafka_bootstrap, topic, RECORDS, PARTITIONS)
 
         left = RECORDS - replicas.killed(second)
         # The survivor is assigned the dead process's partitions once its session times out.

@@ -13,6 +13,7 @@ Use it in a test module with ``from tests.support.kafka import kafka_bootstrap  
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import subprocess
 import tempfile
@@ -140,3 +141,18 @@ async def create_topic(bootstrap: str, name: str, partitions: int = 1) -> None:
         await admin.create_topics([NewTopic(name, partitions, 1)])
     finally:
         await admin.close()
+
+
+async def produce_numbered(bootstrap: str, topic: str, count: int, partitions: int) -> None:
+    """``{"n": 0}`` … ``{"n": count - 1}`` into ``topic``, record n in partition
+    ``n % partitions``: each partition's offsets then follow n."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+    await producer.start()
+    try:
+        for n in range(count):
+            await producer.send(topic, json.dumps({"n": n}).encode(), partition=n % partitions)
+        await producer.flush()
+    finally:
+        await producer.stop()
