@@ -140,71 +140,69 @@ async def test_two_prefixes_on_one_redis_do_not_see_each_other(tmp_path: Path) -
             await b_engine.dispose()
 
 
-async def test_two_serve_processes_share_one_queue(tmp_path: Path) -> None:
+@pytest.fixture
+async def shared(tmp_path: Path) -> AsyncIterator[tuple[Store, AsyncEngine]]:
+    """A Redis queue under a fresh prefix and its history in one SQLite file: what two
+    services on one machine share."""
     handlers.reset()
     async with redis_prefix() as prefix:
         store = Store(f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}", REDIS_URL, prefix)
         engine = create_engine(store.database_url)
         try:
-            async with (
-                running_service(store, SLOW, concurrency=4) as first,
-                running_service(store, SLOW, concurrency=4) as second,
-            ):
-                assert first.dispatcher is not None and second.dispatcher is not None
-                items = batch(300, who="both")
-                await first.dispatcher.queue.enqueue(items)
-                ids = {i.id for i in items}
-                await eventually(lambda: _is_subset(ids, engine), 30, "every invocation")
-                shares = (first.dispatcher.stats.succeeded, second.dispatcher.stats.succeeded)
+            yield store, engine
         finally:
             await engine.dispose()
+
+
+async def test_two_serve_processes_share_one_queue(shared: tuple[Store, AsyncEngine]) -> None:
+    store, engine = shared
+    async with (
+        running_service(store, SLOW, concurrency=4) as first,
+        running_service(store, SLOW, concurrency=4) as second,
+    ):
+        assert first.dispatcher is not None and second.dispatcher is not None
+        items = batch(300, who="both")
+        await first.dispatcher.queue.enqueue(items)
+        ids = {i.id for i in items}
+        await eventually(lambda: _is_subset(ids, engine), 30, "every invocation")
+        shares = (first.dispatcher.stats.succeeded, second.dispatcher.stats.succeeded)
     runs = Counter(call["id"] for call in handlers.calls)
     assert set(runs) == ids and set(runs.values()) == {1}
     assert min(shares) > 0, shares  # both took part
 
 
-async def test_history_moves_to_another_process_when_the_writer_stops(tmp_path: Path) -> None:
-    handlers.reset()
-    async with redis_prefix() as prefix:
-        store = Store(f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}", REDIS_URL, prefix)
-        engine = create_engine(store.database_url)
-        try:
-            async with running_service(store, ECHO) as first:
-                async with running_service(store, ECHO) as second:
-                    assert second.dispatcher is not None
-                    before = batch(10, when="before")
-                    await second.dispatcher.queue.enqueue(before)
-                    ids = {i.id for i in before}
-                    await eventually(lambda: _is_subset(ids, engine), 10, "the first batch")
-                # Whichever of the two was writing the history, one of them stopped: the
-                # other writes it now, well within the writer's 10 s lease.
-                assert first.dispatcher is not None
-                after = batch(10, when="after")
-                await first.dispatcher.queue.enqueue(after)
-                ids = {i.id for i in after}
-                await eventually(lambda: _is_subset(ids, engine), 5, "the second batch")
-        finally:
-            await engine.dispose()
+async def test_history_moves_to_another_process_when_the_writer_stops(
+    shared: tuple[Store, AsyncEngine],
+) -> None:
+    store, engine = shared
+    async with running_service(store, ECHO) as first:
+        async with running_service(store, ECHO) as second:
+            assert second.dispatcher is not None
+            before = batch(10, when="before")
+            await second.dispatcher.queue.enqueue(before)
+            ids = {i.id for i in before}
+            await eventually(lambda: _is_subset(ids, engine), 10, "the first batch")
+        # Whichever of the two was writing the history, one of them stopped: the
+        # other writes it now, well within the writer's 10 s lease.
+        assert first.dispatcher is not None
+        after = batch(10, when="after")
+        await first.dispatcher.queue.enqueue(after)
+        ids = {i.id for i in after}
+        await eventually(lambda: _is_subset(ids, engine), 5, "the second batch")
 
 
 HISTORY_PROCESS = "broker.queue.history_process"
 
 
-async def test_a_killed_history_process_is_started_again(tmp_path: Path) -> None:
-    handlers.reset()
-    async with redis_prefix() as prefix:
-        store = Store(f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}", REDIS_URL, prefix)
-        engine = create_engine(store.database_url)
-        try:
-            async with running_service(store, ECHO) as s:
-                assert s.dispatcher is not None
-                (first,) = await eventually(lambda: children(os.getpid(), HISTORY_PROCESS))
-                os.kill(first, signal.SIGKILL)
-                items = batch(20, when="after the kill")
-                await s.dispatcher.queue.enqueue(items)
-                ids = {i.id for i in items}
-                await eventually(lambda: _is_subset(ids, engine), 15, "history from a new writer")
-                (second,) = children(os.getpid(), HISTORY_PROCESS)
-                assert second != first
-        finally:
-            await engine.dispose()
+async def test_a_killed_history_process_is_started_again(shared: tuple[Store, AsyncEngine]) -> None:
+    store, engine = shared
+    async with running_service(store, ECHO) as s:
+        assert s.dispatcher is not None
+        (first,) = await eventually(lambda: children(os.getpid(), HISTORY_PROCESS))
+        os.kill(first, signal.SIGKILL)
+        items = batch(20, when="after the kill")
+        await s.dispatcher.queue.enqueue(items)
+        ids = {i.id for i in items}
+        await eventually(lambda: _is_subset(ids, engine), 15, "history from a new writer")
+        (second,) = children(os.getpid(), HISTORY_PROCESS)
+        assert second != first
