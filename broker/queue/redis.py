@@ -202,15 +202,9 @@ class RedisQueue:
 
     async def _leases(self, rows: Sequence[Sequence[Any]]) -> list[Lease]:
         """Lease rows of the scripts as leases, their out-of-line payloads read."""
-        apart = [row[0] for row in rows if row[16] == b"1"]
-        payloads: dict[bytes, bytes] = {}
-        if apart:
-            found = await self.client.mget([self.prefix.encode() + b"p:" + id for id in apart])
-            for id, payload in zip(apart, found, strict=True):
-                if payload is None:  # only if Redis lost data: the function gets an empty event
-                    log.error("queue: the payload of invocation %s is missing", id.decode())
-                payloads[id] = cast(bytes, payload or b"")
-        return [_lease(row, payloads.get(row[0])) for row in rows]
+        apart = [row[0].decode() for row in rows if row[16] == b"1"]
+        payloads = await read_payloads(self.client, self.prefix, apart) if apart else {}
+        return [_lease(row, payloads.get(row[0].decode())) for row in rows]
 
     # ------------------------------------------------------------ extend / release
 
@@ -367,6 +361,19 @@ async def open_redis_queue(
             await history.stop()
         await queue.close()
         await client.aclose()
+
+
+async def read_payloads(
+    client: aioredis.Redis, prefix: str, ids: Sequence[str]
+) -> dict[str, bytes]:
+    """The out-of-line payloads of invocations ``ids`` (empty for one Redis lost)."""
+    found = await client.mget([f"{prefix}p:{id}" for id in ids])
+    payloads: dict[str, bytes] = {}
+    for id, payload in zip(ids, found, strict=True):
+        if payload is None:  # only if Redis lost data: an empty payload, said loudly
+            log.error("queue: the payload of invocation %s is missing", id)
+        payloads[id] = cast(bytes, payload or b"")
+    return payloads
 
 
 def key_prefix(queue_prefix: str) -> str:

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.queue import redis_lua
 from broker.queue.records import Rows, loads
+from broker.queue.redis import read_payloads
 from broker.store.history_writes import add_throttles, write_rows
 from broker.waits import wait_set
 
@@ -139,7 +140,8 @@ class HistoryWriter:
         if not self.keep_succeeded_payloads:
             rows.drop_succeeded_payloads()
         if rows.out_of_line:
-            rows.fill_payloads(await self._payloads(sorted(rows.out_of_line)))
+            ids = sorted(rows.out_of_line)
+            rows.fill_payloads(await read_payloads(self.client, self.prefix, ids))
         taken = await self._take_throttles(args=[self.prefix])
         throttles = {taken[j].decode(): int(taken[j + 1]) for j in range(0, len(taken), 2)}
         async with self.engine.begin() as conn:
@@ -151,17 +153,6 @@ class HistoryWriter:
         )
         self.written += entries
         return entries
-
-    async def _payloads(self, ids: list[str]) -> dict[str, bytes]:
-        """The out-of-line payloads of ``ids``; they stay in Redis until the final state
-        of their invocation is written."""
-        found = await self.client.mget([f"{self.prefix}p:{id}" for id in ids])
-        payloads: dict[str, bytes] = {}
-        for id, payload in zip(ids, found, strict=True):
-            if payload is None:  # only if Redis lost data
-                log.error("history: the payload of invocation %s is missing", id)
-            payloads[id] = cast(bytes, payload or b"")
-        return payloads
 
 
 def _after(entry_id: str) -> str:

@@ -3,15 +3,16 @@ the script that makes their invocation, and leave Redis once the history has the
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
 from broker.ids import new_id
 from broker.models import FunctionLimits, NewInvocation, State
-from broker.queue.redis import RedisQueue
-from broker.queue.redis_history import HistoryWriter
+from broker.queue import redis_history
+from broker.queue.redis import RedisQueue, read_payloads
 from tests.contract.test_queue_contract import BIG, lease, new, settlement, stored_payload
 from tests.support.queue_harness import Harness, redis_harness
 
@@ -93,13 +94,12 @@ async def test_a_succeeded_payload_not_kept_is_not_read_and_still_removed(
     """``keep_succeeded_payloads=False``: the writer does not read the payload of an invocation
     that succeeded (its history keeps an empty one), and removes it from Redis all the same."""
     read: list[str] = []
-    payloads = HistoryWriter._payloads
 
-    async def spy(writer: HistoryWriter, ids: list[str]) -> dict[str, bytes]:
+    async def spy(client: Redis, prefix: str, ids: Sequence[str]) -> dict[str, bytes]:
         read.extend(ids)
-        return await payloads(writer, ids)
+        return await read_payloads(client, prefix, ids)
 
-    monkeypatch.setattr(HistoryWriter, "_payloads", spy)
+    monkeypatch.setattr(redis_history, "read_payloads", spy)  # the writer's reads only
     async with redis_harness(tmp_path, keep_succeeded_payloads=False) as h:
         early, ok, failed = (new(payload=BIG + bytes([n])) for n in range(3))
         await h.queue.enqueue([early])
