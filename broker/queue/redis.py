@@ -81,6 +81,8 @@ def connect(url: str) -> aioredis.Redis:
 class RedisQueue:
     """``InvocationQueue`` on Redis (see :mod:`broker.queue.base` for the contract)."""
 
+    chains_lanes = True
+
     def __init__(
         self,
         client: aioredis.Redis,

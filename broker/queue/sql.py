@@ -90,6 +90,8 @@ def utcnow() -> datetime:
 class SqlQueue:
     """``InvocationQueue`` on a SQLAlchemy async engine (see :mod:`broker.queue.base`)."""
 
+    chains_lanes = False
+
     def __init__(
         self,
         engine: AsyncEngine,
@@ -323,7 +325,6 @@ class SqlQueue:
     async def settle(
         self, settlements: Sequence[Settlement], now: datetime
     ) -> dict[str, Lease | None]:
-        """Chains nothing: a lane's next is leased by the next ``lease``."""
         if not settlements:
             return {}
         async with self.engine.begin() as conn:
