@@ -42,11 +42,6 @@ class HistoryProcess:
         self._process: asyncio.subprocess.Process | None = None
         self._stopping = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
-        self.restarts = 0
-
-    @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
 
     async def start(self) -> None:
         await self._spawn()
@@ -84,7 +79,6 @@ class HistoryProcess:
                 await self._reap(process, exited)
                 return
             failures = 1 if time.monotonic() - started > STABLE_S else failures + 1
-            self.restarts += 1
             delay = min(0.1 * 2**failures, 10.0)
             log.warning(
                 "history: the writer process exited (code %s); starting another in %.1fs",
