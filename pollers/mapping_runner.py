@@ -105,18 +105,11 @@ class MappingRun:
         self.context = context
         self.generation = generation
         self.shape = shape
-        self.documents = (
-            NotificationDocuments(mapping, context.settings, shape)
-            if mapping.object_notifications is not None
-            else None
-        )
-        """An ``object_notifications`` mapping's: each record is invoked per S3 record in it,
-        without lanes (nor cuts: its keys are the notifications', not positions)."""
         self.batcher = Batcher(
             batch_size=mapping.batch_size,
             window_s=mapping.batch_window_s,
             record_filter=mapping.record_filter,
-            cuts=cuts if self.documents is None else {},
+            cuts=cuts,
         )
         self.before_enqueue: BeforeEnqueue | None = None
         """Given each batch and its invocations after cuts are recorded, before the enqueue
@@ -169,9 +162,6 @@ class MappingRun:
         """Enqueue ``batches`` (``lanes[i]`` for batch i; else by partition); durable on return."""
         if not batches:
             return
-        if self.documents is not None:
-            await self._enqueue_documents(batches)
-            return
         items: list[NewInvocation] = []
         shaped: list[tuple[Batch, list[NewInvocation]]] = []
         cuts: dict[str, Cut] = {}
@@ -193,19 +183,6 @@ class MappingRun:
             if item.lane is not None:
                 self._depths[item.lane] = self._depths.get(item.lane, 0) + 1
         self._enqueued(batches, len(items))
-
-    async def _enqueue_documents(self, batches: Sequence[Batch]) -> None:
-        """An ``object_notifications`` mapping's records: an invocation per matching S3
-        record, a dead letter per record that is no document; both durable on return."""
-        assert self.documents is not None
-        planned = self.documents.plan(batches, self.generation, self.context.timer.now())
-        if planned.dead_letters:
-            await add_dead_letters(self.context.engine, planned.dead_letters)
-            for letter in planned.dead_letters:
-                log.warning("%s; kept as dead letter %s", letter.error_message, letter.id)
-        if planned.invocations:
-            await self.context.queue.enqueue(planned.invocations)
-        self._enqueued(batches, len(planned.invocations))
 
     def _enqueued(self, batches: Sequence[Batch], invocations: int) -> None:
         newest = max(r.timestamp_ms for r in batches[-1].records)
@@ -259,11 +236,8 @@ class MappingRun:
 
         Ordered sources: a partition's lane takes up to ``MAX_PENDING_BATCHES``
         unfinished batches. ``lanes`` (a queue's parallel lanes): batches go to
-        the emptiest, within the same bound each. An ``object_notifications``
-        mapping's invocations take no lanes: every record read is ready.
+        the emptiest, within the same bound each.
         """
-        if self.documents is not None:
-            return self.batcher.take(now), []
         if lanes is None:
             by_partition = {p: self.lane(p) for p in self.batcher.partitions()}
             depths = await self.depths(list(by_partition.values()))
@@ -285,8 +259,6 @@ class MappingRun:
         """Unfinished batches per lane, asked of the queue every ``DEPTH_REFRESH_S`` (more
         often while a lane is full, to resume as soon as it drains: see ``FULL_REFRESH_S``);
         in between, batches enqueued since are added, so the answer errs toward pausing."""
-        if self.documents is not None:
-            return dict.fromkeys(lanes, 0)  # its invocations are in no lane
         now = time.monotonic()
         full = any(self._depths.get(lane, 0) >= MAX_PENDING_BATCHES for lane in lanes)
         due = self._pace.interval_s if full else DEPTH_REFRESH_S
@@ -305,6 +277,44 @@ class MappingRun:
         """
         depths = await self.depths(lanes)
         return {lane for lane in lanes if depths[lane] >= MAX_PENDING_BATCHES}
+
+
+class DocumentsRun(MappingRun):
+    """A run of an ``object_notifications`` mapping: each record read is an S3 notification
+    document, invoked once per matching S3 record in it — in no lane (every record read is
+    ready) and with no cuts (its keys are the notifications', not positions)."""
+
+    def __init__(
+        self,
+        mapping: MappingConfig,
+        context: PollerContext,
+        *,
+        generation: int,
+        cuts: dict[str, Cut],
+        shape: Shaper,
+    ) -> None:
+        super().__init__(mapping, context, generation=generation, cuts={}, shape=shape)
+        self.documents = NotificationDocuments(mapping, context.settings, shape)
+
+    async def enqueue(self, batches: Sequence[Batch], lanes: Sequence[str] | None = None) -> None:
+        """An invocation per matching S3 record, a dead letter per record that is no
+        document; both durable on return."""
+        if not batches:
+            return
+        planned = self.documents.plan(batches, self.generation, self.context.timer.now())
+        if planned.dead_letters:
+            await add_dead_letters(self.context.engine, planned.dead_letters)
+            for letter in planned.dead_letters:
+                log.warning("%s; kept as dead letter %s", letter.error_message, letter.id)
+        if planned.invocations:
+            await self.context.queue.enqueue(planned.invocations)
+        self._enqueued(batches, len(planned.invocations))
+
+    async def take(self, now: float, lanes: Sequence[str] | None = None) -> tuple[Any, list[str]]:
+        return self.batcher.take(now), []
+
+    async def depths(self, lanes: Sequence[str]) -> dict[str, int]:
+        return dict.fromkeys(lanes, 0)  # its invocations are in no lane
 
 
 class RefreshPace:
@@ -441,7 +451,9 @@ class MappingPoller:
                 continue
             try:
                 cuts = await load_cuts(self.context.engine, name)
-                run = MappingRun(
+                documents = state.config.object_notifications is not None
+                kind = DocumentsRun if documents else MappingRun
+                run = kind(
                     state.config,
                     self.context,
                     generation=max(state.generation, 0),
