@@ -11,7 +11,7 @@ stops: a crash replays what was enqueued since the last commit, and the
 batches' idempotency keys keep it from being enqueued twice.
 
 Backpressure: a partition whose lane holds ``MAX_PENDING_BATCHES`` batches
-takes no more; once enough of its records wait to fill the lane again, the
+takes no more; once ``READ_AHEAD_BATCHES`` batches' worth of its records wait, the
 reader stops taking its records from the consumer (``getmany`` of the other
 partitions) until they fit. The consumer then holds at most one fetch of
 that partition (``max_partition_fetch_bytes``) and fetches no more of it:
@@ -34,7 +34,7 @@ from broker.batch_events import KafkaEventWriter
 from broker.mapping_config import KafkaSource, MappingConfig, SourceKind
 from broker.poller import PollerContext
 from pollers.batching import Record, Shaper
-from pollers.mapping_runner import MAX_PENDING_BATCHES, MappingPoller, MappingRun, SourceError
+from pollers.mapping_runner import READ_AHEAD_BATCHES, MappingPoller, MappingRun, SourceError
 
 log = logging.getLogger("eventwire.mappings.kafka")
 
@@ -222,7 +222,7 @@ class KafkaReader:
 
         No more than there is room for: the consumer keeps the rest as fetched (undecoded),
         rather than as Python objects waiting in the batcher."""
-        limit = MAX_PENDING_BATCHES * run.mapping.batch_size
+        limit = READ_AHEAD_BATCHES * run.mapping.batch_size
         assigned = consumer.assignment()
         room = {tp: limit - run.batcher.waiting(_name(tp)) for tp in assigned}
         room = {tp: n for tp, n in room.items() if n > 0}

@@ -61,8 +61,14 @@ READER_BACKOFF = Backoff(initial_s=1.0, multiplier=2.0, max_s=60.0, jitter=0.2)
 """A failing mapping's reader starts again after 1 s, doubling up to a minute."""
 WATCH_INTERVAL_S = 1.0
 STOP_GRACE_S = 10.0
-MAX_PENDING_BATCHES = 8
-"""Per lane: a reader stops reading a partition while this many of its batches wait."""
+MAX_PENDING_BATCHES = 32
+"""Per lane: a reader stops reading a partition while this many of its batches wait.
+
+Enough for a lane of a fast function not to run dry while the reader looks again
+(every ``FULL_REFRESH_S`` at most): eight were drained in 8 ms by a no-op function."""
+READ_AHEAD_BATCHES = 8
+"""Per partition: a reader holds at most this many batches' worth of records that are
+not enqueued yet (in the batcher, or unacknowledged from a queue)."""
 DEPTH_REFRESH_S = 0.2
 FULL_REFRESH_S = 0.01
 """While a lane is full its depth is asked for at most this often, and at least every
@@ -319,9 +325,9 @@ class DocumentsRun(MappingRun):
 
 class RefreshPace:
     """How often to ask for the depths of lanes while one is full: about as often as its
-    fastest lane finishes one or two batches (an eighth to a quarter of
-    ``MAX_PENDING_BATCHES``), so that none runs dry before the reader refills it, and no
-    more often. Adjusted from what each refresh finds."""
+    fastest lane finishes an eighth to a quarter of ``MAX_PENDING_BATCHES``, so that none
+    runs dry before the reader refills it, and no more often. Adjusted from what each
+    refresh finds."""
 
     def __init__(self) -> None:
         self.interval_s = FULL_REFRESH_S

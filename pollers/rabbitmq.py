@@ -6,7 +6,8 @@ and enqueued in one of ``max_concurrency`` lanes (``mapping:NAME:0`` …), so
 at most that many batches of the mapping run at once, in no particular
 order. A message is acknowledged only once its batch is enqueued. When every
 lane holds ``MAX_PENDING_BATCHES`` batches nothing more is taken: unacked
-messages reach the channel's prefetch limit and RabbitMQ stops delivering.
+messages reach the channel's prefetch limit (``READ_AHEAD_BATCHES`` batches'
+worth) and RabbitMQ stops delivering.
 
 A batch's idempotency key is a digest of its messages' ``message_id``\\ s.
 A consumer that dies after enqueuing a batch and before RabbitMQ has its
@@ -47,7 +48,7 @@ from broker.store.unacked import (
 )
 from broker.waits import close_within, wait_set
 from pollers.batching import Batch, Record, Shaper
-from pollers.mapping_runner import MAX_PENDING_BATCHES, MappingPoller, MappingRun, SourceError
+from pollers.mapping_runner import READ_AHEAD_BATCHES, MappingPoller, MappingRun, SourceError
 
 log = logging.getLogger("eventwire.mappings.rabbitmq")
 
@@ -94,9 +95,7 @@ class RabbitReader:
         try:
             channel = await connection.channel()
             channel.close_callbacks.add(self._on_close)
-            await channel.set_qos(
-                prefetch_count=self.mapping.batch_size * (MAX_PENDING_BATCHES + 1)
-            )
+            await channel.set_qos(prefetch_count=self.mapping.batch_size * (READ_AHEAD_BATCHES + 1))
             try:
                 queue = await channel.get_queue(self.source.queue, ensure=True)
             except ChannelClosed:

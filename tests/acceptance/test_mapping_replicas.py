@@ -80,8 +80,8 @@ class Replicas:
         self.servers: list[Serve] = []
 
     def start(self, crash_after: int) -> tuple[Serve, Serve]:
-        """A ``serve`` process, then one that kills itself after its ``crash_after``-th
-        enqueue (:mod:`tests.support.crash_serve`)."""
+        """A ``serve`` process, then one that kills itself once it has enqueued
+        ``crash_after`` batches (:mod:`tests.support.crash_serve`)."""
         self.servers.append(self.serve(0))
         self.servers[0].wait_serving()
         return self.servers[0], self.crashing(crash_after)
@@ -95,7 +95,7 @@ class Replicas:
         )
 
     def crashing(self, crash_after: int) -> Serve:
-        server = self.serve(len(self.servers), CRASH_AFTER_ENQUEUES=str(crash_after))
+        server = self.serve(len(self.servers), CRASH_AFTER_BATCHES=str(crash_after))
         self.servers.append(server)
         server.wait_serving()
         return server

@@ -331,7 +331,8 @@ async def test_a_slow_function_pauses_reading_instead_of_filling_the_queue(
 
     f = fn()
     gate = handlers.GATES[f] = asyncio.Event()
-    await side.publish(list(range(200)))
+    n = 5 * 2 * MAX_PENDING_BATCHES  # twice as many batches as a lane may hold
+    await side.publish(list(range(n)))
     cfg = (
         config(side, f, batch_size=5, max_concurrency=1)
         if side.kind == "rabbitmq"
@@ -363,8 +364,8 @@ async def test_a_slow_function_pauses_reading_instead_of_filling_the_queue(
         finally:
             await engine.dispose()
         gate.set()
-        await eventually(lambda: len(delivered(f)) >= 200, 60, "every record once the gate opens")
-    assert sorted(delivered(f)) == list(range(200))
+        await eventually(lambda: len(delivered(f)) >= n, 60, "every record once the gate opens")
+    assert sorted(delivered(f)) == list(range(n))
 
 
 async def _true_after(count: Any, at_least: int) -> bool:

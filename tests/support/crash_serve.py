@@ -1,10 +1,10 @@
 """``eventwire serve`` that kills itself (SIGKILL) right after a mapping's enqueue, for tests.
 
-    CRASH_AFTER_ENQUEUES=N python -m tests.support.crash_serve serve -c eventwire.yaml
+    CRASH_AFTER_BATCHES=N python -m tests.support.crash_serve serve -c eventwire.yaml
 
 runs the very service ``eventwire serve`` runs, except that once a mapping's
-reader has enqueued batches N times, the process sends itself SIGKILL as soon
-as the N-th enqueue returns: its batches are durable in the queue, and their
+reader has enqueued N batches, the process sends itself SIGKILL as soon as the
+enqueue that reached N returns: its batches are durable in the queue, and their
 records are neither committed (Kafka), acknowledged (RabbitMQ) nor XACKed
 (Redis Streams) — the one moment a crash can leave records both enqueued and
 still at the source. A kill from outside lands there only by luck. It is not
@@ -22,7 +22,7 @@ from pollers.batching import Batch
 from pollers.mapping_runner import MappingRun
 
 
-def crash_after(enqueues: int) -> None:
+def crash_after(batches_enqueued: int) -> None:
     original = MappingRun.enqueue
     done = 0
 
@@ -32,13 +32,13 @@ def crash_after(enqueues: int) -> None:
         nonlocal done
         await original(self, batches, lanes)
         if batches:
-            done += 1
-            if done >= enqueues:
+            done += len(batches)
+            if done >= batches_enqueued:
                 os.kill(os.getpid(), signal.SIGKILL)
 
     MappingRun.enqueue = enqueue  # type: ignore[method-assign]
 
 
 if __name__ == "__main__":
-    crash_after(int(os.environ["CRASH_AFTER_ENQUEUES"]))
+    crash_after(int(os.environ["CRASH_AFTER_BATCHES"]))
     main()

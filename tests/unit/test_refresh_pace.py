@@ -26,12 +26,12 @@ def test_lanes_that_finish_nothing_in_between_are_looked_at_less_often() -> None
     assert seen[-1] == DEPTH_REFRESH_S
 
 
-def test_one_or_two_batches_finished_in_between_keep_the_pace() -> None:
+def test_an_eighth_to_a_quarter_of_a_lane_finished_in_between_keeps_the_pace() -> None:
     pace = RefreshPace()
     pace.observe({"a": FULL}, {"a": FULL})
     interval = pace.interval_s
-    pace.observe({"a": FULL, "b": FULL}, {"a": FULL - 1, "b": FULL})
-    pace.observe({"a": FULL, "b": FULL}, {"a": FULL, "b": FULL - 2})
+    pace.observe({"a": FULL, "b": FULL}, {"a": FULL - FULL // 8, "b": FULL})
+    pace.observe({"a": FULL, "b": FULL}, {"a": FULL, "b": FULL - FULL // 4})
     assert pace.interval_s == interval
 
 
@@ -40,7 +40,7 @@ def test_the_fastest_lane_finishing_more_makes_the_pace_quicker() -> None:
     for _ in range(10):
         pace.observe({"a": FULL}, {"a": FULL})
     slow = pace.interval_s
-    pace.observe({"a": FULL, "b": FULL}, {"a": FULL, "b": FULL - 3})
+    pace.observe({"a": FULL, "b": FULL}, {"a": FULL, "b": FULL - FULL // 4 - 1})
     assert pace.interval_s == slow / 2
 
 
