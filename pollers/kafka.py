@@ -33,7 +33,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from broker.batch_events import KafkaEventWriter
 from broker.mapping_config import KafkaSource, MappingConfig, SourceKind
 from broker.poller import PollerContext
-from pollers.batching import Record, Shaper
+from pollers.batching import Record, Shaper, Taken
 from pollers.mapping_runner import READ_AHEAD_BATCHES, MappingPoller, MappingRun, SourceError
 
 log = logging.getLogger("eventwire.mappings.kafka")
@@ -60,6 +60,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped in
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         # What was enqueued is committed before the partitions move (the next owner need
         # not replay it); records read but not enqueued are read again by that owner.
+        await self.reader.until_enqueued()
         if self.reader.consumer is not None:
             await self.reader.commit(self.reader.consumer, set(revoked))
         self.run.batcher.forget([_name(tp) for tp in revoked])
@@ -95,6 +96,8 @@ class KafkaReader:
         """Partitions assigned since the loop last took them over (:meth:`MappingRun.take_over`)."""
         self.partitions: dict[str, TopicPartition] = {}
         """Partitions read from, by name (``topic-N``)."""
+        self._enqueuing: asyncio.Task[None] | None = None
+        """The enqueue under way: while it waits on the queue, the loop reads on."""
 
     async def run(self, run: MappingRun) -> None:
         position = self.mapping.starting_position
@@ -126,6 +129,7 @@ class KafkaReader:
             await self._loop(consumer, run)
         finally:
             run.connected = False
+            await self._abandon_enqueue()
             await consumer.stop()
 
     async def start_at_timestamp(self, assigned: list[TopicPartition]) -> None:
@@ -151,6 +155,7 @@ class KafkaReader:
         topic_checked = lag_checked = committed_at = time.monotonic()
         while not run.stopping.is_set():
             if run.seek_wanted.is_set():
+                await self.enqueued_so_far()
                 await self._apply_seek(consumer, run)
             # A window that ran out before this step closed its batch, unless the lane had no
             # room: either way there is nothing to do before ROOM_CHECK_S.
@@ -171,12 +176,11 @@ class KafkaReader:
                 name = _name(tp)
                 self.partitions[name] = tp
                 batcher.extend(name, _records(name, messages), now)
+            # One enqueue at a time, in order; the next step's read overlaps it.
+            await self.enqueued_so_far()
             taken, lanes = await run.take(now)
-            await run.enqueue(taken.batches, lanes)
-            for name, records in taken.checkpoint.items():
-                offset = int(records[-1].position) + 1
-                tp = self.partitions[name]
-                self.enqueued[tp] = self.uncommitted[tp] = offset
+            if taken.batches or taken.checkpoint:
+                self._enqueuing = asyncio.create_task(self._enqueue(run, taken, lanes))
             if self.uncommitted and now - committed_at >= COMMIT_INTERVAL_S:
                 committed_at = now
                 await self.commit(consumer)
@@ -187,7 +191,36 @@ class KafkaReader:
                 topic_checked = now
                 if not consumer.partitions_for_topic(self.source.topic):
                     raise SourceError(f"topic {self.source.topic!r} is gone from {self.servers}")
+        await self.enqueued_so_far()
         await self.commit(consumer)  # stopping: what was enqueued need not be read again
+
+    async def _enqueue(self, run: MappingRun, taken: Taken, lanes: list[str]) -> None:
+        """Enqueue what ``taken`` holds; then its records may be committed."""
+        await run.enqueue(taken.batches, lanes)
+        for name, records in taken.checkpoint.items():
+            offset = int(records[-1].position) + 1
+            tp = self.partitions[name]
+            self.enqueued[tp] = self.uncommitted[tp] = offset
+
+    async def enqueued_so_far(self) -> None:
+        """Wait for the enqueue under way, if any; raise what it raised."""
+        enqueuing, self._enqueuing = self._enqueuing, None
+        if enqueuing is not None:
+            await enqueuing
+
+    async def until_enqueued(self) -> None:
+        """Wait for the enqueue under way to end, however it ends (the loop raises its
+        error)."""
+        if self._enqueuing is not None:
+            await asyncio.wait([self._enqueuing])
+
+    async def _abandon_enqueue(self) -> None:
+        """The reader ends on an error: let the enqueue under way end too (what it enqueued
+        is not committed; read again, the idempotency keys keep it from running twice)."""
+        enqueuing, self._enqueuing = self._enqueuing, None
+        if enqueuing is not None:
+            enqueuing.cancel()
+            await asyncio.wait([enqueuing])
 
     async def commit(
         self, consumer: AIOKafkaConsumer, only: set[TopicPartition] | None = None
