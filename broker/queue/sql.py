@@ -2,7 +2,9 @@
 
 The ``invocations`` table is both the queue and the history. Leasing scans
 only unfinished rows (a partial index), in enqueue order (``seq``); a lane is
-runnable only at its oldest unfinished invocation. The two backends differ in
+runnable only at its oldest unfinished invocation, and the settle that ends
+one leases the next, if due, to the same dispatcher in the same transaction
+(``Settlement.chain_lease_s``). The two backends differ in
 how they keep concurrent leasers apart (``FOR UPDATE SKIP LOCKED`` and an
 advisory lock on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite) and in how an
 idle dispatcher learns of new work (LISTEN/NOTIFY, or polling).
@@ -90,7 +92,7 @@ def utcnow() -> datetime:
 class SqlQueue:
     """``InvocationQueue`` on a SQLAlchemy async engine (see :mod:`broker.queue.base`)."""
 
-    chains_lanes = False
+    chains_lanes = True
 
     def __init__(
         self,
@@ -200,22 +202,11 @@ class SqlQueue:
                 )
             if not chosen:
                 return []
-            leases = [_lease(row, owner, functions[row.function], now) for row in chosen]
-            await conn.execute(
-                _LEASE_ROW.values(
-                    state=State.RUNNING.value,
-                    lease_owner=owner,
-                    lease_token=bindparam("b_token"),
-                    lease_expires_at=bindparam("b_expires"),
-                    attempts=inv.attempts + 1,
-                    updated_at=now,
-                ),
-                [
-                    {"b_seq": row.seq, "b_token": lease.token, "b_expires": lease.expires_at}
-                    for row, lease in zip(chosen, leases, strict=True)
-                ],
-            )
-        return leases
+            taken = [
+                (row, _lease(row, functions[row.function].lease_s, now), owner) for row in chosen
+            ]
+            await _mark_leased(conn, taken, now)
+        return [lease for _row, lease, _owner in taken]
 
     def _candidates(self, n: int, *, by_function: bool) -> Any:
         """The runnable invocations of the functions ``fns``, oldest first.
@@ -287,7 +278,7 @@ class SqlQueue:
                     _SETTLE_ROW.values(lease_expires_at=bindparam("b_expires")),
                     [{"b_token": t, "b_expires": expiries[t]} for t in held],
                 )
-        return held
+        return set(held)
 
     async def release(self, tokens: Sequence[str]) -> None:
         if not tokens:
@@ -307,15 +298,16 @@ class SqlQueue:
             )
             await self._notify(conn)
 
-    async def _held(self, conn: AsyncConnection, tokens: Sequence[str]) -> set[str]:
+    async def _held(self, conn: AsyncConnection, tokens: Sequence[str]) -> dict[str, Row[Any]]:
+        """The leases of ``tokens`` still held (locked for this transaction), by token."""
         rows = await conn.execute(
             self._lock_rows(
-                select(inv.lease_token).where(
+                select(inv.lease_token, inv.lease_owner, inv.function, inv.lane).where(
                     inv.lease_token.in_(list(tokens)), inv.state == State.RUNNING.value
                 )
             )
         )
-        return {token for (token,) in rows}
+        return {row.lease_token: row for row in rows}
 
     def _lock_rows(self, stmt: Any) -> Any:
         return stmt
@@ -327,13 +319,57 @@ class SqlQueue:
     ) -> dict[str, Lease | None]:
         if not settlements:
             return {}
+        chained: dict[str, Lease] = {}
         async with self.engine.begin() as conn:
             held = await self._held(conn, [s.lease_token for s in settlements])
             applied = [s for s in settlements if s.lease_token in held]
             if applied:
                 await self._apply(conn, applied, now)
-        self._wakeup.set()
-        return dict.fromkeys(held)
+                chained = await self._chain(conn, applied, held, now)
+        if len(chained) < len(applied) or any(s.enqueue for s in applied) or not applied:
+            self._wakeup.set()  # else each settlement's slot went to its lane's next
+        answers: dict[str, Lease | None] = dict.fromkeys(held)
+        answers.update(chained)
+        return answers
+
+    async def _chain(
+        self,
+        conn: AsyncConnection,
+        applied: Sequence[Settlement],
+        held: Mapping[str, Row[Any]],
+        now: datetime,
+    ) -> dict[str, Lease]:
+        """Each lane's next invocation, leased to the owner of the settlement that ended its
+        predecessor when it asked (``Settlement.chain_lease_s``) and the next is due and of
+        the same function: it takes the predecessor's place in the running counts."""
+        asked: dict[str, tuple[Settlement, Row[Any]]] = {}
+        for s in applied:
+            ended = held[s.lease_token]
+            if s.chain_lease_s and s.state.terminal and ended.lane is not None:
+                asked[ended.lane] = (s, ended)
+        if not asked:
+            return {}
+        heads = (
+            select(func.min(inv.seq))
+            .where(inv.lane.in_(list(asked)), _literal_active(inv.state))
+            .group_by(inv.lane)
+        )
+        rows = await conn.execute(self._lock_rows(select(invocations).where(inv.seq.in_(heads))))
+        taken: list[tuple[Row[Any], Lease, str]] = []
+        chained: dict[str, Lease] = {}
+        for row in rows:
+            s, ended = asked[row.lane]
+            if (
+                row.state == State.PENDING.value
+                and row.function == ended.function
+                and row.available_at <= now
+            ):
+                assert s.chain_lease_s is not None
+                lease = _lease(row, s.chain_lease_s, now)
+                taken.append((row, lease, ended.lease_owner))
+                chained[s.lease_token] = lease
+        await _mark_leased(conn, taken, now)
+        return chained
 
     async def _apply(
         self, conn: AsyncConnection, applied: Sequence[Settlement], now: datetime
@@ -490,7 +526,34 @@ def _within_capacity(
     return chosen, throttled
 
 
-def _lease(row: Row[Any], owner: str, limits: FunctionLimits, now: datetime) -> Lease:
+async def _mark_leased(
+    conn: AsyncConnection, taken: Sequence[tuple[Row[Any], Lease, str]], now: datetime
+) -> None:
+    """Mark the rows of ``taken`` running under their lease, for its owner."""
+    if not taken:
+        return
+    await conn.execute(
+        _LEASE_ROW.values(
+            state=State.RUNNING.value,
+            lease_owner=bindparam("b_owner"),
+            lease_token=bindparam("b_token"),
+            lease_expires_at=bindparam("b_expires"),
+            attempts=inv.attempts + 1,
+            updated_at=now,
+        ),
+        [
+            {
+                "b_seq": row.seq,
+                "b_owner": owner,
+                "b_token": lease.token,
+                "b_expires": lease.expires_at,
+            }
+            for row, lease, owner in taken
+        ],
+    )
+
+
+def _lease(row: Row[Any], lease_s: float, now: datetime) -> Lease:
     invocation = Invocation(
         id=row.id,
         request_id=row.request_id,
@@ -511,7 +574,7 @@ def _lease(row: Row[Any], owner: str, limits: FunctionLimits, now: datetime) -> 
     return Lease(
         token=str(uuid.uuid4()),
         invocation=invocation,
-        expires_at=now + timedelta(seconds=limits.lease_s),
+        expires_at=now + timedelta(seconds=lease_s),
     )
 
 

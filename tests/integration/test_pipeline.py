@@ -255,10 +255,8 @@ async def test_lane_runs_in_enqueue_order(store: Store, engine: AsyncEngine) -> 
     assert handlers.calls == list(range(30))
 
 
-async def test_a_lane_runs_its_next_without_a_lease_call_where_the_queue_chains(
-    store: Store, engine: AsyncEngine
-) -> None:
-    """The Redis queue leases a lane's next invocation with its predecessor's settlement."""
+async def test_a_lane_runs_its_next_without_a_lease_call(store: Store, engine: AsyncEngine) -> None:
+    """The queue leases a lane's next invocation with its predecessor's settlement."""
     async with running_service(
         store, {"echo": {"handler": "tests.pipeline_handlers:echo"}}, concurrency=8
     ) as s:
@@ -279,11 +277,9 @@ async def test_a_lane_runs_its_next_without_a_lease_call_where_the_queue_chains(
         await queue.enqueue(items)
         await eventually(lambda: finished_state(engine, items[-1].id))
     assert handlers.calls == list(range(30))
-    if store.queue_url is not None:  # Redis: the first is leased, the rest chained
-        # (a retry after a system fault goes back to the lane's head, to be leased again)
-        assert len(leased) <= 3, [(x.invocation.payload, x.invocation.attempts) for x in leased]
-    else:
-        assert len(leased) == 30
+    # The first is leased, the rest chained (a retry after a system fault goes back to the
+    # lane's head, to be leased again).
+    assert len(leased) <= 3, [(x.invocation.payload, x.invocation.attempts) for x in leased]
 
 
 async def test_a_lease_chained_as_the_service_stops_is_given_back(
