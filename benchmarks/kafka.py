@@ -94,12 +94,13 @@ async def count(event: dict[str, Any], context: Any) -> None:
 
 @dataclass(frozen=True)
 class Cpu:
-    """CPU seconds used so far by this process (every thread) and the pollers process
-    (``--split``), the history writer's child process (the Redis queue's; None without
-    it), the Kafka broker this process started (None with ``--bootstrap``) and the Redis
-    server (None without the Redis queue)."""
+    """CPU seconds used so far by this process (every thread), the pollers process
+    (``--split``; None without it), the history writer's child process (the Redis
+    queue's; None without it), the Kafka broker this process started (None with
+    ``--bootstrap``) and the Redis server (None without the Redis queue)."""
 
     python_s: float
+    pollers_s: float | None
     history_s: float | None
     broker_s: float | None
     redis_s: float | None
@@ -110,18 +111,18 @@ class Cpu:
 
         return (
             each(self.python_s, since.python_s),
+            each(self.pollers_s, since.pollers_s),
             each(self.history_s, since.history_s),
             each(self.broker_s, since.broker_s),
             each(self.redis_s, since.redis_s),
         )
 
 
-def _children_cpu_s() -> tuple[float, float | None, float | None]:
-    """CPU seconds of this process's children, from /proc: the pollers process (0 without
-    one), the history writer's process and the Tansu broker (None: not running)."""
+def _children_cpu_s() -> tuple[float | None, float | None, float | None]:
+    """CPU seconds of this process's children, from /proc: the pollers process, the
+    history writer's process and the Kafka broker (None: not running)."""
     me = os.getpid()
-    pollers = 0.0
-    history = broker = None
+    pollers = history = broker = None
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             fields = (proc / "stat").read_text().rpartition(")")[2].split()
@@ -136,7 +137,7 @@ def _children_cpu_s() -> tuple[float, float | None, float | None]:
         elif b"--listener-url" in command:
             broker = (broker or 0.0) + used
         elif b"--roles" in command:
-            pollers += used
+            pollers = (pollers or 0.0) + used
     return pollers, history, broker
 
 
@@ -152,7 +153,7 @@ async def cpu_now(redis_url: str | None) -> Cpu:
             await client.aclose()
         redis_s = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
     pollers_s, history_s, broker_s = _children_cpu_s()
-    return Cpu(time.process_time() + pollers_s, history_s, broker_s, redis_s)
+    return Cpu(time.process_time(), pollers_s, history_s, broker_s, redis_s)
 
 
 @contextlib.contextmanager
@@ -220,7 +221,7 @@ async def bare(bootstrap: str, topic: str, n: int, partitions: int) -> Run:
         await consumer.seek_to_beginning(*tps)
         seen = timed = 0
         first = 0.0
-        cpu_first = Cpu(0.0, None, None, None)
+        cpu_first = Cpu(0.0, None, None, None, None)
         while seen < n:
             data = await consumer.getmany(timeout_ms=500, max_records=5000)
             got = sum(len(messages) for messages in data.values())
@@ -366,8 +367,8 @@ async def main_async(args: argparse.Namespace, bootstrap: str) -> None:
     )
     Console().print(table)
     cpu = Table(title="CPU µs per record (over the timed records)")
-    serving = "pollers + dispatch processes" if args.split else "this process"
-    for column in ("run", serving, "history process", "Kafka broker", "Redis"):
+    serving = "dispatch process" if args.split else "this process"
+    for column in ("run", serving, "pollers process", "history process", "Kafka broker", "Redis"):
         cpu.add_column(column, justify="right")
     cpu.add_row("bare aiokafka", *map(_us, plain.cpu_us))
     cpu.add_row("eventwire", *map(_us, wired.cpu_us))
