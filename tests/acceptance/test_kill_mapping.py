@@ -5,7 +5,6 @@ enqueue, whose idempotency key is the batch's position)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections import defaultdict
@@ -18,6 +17,7 @@ from tests.support.kafka import (  # noqa: F401
     unique_topic,
 )
 from tests.support.processes import Serve, clean_env, wait_for
+from tests.support.sink import sink_entries
 
 RECORDS = 10_000
 PARTITIONS = 4
@@ -32,13 +32,9 @@ async def produce(bootstrap: str, topic: str) -> None:
 def invoked(sink: Path) -> dict[tuple[str, int], set[str]]:
     """Each record, with the invocations (request ids) that ran it."""
     seen: dict[tuple[str, int], set[str]] = defaultdict(set)
-    if not sink.exists():
-        return seen
-    for line in sink.read_text().splitlines():
-        if line.strip():
-            entry = json.loads(line)
-            for group, offset in entry["records"]:
-                seen[(group, offset)].add(entry["request"])
+    for entry in sink_entries(sink):
+        for group, offset in entry["records"]:
+            seen[(group, offset)].add(entry["request"])
     return seen
 
 

@@ -40,6 +40,7 @@ from tests.support.kafka import (  # noqa: F401
 from tests.support.processes import Serve, clean_env, eventwire, wait_for
 from tests.support.rabbitmq import RabbitQueue, rabbitmq_queue  # noqa: F401
 from tests.support.redis_streams import RedisStream, redis_stream  # noqa: F401
+from tests.support.sink import sink_entries
 from tests.support.stores import database_url
 from tests.support.waiting import eventually
 
@@ -116,10 +117,7 @@ class Replicas:
         return seen
 
     def entries(self) -> Iterator[dict[str, Any]]:
-        if self.sink.exists():
-            for line in self.sink.read_text().splitlines():
-                if line.strip():
-                    yield json.loads(line)
+        return sink_entries(self.sink)
 
     def stop(self) -> None:
         for server in self.servers:
