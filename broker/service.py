@@ -41,6 +41,7 @@ from broker.store.engine import create_engine
 from broker.store.history import register_functions
 from broker.store.mappings import register_mappings
 from broker.store.migrate import ensure_schema
+from broker.store.retention import HistoryPruner
 
 log = logging.getLogger("eventwire.service")
 
@@ -126,7 +127,7 @@ class Service:
                         if isinstance(deployed.invoker, PoolReporter)
                     }
                     async with PoolPublisher(engine, pools, self.owner, self.clock).running():
-                        await self._run_all()
+                        await self._run_all(engine)
             finally:
                 if catalog is not None:
                     await catalog.close()
@@ -147,13 +148,18 @@ class Service:
             f", queue {_redacted(settings.queue_url)}" if settings.queue_url else "",
         )
 
-    async def _run_all(self) -> None:
-        """The dispatcher and every poller; if one of them ends on its own, all stop."""
+    async def _run_all(self, engine: AsyncEngine) -> None:
+        """The dispatcher and every poller; if one of them ends on its own, all stop. With
+        the dispatcher, the history's pruning past its retention."""
         tasks: set[asyncio.Task[object]] = {
             asyncio.create_task(self._stop.wait(), name="eventwire-stop")
         }
         if self.dispatcher is not None:
             tasks.add(asyncio.create_task(self.dispatcher.run(), name="eventwire-dispatcher"))
+        pruning = None
+        if self.dispatcher is not None and self.settings.history_retention_s is not None:
+            pruner = HistoryPruner(engine, self.settings.history_retention_s, self.clock)
+            pruning = asyncio.create_task(pruner.run(), name="eventwire-history-pruner")
         tasks |= {
             asyncio.create_task(p.run(), name=f"eventwire-poller-{p.name}") for p in self.pollers
         }
@@ -162,6 +168,9 @@ class Service:
             ended = ", ".join(sorted(t.get_name() for t in done))
             log.error("%s ended unexpectedly; stopping", ended)
         self.stop()
+        if pruning is not None:
+            pruning.cancel()
+            await asyncio.wait([pruning])
         await asyncio.wait(tasks)
         for task in tasks:
             if not task.cancelled() and task.exception() is not None:

@@ -16,6 +16,20 @@ from broker.errors import UsageError
 from broker.roles import ALL_ROLES, parse_roles
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _duration_or_forever(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    if value.strip().lower() == "forever":
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError:
+        raise ValueError(f"expected a duration like 7d or 12h, or forever, got {value!r}") from None
+
+
+Retention = Annotated[float | None, BeforeValidator(_duration_or_forever)]
 Roles = Annotated[str, AfterValidator(parse_roles)]
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///eventwire.db"
@@ -53,6 +67,10 @@ class Settings(BaseSettings):
     # False: a succeeded invocation's history row keeps an empty payload (failed and dead
     # ones, and dead letters, keep theirs), for high-volume mappings whose source has it.
     keep_succeeded_payloads: bool = True
+    # How long finished invocations stay in the history (None: forever).
+    history_retention_s: Retention = Field(
+        7 * 24 * 3600.0, validation_alias=_env("history_retention"), gt=0
+    )
     scheduler_lease_s: Seconds = Field(30.0, validation_alias=_env("scheduler_lease"), gt=0)
     region: str = "local"
     account_id: str = "000000000000"

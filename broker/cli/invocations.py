@@ -1,8 +1,11 @@
-"""``eventwire invocations``: the invocation history, and one invocation with its attempts."""
+"""``eventwire invocations``: the invocation history, one invocation with its attempts, and
+pruning what finished long ago."""
 
 from __future__ import annotations
 
 import json
+import sys
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -16,11 +19,13 @@ from broker.cli.common import (
     run,
     settings,
 )
+from broker.cli.dlq_options import parse_time
 from broker.cli.output import (
     attempts_view,
     details,
     emit,
     error_text,
+    iso,
     payload_view,
     short_ids,
     styled,
@@ -32,6 +37,7 @@ from broker.errors import UsageError
 from broker.models import State
 from broker.settings import Settings
 from broker.store.history import AttemptRow, InvocationRow, get_invocation, list_invocations
+from broker.store.retention import count_prunable, prune_history
 
 app = typer.Typer(help="Inspect invocations and their attempts.", no_args_is_help=True)
 
@@ -159,6 +165,59 @@ def _attempt_counts(row: InvocationRow) -> str:
     return (
         f"{row.attempts} ({row.function_errors} function errors, {row.system_errors} system errors)"
     )
+
+
+@app.command("prune")
+def prune(
+    ctx: typer.Context,
+    before: Annotated[
+        str,
+        typer.Option(
+            "--before",
+            help="Delete those that finished before: YYYY-MM-DD, an ISO datetime (UTC unless "
+            "it says otherwise) or an age like 7d or 12h.",
+        ),
+    ],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    as_json: bool = JsonOption,
+) -> None:
+    """Delete finished invocations (succeeded or failed) and their attempts from the
+    history; pending and running ones and dead letters stay. `serve` does it by itself
+    past EVENTWIRE_HISTORY_RETENTION."""
+    cutoff = parse_time(before, datetime.now(UTC), "--before")
+    if not yes and not sys.stdin.isatty():
+        raise UsageError(
+            "invocations prune asks for confirmation and stdin is not a terminal; pass --yes"
+        )
+    config = settings(ctx)
+    if not yes:
+        count = run(_count_prunable(config, cutoff))
+        if count == 0:
+            _pruned(0, cutoff, as_json)
+            return
+        typer.confirm(
+            f"Delete {count} invocations that finished before {iso(cutoff)}?",
+            abort=True,
+            err=True,
+        )
+    _pruned(run(_prune(config, cutoff)), cutoff, as_json)
+
+
+def _pruned(count: int, cutoff: datetime, as_json: bool) -> None:
+    if as_json:
+        print_json({"pruned": count, "before": iso(cutoff)})
+    else:
+        emit(Text(f"pruned {count} invocations (finished before {iso(cutoff)})"))
+
+
+async def _count_prunable(config: Settings, cutoff: datetime) -> int:
+    async with open_store(config, reader=True) as engine:
+        return await count_prunable(engine, cutoff)
+
+
+async def _prune(config: Settings, cutoff: datetime) -> int:
+    async with open_store(config) as engine:
+        return await prune_history(engine, cutoff)
 
 
 async def _list(

@@ -116,6 +116,8 @@ invocations = Table(
     Index("ix_invocations_lane", "lane", "seq", postgresql_where=ACTIVE, sqlite_where=ACTIVE),
     Index("ix_invocations_function_seq", "function", "seq"),
     Index("ix_invocations_lease_token", "lease_token"),
+    # Pruning the history past its retention (broker.store.retention).
+    Index("ix_invocations_finished_at", "finished_at"),
 )
 
 attempts = Table(
