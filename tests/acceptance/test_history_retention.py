@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -41,30 +42,30 @@ def state(id: str, env: dict[str, str]) -> str | None:
     return str(json.loads(shown.stdout)["state"])
 
 
-def test_serve_prunes_what_finished_past_the_retention(store: Store, tmp_path: Path) -> None:
+@contextmanager
+def serving(store: Store, tmp_path: Path, retention: str) -> Iterator[tuple[dict[str, str], str]]:
+    """``serve`` with ``EVENTWIRE_HISTORY_RETENTION=retention``, its environment, and the id
+    of an invocation it ran (in the history)."""
     config = tmp_path / "eventwire.yaml"
     config.write_text(CONFIG)
-    env = clean_env(**store.env(), EVENTWIRE_HISTORY_RETENTION="2s")
+    env = clean_env(**store.env(), EVENTWIRE_HISTORY_RETENTION=retention)
     serve = Serve(config, env, tmp_path / "serve.log")
     try:
         serve.wait_serving()
         id = invoked(env)
         wait_for(lambda: state(id, env) == "succeeded", 30, "the invocation in the history")
-        wait_for(lambda: state(id, env) is None, 30, "the invocation pruned")
+        yield env, id
     finally:
         assert serve.stop() == 0, serve.log()
 
 
-def test_invocations_prune_deletes_what_finished_before(store: Store, tmp_path: Path) -> None:
-    config = tmp_path / "eventwire.yaml"
-    config.write_text(CONFIG)
-    env = clean_env(**store.env(), EVENTWIRE_HISTORY_RETENTION="forever")
-    serve = Serve(config, env, tmp_path / "serve.log")
-    try:
-        serve.wait_serving()
-        id = invoked(env)
-        wait_for(lambda: state(id, env) == "succeeded", 30, "the invocation in the history")
+def test_serve_prunes_what_finished_past_the_retention(store: Store, tmp_path: Path) -> None:
+    with serving(store, tmp_path, "2s") as (env, id):
+        wait_for(lambda: state(id, env) is None, 30, "the invocation pruned")
 
+
+def test_invocations_prune_deletes_what_finished_before(store: Store, tmp_path: Path) -> None:
+    with serving(store, tmp_path, "forever") as (env, id):
         kept = eventwire("invocations", "prune", "--before", "1h", "--yes", env=env)
         assert kept.returncode == 0, kept.stderr
         assert kept.stdout.startswith("pruned 0 invocations"), kept.stdout
@@ -74,8 +75,6 @@ def test_invocations_prune_deletes_what_finished_before(store: Store, tmp_path: 
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout)["pruned"] == 1
         assert state(id, env) is None
-    finally:
-        assert serve.stop() == 0, serve.log()
 
 
 def test_prune_mistakes_are_one_clear_line(store: Store, tmp_path: Path) -> None:

@@ -16,20 +16,18 @@ from sqlalchemy import select
 
 from broker.ids import new_id
 from broker.models import (
-    AttemptRecord,
     Enqueued,
     FunctionLimits,
     Lease,
     NewInvocation,
     Origin,
-    Settlement,
     State,
 )
 from broker.queue.base import InvocationQueue
 from broker.queue.postgres import PostgresQueue
 from broker.queue.redis import RedisQueue
 from broker.store.schema import attempts, dead_letters, invocations
-from tests.support.queue_harness import Harness, dead_letter, harness
+from tests.support.queue_harness import Harness, dead_letter, harness, settlement
 
 F = {"f": FunctionLimits(lease_s=10)}
 QUEUES = ["sqlite", "postgres", "redis"]
@@ -44,22 +42,6 @@ async def h(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Har
 def new(function: str = "f", **kw: object) -> NewInvocation:
     kw.setdefault("payload", b"{}")
     return NewInvocation(id=new_id(), function=function, **kw)  # type: ignore[arg-type]
-
-
-def settlement(lease: Lease, state: State, **kw: object) -> Settlement:
-    attempt = AttemptRecord(
-        number=lease.invocation.attempts,
-        started_at=lease.expires_at,
-        duration_ms=1.0,
-        status="success" if state is State.SUCCEEDED else "error",
-    )
-    return Settlement(
-        lease_token=lease.token,
-        invocation_id=lease.invocation.id,
-        state=state,
-        attempt=attempt,
-        **kw,  # type: ignore[arg-type]
-    )
 
 
 async def lease(

@@ -14,10 +14,10 @@ import pytest
 from sqlalchemy import func, select
 
 from broker.ids import new_id
-from broker.models import AttemptRecord, FunctionLimits, Lease, NewInvocation, Settlement, State
+from broker.models import FunctionLimits, NewInvocation, State
 from broker.store.retention import HistoryPruner, count_prunable, prune_history
 from broker.store.schema import attempts, dead_letters, invocations
-from tests.support.queue_harness import Harness, dead_letter, harness
+from tests.support.queue_harness import Harness, dead_letter, harness, settlement
 from tests.support.waiting import eventually
 
 F = {"f": FunctionLimits(lease_s=10)}
@@ -27,22 +27,6 @@ F = {"f": FunctionLimits(lease_s=10)}
 async def h(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
     async with harness(request.param, tmp_path) as built:
         yield built
-
-
-def settlement(lease: Lease, state: State, **kw: object) -> Settlement:
-    attempt = AttemptRecord(
-        number=lease.invocation.attempts,
-        started_at=lease.expires_at,
-        duration_ms=1.0,
-        status="success" if state is State.SUCCEEDED else "error",
-    )
-    return Settlement(
-        lease_token=lease.token,
-        invocation_id=lease.invocation.id,
-        state=state,
-        attempt=attempt,
-        **kw,  # type: ignore[arg-type]
-    )
 
 
 async def finish(h: Harness, n: int, state: State) -> list[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.ids import new_id
-from broker.models import Condition, DeadLetter, Lease, Origin
+from broker.models import AttemptRecord, Condition, DeadLetter, Lease, Origin, Settlement, State
 from broker.queue.base import InvocationQueue
 from broker.queue.postgres import PostgresQueue
 from broker.queue.redis import RedisQueue, connect
@@ -120,4 +120,21 @@ def dead_letter(held: Lease, h: Harness) -> DeadLetter:
         attempts=1,
         first_enqueued_at=held.invocation.first_enqueued_at,
         dead_at=h.clock.now,
+    )
+
+
+def settlement(lease: Lease, state: State, **kw: object) -> Settlement:
+    """The settlement of ``lease`` in ``state`` after one 1 ms attempt."""
+    attempt = AttemptRecord(
+        number=lease.invocation.attempts,
+        started_at=lease.expires_at,
+        duration_ms=1.0,
+        status="success" if state is State.SUCCEEDED else "error",
+    )
+    return Settlement(
+        lease_token=lease.token,
+        invocation_id=lease.invocation.id,
+        state=state,
+        attempt=attempt,
+        **kw,  # type: ignore[arg-type]
     )
