@@ -12,8 +12,8 @@ from sqlalchemy import select
 
 from broker.models import FunctionLimits, State
 from broker.store.schema import dead_letters, invocations
-from tests.contract.test_queue_contract import BIG, QUEUES, lease, new, settlement
-from tests.support.queue_harness import Harness, dead_letter, harness
+from tests.contract.test_queue_contract import BIG, QUEUES, lease, new
+from tests.support.queue_harness import Harness, dead_letter, harness, settlement
 
 
 async def history(h: Harness) -> tuple[dict[str, bytes], dict[str, bytes]]:

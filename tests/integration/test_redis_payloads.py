@@ -13,8 +13,8 @@ from broker.ids import new_id
 from broker.models import FunctionLimits, NewInvocation, State
 from broker.queue import redis_history
 from broker.queue.redis import RedisQueue, read_payloads
-from tests.contract.test_queue_contract import BIG, lease, new, settlement, stored_payload
-from tests.support.queue_harness import Harness, redis_harness
+from tests.contract.test_queue_contract import BIG, lease, new, stored_payload
+from tests.support.queue_harness import Harness, redis_harness, settlement
 
 
 @pytest.fixture
