@@ -5,9 +5,9 @@ global ``concurrency``; reserved concurrency per function is enforced by the
 queue, across processes), runs each in its own task, and hands the outcome to
 the :class:`~broker.settler.Settler`; a run's slot is free as soon as its
 outcome is handed over (up to ``concurrency`` outcomes may wait to be written).
-On a queue that chains lanes, a run in a lane keeps its slot instead and asks
-for the lane's next invocation with its settlement: the next batch of a Kafka partition starts
-as its predecessor's settlement is written, without a lease of its own.
+A run in a lane keeps its slot instead and asks for the lane's next invocation
+with its settlement: the next batch of a Kafka partition starts as its
+predecessor's settlement is written, without a lease of its own.
 A heartbeat extends the leases of long runs, and cancels a run whose invoker
 hangs past its deadline. ``stop()`` only sets an event; ``run()`` then stops
 leasing, lets running invocations finish for up to ``shutdown_grace_s``,
@@ -231,10 +231,10 @@ class Dispatcher:
         else:
             outcome = await self._invoke(function, held, started_at)
         duration_ms = (time.perf_counter() - t0) * 1000
-        # In a lane, on a queue that chains, the slot stays with the run until its
-        # settlement is written, and passes to the lane's next invocation.
+        # In a lane, the slot stays with the run until its settlement is written, and
+        # passes to the lane's next invocation.
         chain_s = None
-        if inv.lane is not None and self.queue.chains_lanes and not self._stopping.is_set():
+        if inv.lane is not None and not self._stopping.is_set():
             chain_s = self.catalog.limits[inv.function].lease_s
         chained: Lease | None = None
         try:

@@ -38,10 +38,6 @@ class InvocationQueue(Protocol):
       when asked (``Settlement.chain_lease_s``).
     """
 
-    chains_lanes: bool
-    """Whether ``settle`` can lease a lane's next invocation with the settlement that ends
-    its predecessor (``Settlement.chain_lease_s``); a dispatcher asks only then."""
-
     async def enqueue(self, batch: Sequence[NewInvocation]) -> list[Enqueued]:
         """Store ``batch`` in one transaction; answers in the order given."""
         ...

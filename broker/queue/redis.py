@@ -81,8 +81,6 @@ def connect(url: str) -> aioredis.Redis:
 class RedisQueue:
     """``InvocationQueue`` on Redis (see :mod:`broker.queue.base` for the contract)."""
 
-    chains_lanes = True
-
     def __init__(
         self,
         client: aioredis.Redis,

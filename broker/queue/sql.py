@@ -92,8 +92,6 @@ def utcnow() -> datetime:
 class SqlQueue:
     """``InvocationQueue`` on a SQLAlchemy async engine (see :mod:`broker.queue.base`)."""
 
-    chains_lanes = True
-
     def __init__(
         self,
         engine: AsyncEngine,
