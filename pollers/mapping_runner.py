@@ -22,6 +22,7 @@ checkpoint only after it returns.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import random
@@ -290,17 +291,9 @@ class DocumentsRun(MappingRun):
     document, invoked once per matching S3 record in it — in no lane (every record read is
     ready) and with no cuts (its keys are the notifications', not positions)."""
 
-    def __init__(
-        self,
-        mapping: MappingConfig,
-        context: PollerContext,
-        *,
-        generation: int,
-        cuts: dict[str, Cut],
-        shape: Shaper,
-    ) -> None:
-        super().__init__(mapping, context, generation=generation, cuts={}, shape=shape)
-        self.documents = NotificationDocuments(mapping, context.settings, shape)
+    @functools.cached_property
+    def documents(self) -> NotificationDocuments:
+        return NotificationDocuments(self.mapping, self.context.settings, self.shape)
 
     async def enqueue(self, batches: Sequence[Batch], lanes: Sequence[str] | None = None) -> None:
         """An invocation per matching S3 record, a dead letter per record that is no
@@ -456,9 +449,9 @@ class MappingPoller:
                 await state.changed.wait()
                 continue
             try:
-                cuts = await load_cuts(self.context.engine, name)
                 documents = state.config.object_notifications is not None
                 kind = DocumentsRun if documents else MappingRun
+                cuts = {} if documents else await load_cuts(self.context.engine, name)
                 run = kind(
                     state.config,
                     self.context,
