@@ -126,8 +126,13 @@ class Service:
                         for name, deployed in (catalog or {}).items()
                         if isinstance(deployed.invoker, PoolReporter)
                     }
-                    async with PoolPublisher(engine, pools, self.owner, self.clock).running():
-                        await self._run_all(engine)
+                    # Who runs the functions prunes their history.
+                    retention = self.settings.history_retention_s if catalog is not None else None
+                    async with (
+                        PoolPublisher(engine, pools, self.owner, self.clock).running(),
+                        HistoryPruner(engine, retention, self.clock).running(),
+                    ):
+                        await self._run_all()
             finally:
                 if catalog is not None:
                     await catalog.close()
@@ -148,18 +153,13 @@ class Service:
             f", queue {_redacted(settings.queue_url)}" if settings.queue_url else "",
         )
 
-    async def _run_all(self, engine: AsyncEngine) -> None:
-        """The dispatcher and every poller; if one of them ends on its own, all stop. With
-        the dispatcher, the history's pruning past its retention."""
+    async def _run_all(self) -> None:
+        """The dispatcher and every poller; if one of them ends on its own, all stop."""
         tasks: set[asyncio.Task[object]] = {
             asyncio.create_task(self._stop.wait(), name="eventwire-stop")
         }
         if self.dispatcher is not None:
             tasks.add(asyncio.create_task(self.dispatcher.run(), name="eventwire-dispatcher"))
-        pruning = None
-        if self.dispatcher is not None and self.settings.history_retention_s is not None:
-            pruner = HistoryPruner(engine, self.settings.history_retention_s, self.clock)
-            pruning = asyncio.create_task(pruner.run(), name="eventwire-history-pruner")
         tasks |= {
             asyncio.create_task(p.run(), name=f"eventwire-poller-{p.name}") for p in self.pollers
         }
@@ -168,9 +168,6 @@ class Service:
             ended = ", ".join(sorted(t.get_name() for t in done))
             log.error("%s ended unexpectedly; stopping", ended)
         self.stop()
-        if pruning is not None:
-            pruning.cancel()
-            await asyncio.wait([pruning])
         await asyncio.wait(tasks)
         for task in tasks:
             if not task.cancelled() and task.exception() is not None:

@@ -12,8 +12,9 @@ is remembered as long as its invocation is kept.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, delete, func, select
@@ -70,25 +71,41 @@ async def prune_history(engine: AsyncEngine, before: datetime, chunk: int = CHUN
 
 
 class HistoryPruner:
-    """Prunes what finished longer than ``retention_s`` ago, every ``INTERVAL_S`` (or a
-    tenth of the retention if that is shorter) until stopped."""
+    """Prunes what finished longer than ``retention_s`` ago (None: nothing), every
+    ``INTERVAL_S`` (or a tenth of the retention if that is shorter) until stopped."""
 
     def __init__(
-        self, engine: AsyncEngine, retention_s: float, clock: Callable[[], datetime]
+        self, engine: AsyncEngine, retention_s: float | None, clock: Callable[[], datetime]
     ) -> None:
         self.engine = engine
-        self.retention = timedelta(seconds=retention_s)
-        self.interval_s = min(INTERVAL_S, retention_s / 10)
+        self.retention_s = retention_s
         self.clock = clock
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Prune while the block runs."""
+        if self.retention_s is None:
+            yield
+            return
+        task = asyncio.create_task(self.run(), name="eventwire-history-pruner")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def run(self) -> None:
         """Until cancelled; a store that cannot be reached is tried again next time."""
+        assert self.retention_s is not None
+        retention = timedelta(seconds=self.retention_s)
+        interval_s = min(INTERVAL_S, self.retention_s / 10)
         while True:
             try:
-                pruned = await prune_history(self.engine, self.clock() - self.retention)
+                pruned = await prune_history(self.engine, self.clock() - retention)
             except Exception as exc:  # the store is down: the queue says so louder
                 log.warning("history: pruning failed (%s); trying again later", exc)
             else:
                 if pruned:
                     log.info("history: pruned %d invocations past the retention", pruned)
-            await asyncio.sleep(self.interval_s)
+            await asyncio.sleep(interval_s)
