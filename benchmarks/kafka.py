@@ -20,7 +20,7 @@ writer (a child process, as in ``serve``), the Kafka broker, the Redis server.
 With ``--split`` the mapping is read by an ``eventwire serve --roles pollers``
 process of its own and this process only dispatches (``roles: dispatch``), as
 a deployment that puts pollers and dispatchers on different cores does; the
-pollers process's CPU is counted with this one's. With
+pollers process's CPU is shown in a column of its own. With
 ``--drop-succeeded-payloads`` the history keeps no payload of an invocation
 that succeeded (``EVENTWIRE_KEEP_SUCCEEDED_PAYLOADS=false``).
 
