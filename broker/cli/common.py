@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Coroutine
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -62,6 +63,22 @@ def _require_sqlite_file(url: str) -> None:
                 f"no Eventwire database at {database} (EVENTWIRE_DATABASE_URL={url}); "
                 "run `eventwire serve` or `eventwire migrate` first"
             )
+
+
+def confirm_deletion(
+    command: str, yes: bool, count: Callable[[], int], question: Callable[[int], str]
+) -> bool:
+    """Whether ``command`` is to delete what it found: at once with ``--yes``; else, on a
+    terminal only, once the user agrees to ``question(n)`` for the ``count()`` found
+    (False when there is nothing to delete; a no aborts)."""
+    if yes:
+        return True
+    if not sys.stdin.isatty():
+        raise UsageError(f"{command} asks for confirmation and stdin is not a terminal; pass --yes")
+    found = count()
+    if found:
+        typer.confirm(question(found), abort=True, err=True)
+    return found > 0
 
 
 def print_json(data: Any) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from broker.cli import dlq_transfer
 from broker.cli.common import (
     JsonOption,
+    confirm_deletion,
     err_console,
     open_store,
     print_json,
@@ -430,19 +430,15 @@ def purge(
     )
     assert where.before is not None
     cutoff = where.before
-    if not yes and not sys.stdin.isatty():
-        raise UsageError("dlq purge asks for confirmation and stdin is not a terminal; pass --yes")
     config = settings(ctx)
-    if not yes:
-        count = run(_count(config, where))
-        if count == 0:
-            _purged(0, function, cutoff, as_json)
-            return
-        typer.confirm(
-            f"Delete {count} dead letters of {function} that died before {iso(cutoff)}?",
-            abort=True,
-            err=True,
-        )
+    if not confirm_deletion(
+        "dlq purge",
+        yes,
+        lambda: run(_count(config, where)),
+        lambda n: f"Delete {n} dead letters of {function} that died before {iso(cutoff)}?",
+    ):
+        _purged(0, function, cutoff, as_json)
+        return
     _purged(run(_purge(config, where)), function, cutoff, as_json)
 
 

@@ -4,7 +4,6 @@ pruning what finished long ago."""
 from __future__ import annotations
 
 import json
-import sys
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -13,6 +12,7 @@ from rich.text import Text
 
 from broker.cli.common import (
     JsonOption,
+    confirm_deletion,
     err_console,
     open_store,
     print_json,
@@ -185,21 +185,15 @@ def prune(
     history; pending and running ones and dead letters stay. `serve` does it by itself
     past EVENTWIRE_HISTORY_RETENTION."""
     cutoff = parse_time(before, datetime.now(UTC), "--before")
-    if not yes and not sys.stdin.isatty():
-        raise UsageError(
-            "invocations prune asks for confirmation and stdin is not a terminal; pass --yes"
-        )
     config = settings(ctx)
-    if not yes:
-        count = run(_count_prunable(config, cutoff))
-        if count == 0:
-            _pruned(0, cutoff, as_json)
-            return
-        typer.confirm(
-            f"Delete {count} invocations that finished before {iso(cutoff)}?",
-            abort=True,
-            err=True,
-        )
+    if not confirm_deletion(
+        "invocations prune",
+        yes,
+        lambda: run(_count_prunable(config, cutoff)),
+        lambda n: f"Delete {n} invocations that finished before {iso(cutoff)}?",
+    ):
+        _pruned(0, cutoff, as_json)
+        return
     _pruned(run(_prune(config, cutoff)), cutoff, as_json)
 
 
