@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.pool_stats import PoolReporter
 from broker.store.pools import forget_pools, publish_pools
+from broker.waits import in_background
 
 log = logging.getLogger("eventwire.service")
 
@@ -42,13 +43,10 @@ class PoolPublisher:
         if not self.reporters:
             yield
             return
-        task = asyncio.create_task(self._run(), name="eventwire-pool-publisher")
         try:
-            yield
+            async with in_background(self._run(), "eventwire-pool-publisher"):
+                yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             try:
                 await forget_pools(self.engine, self.owner)
             except Exception as exc:

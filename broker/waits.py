@@ -10,7 +10,9 @@ it, and so do these.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Coroutine
+from typing import Any
 
 
 async def wait_set(event: asyncio.Event, timeout_s: float) -> bool:
@@ -42,3 +44,16 @@ async def close_within(closing: Awaitable[object], timeout_s: float) -> bool:
     if not task.cancelled():
         task.exception()  # retrieved: a close that failed has nothing more to say
     return True
+
+
+@contextlib.asynccontextmanager
+async def in_background(work: Coroutine[Any, Any, object], name: str) -> AsyncIterator[None]:
+    """``work`` as a task (named ``name``) while the block runs; cancelled and waited for
+    after it."""
+    task = asyncio.create_task(work, name=name)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.models import State
 from broker.store.schema import attempts, invocations
+from broker.waits import in_background
 
 log = logging.getLogger("eventwire.history")
 
@@ -87,13 +88,8 @@ class HistoryPruner:
         if self.retention_s is None:
             yield
             return
-        task = asyncio.create_task(self.run(), name="eventwire-history-pruner")
-        try:
+        async with in_background(self.run(), "eventwire-history-pruner"):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def run(self) -> None:
         """Until cancelled; a store that cannot be reached is tried again next time."""
