@@ -141,8 +141,7 @@ class RedisQueue:
             return await script(args=args)
         while True:
             async with self.client.pipeline(transaction=True) as pipe:
-                for key, payload in aside:
-                    pipe.set(key, payload)
+                pipe.mset(dict(aside))  # one command, however many payloads
                 pipe.evalsha(script.sha, 0, *args)
                 try:
                     return (await pipe.execute())[-1]
