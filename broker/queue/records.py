@@ -19,6 +19,7 @@ import orjson
 from broker.models import NewInvocation, Settlement, State
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
 _TERMINAL = frozenset(state.value for state in State if state.terminal)
 _SUCCEEDED = State.SUCCEEDED.value
 KEPT_UNLESS_GIVEN = ("available_at", "payload", "source")
@@ -27,7 +28,7 @@ KEPT_UNLESS_GIVEN = ("available_at", "payload", "source")
 
 def us(when: datetime) -> int:
     """Microseconds since the epoch (exact as an integer below 2**53)."""
-    return (when - _EPOCH) // timedelta(microseconds=1)
+    return (when - _EPOCH) // _ONE_US
 
 
 def from_us(value: int | str | bytes) -> datetime:
