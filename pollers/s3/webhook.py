@@ -19,7 +19,6 @@ one, logged as ``object notifications: listening on http://…``).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hmac
@@ -29,6 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from broker.errors import ConfigError, UsageError
+from broker.http_listen import AppServer
 from broker.object_notifications import ObjectNotificationConfig
 from broker.poller import PollerContext
 from broker.queue.base import InvocationQueue
@@ -53,7 +53,7 @@ class Target:
     token: bytes
 
 
-class WebhookServer:
+class WebhookServer(AppServer):
     """The HTTP endpoint of every ``source: webhook`` object notification."""
 
     name = "object-notifications-webhook"
@@ -65,47 +65,21 @@ class WebhookServer:
         listen: str,
         region: str,
     ) -> None:
+        super().__init__(listen)
         self.queue = queue
         self.targets = dict(targets)
-        self.host, self.port = split_listen(listen)
         self.region = region
-        self.url = ""
-        self._stop = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-
-    def stop(self) -> None:
-        self._stop.set()
 
     async def start(self) -> None:
         app = web.Application(client_max_size=MAX_DOCUMENT_BYTES)
         app.router.add_post("/notifications/{name}", self._post)
         app.router.add_get("/notifications/{name}", self._probe)  # MinIO probes with HEAD
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host or None, self.port)
-        try:
-            await site.start()
-        except OSError as exc:
-            await self._runner.cleanup()
-            raise UsageError(
-                f"cannot listen on {self.host}:{self.port} (EVENTWIRE_HTTP_LISTEN): {exc.strerror}"
-            ) from None
-        addresses = self._runner.addresses
-        host, port = addresses[0][:2] if addresses else (self.host, self.port)
-        shown = f"[{host}]" if ":" in str(host) else host
-        self.url = f"http://{shown}:{port}"
+        await self.serve(app, "EVENTWIRE_HTTP_LISTEN")
         log.info(
             "object notifications: listening on %s/notifications/{%s}",
             self.url,
             ",".join(sorted(self.targets)),
         )
-
-    async def run(self) -> None:
-        try:
-            await self._stop.wait()
-        finally:
-            if self._runner is not None:
-                await self._runner.cleanup()
 
     async def _probe(self, request: web.Request) -> web.Response:
         known = request.match_info["name"] in self.targets
@@ -182,12 +156,6 @@ def authorized(request: web.Request, token: bytes) -> bool:
     for candidate in offered:
         ok |= hmac.compare_digest(candidate.encode(), token)
     return ok
-
-
-def split_listen(listen: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` → (host, port)."""
-    host, _, port = listen.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 def _error(status: int, reason: str, headers: Mapping[str, str] | None = None) -> web.Response:
