@@ -19,6 +19,10 @@ class PayloadError(EventwireError):
     """A payload was rejected at enqueue (not JSON, too large ...); nothing was stored."""
 
 
+class PayloadTooLargeError(PayloadError):
+    """A payload over the size limit for its invocation type; nothing was stored."""
+
+
 class UnknownFunctionError(EventwireError):
     """An invocation named a function that is not configured."""
 

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.config import Limits
-from broker.errors import PayloadError, UnknownFunctionError
+from broker.errors import PayloadError, PayloadTooLargeError, UnknownFunctionError
 from broker.ids import new_id
 from broker.models import NewInvocation, Origin, State
 from broker.queue.base import InvocationQueue
@@ -38,7 +38,7 @@ def check_payload(payload: bytes, *, sync: bool, limits: Limits) -> None:
     limit = limits.sync_payload_bytes if sync else limits.async_payload_bytes
     if len(payload) > limit:
         kind = "synchronous" if sync else "asynchronous"
-        raise PayloadError(
+        raise PayloadTooLargeError(
             f"payload is {len(payload):,} bytes; "
             f"the limit for {kind} invocations is {limit:,} bytes"
         )

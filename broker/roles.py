@@ -8,7 +8,7 @@ all sharing one PostgreSQL or Redis queue.
 * ``pollers``   event source mappings (Kafka, RabbitMQ, Redis Streams) and
                 object directory watchers
 * ``scheduler`` cron and rate schedules
-* ``api``       the HTTP endpoints (object notification webhooks)
+* ``api``       the HTTP endpoints (object notification webhooks, the Lambda API)
 * ``dispatch``  the dispatcher and the functions' invokers; with the Redis
                 queue, also the writer that copies its history into SQL
 """

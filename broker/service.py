@@ -12,6 +12,7 @@ connections close.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import signal
@@ -34,6 +35,7 @@ from broker.poller import Poller, PollerContext, SystemTimer, Timer, create_poll
 from broker.pool_publisher import PoolPublisher
 from broker.pool_stats import PoolReporter
 from broker.queue import open_queue
+from broker.queue.base import InvocationQueue
 from broker.queue.sql import Clock, utcnow
 from broker.roles import ROLES
 from broker.settings import Settings
@@ -111,6 +113,8 @@ class Service:
                         self.settings, self.config, engine, queue, self.owner, self.timer
                     )
                     self.pollers = create_pollers(context, roles)
+                    if "api" in roles and self.settings.api_listen is not None:
+                        self.pollers.append(_lambda_api(engine, queue, self.settings, self.config))
                     for poller in self.pollers:
                         await poller.start()
                     if self._stop.is_set():
@@ -185,6 +189,19 @@ async def _prepare_store(
         raise UsageError(
             f"cannot use the database at {_redacted(settings.database_url)}: {_first_line(exc)}"
         ) from None
+
+
+def _lambda_api(
+    engine: AsyncEngine, queue: InvocationQueue, settings: Settings, config: ProjectConfig
+) -> Poller:
+    if importlib.util.find_spec("aiohttp") is None:
+        raise UsageError(
+            "the Lambda API (EVENTWIRE_API_LISTEN) needs aiohttp: pip install 'eventwire[http]'"
+        )
+    from broker.lambda_api import LambdaApi
+
+    assert settings.api_listen is not None
+    return LambdaApi(engine, queue, config.limits, settings.api_listen)
 
 
 def _code_on_path(config_path: str | None) -> None:

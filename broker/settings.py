@@ -6,6 +6,7 @@ the edge (the CLI) and handed to what needs it.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, ValidationError
@@ -38,6 +39,18 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///eventwire.db"
 def _env(name: str) -> AliasChoices:
     """A duration setting is ``EVENTWIRE_LEASE_GRACE`` outside and ``lease_grace_s`` inside."""
     return AliasChoices(name, f"EVENTWIRE_{name.upper()}")
+
+
+_LISTEN = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):\d{1,5}")
+
+
+def _listen(value: str) -> str:
+    if not _LISTEN.fullmatch(value):
+        raise ValueError("expected host:port (an IPv6 host in brackets; port 0: any free one)")
+    return value
+
+
+Listen = Annotated[str, AfterValidator(_listen)]
 
 
 class Settings(BaseSettings):
@@ -79,9 +92,9 @@ class Settings(BaseSettings):
     # What `serve` runs: a comma-separated list of broker.roles.ROLES.
     roles: Roles = ALL_ROLES
     # Where `serve` listens for object notification webhooks (only when one is configured).
-    http_listen: str = Field(
-        "127.0.0.1:8080", pattern=r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):\d{1,5}$"
-    )
+    http_listen: Listen = "127.0.0.1:8080"
+    # Where `serve` takes Lambda Invoke API calls (broker.lambda_api); off unless set.
+    api_listen: Listen | None = None
 
     @property
     def role_set(self) -> frozenset[str]:
@@ -106,7 +119,7 @@ def load_settings(**overrides: object) -> Settings:
         message = error["msg"].removeprefix("Value error, ")
         if "got" not in message:
             message = f"{message}, got {error.get('input')!r}"
-        flag = name.replace("_", "-")
-        raise UsageError(
-            f"setting {name} (EVENTWIRE_{name.upper()} or --{flag}): {message}"
-        ) from None
+        where = f"EVENTWIRE_{name.upper()}"
+        if name in overrides:  # the command has a flag for it
+            where += f" or --{name.replace('_', '-')}"
+        raise UsageError(f"setting {name} ({where}): {message}") from None

@@ -48,6 +48,12 @@ def boom(event: Any, context: LambdaContext) -> Any:
     raise ValueError("boom")
 
 
+def says(event: Any, context: LambdaContext) -> str:
+    """Prints ``event["word"]`` (for log capture) and answers it."""
+    print("said", event["word"])
+    return str(event["word"])
+
+
 async def aboom(event: Any, context: LambdaContext) -> Any:
     await asyncio.sleep(0)
     raise ValueError("boom")

@@ -1,0 +1,225 @@
+"""Lambda's Invoke API over HTTP, so that AWS SDKs and the AWS CLI invoke functions unchanged.
+
+``POST /2015-03-31/functions/{FunctionName}/invocations`` on
+``EVENTWIRE_API_LISTEN`` (off unless set; port 0 picks a free one, logged as
+``Lambda API: listening on http://…``), served by the ``api`` role::
+
+    aws lambda invoke --endpoint-url http://127.0.0.1:9001 --function-name resize out.json
+    boto3.client("lambda", endpoint_url="http://127.0.0.1:9001").invoke(FunctionName="resize")
+
+As in Lambda:
+
+* ``X-Amz-Invocation-Type: RequestResponse`` (the default) enqueues a
+  synchronous invocation (no retries), waits for it and answers 200 with the
+  function's result; a function error is 200 too, with ``X-Amz-Function-Error:
+  Unhandled`` and Lambda's error document as the body.
+  ``X-Amz-Log-Type: Tail`` adds ``X-Amz-Log-Result``: the base64 of the last
+  4 KB the function logged.
+* ``Event`` enqueues an asynchronous invocation (retries, destinations, DLQ)
+  and answers 202 once it is durably queued; ``DryRun`` checks the function
+  and payload and answers 204.
+* The function is a name, ``name:$LATEST`` or a function ARN; Eventwire has
+  no versions or aliases, so any other qualifier is not found.
+* Errors are Lambda's: 404 ``ResourceNotFoundException``, 400
+  ``InvalidRequestContentException`` (not JSON) or
+  ``InvalidParameterValueException``, 413 ``RequestTooLargeException``, 503
+  ``ServiceException`` when the store cannot take the invocation, each named
+  in ``x-amzn-ErrorType``, which the SDKs raise as that exception.
+
+Every answer carries ``x-amzn-RequestId`` and ``X-Eventwire-Invocation-Id``
+(``eventwire invocations show ID``). ``X-Eventwire-Idempotency-Key`` makes a
+repeated call the same invocation. Requests are not authenticated (SDKs sign
+them; the signature is not checked): listen on a loopback or private address.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from broker.config import Limits
+from broker.errors import PayloadError, PayloadTooLargeError, UnknownFunctionError
+from broker.http_listen import AppServer
+from broker.invoke import Finished, check_payload, submit, wait_finished
+from broker.models import State
+from broker.queue.base import InvocationQueue
+from broker.store.history import AttemptRow, get_invocation
+from broker.store.schema import functions
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+log = logging.getLogger("eventwire.api")
+
+PATH = "/2015-03-31/functions/{name}/invocations"
+LOG_TAIL_BYTES = 4096
+WAIT_SLACK_S = 60.0
+"""A synchronous call waits this long past the function's timeout for its invocation
+to be leased, run and settled before answering 504 (the invocation stays queued)."""
+INVOCATION_TYPES = ("RequestResponse", "Event", "DryRun")
+
+
+class LambdaApi(AppServer):
+    """The HTTP server of Lambda's Invoke API (run by ``serve`` like a poller)."""
+
+    name = "lambda-api"
+
+    def __init__(
+        self, engine: AsyncEngine, queue: InvocationQueue, limits: Limits, listen: str
+    ) -> None:
+        super().__init__(listen)
+        self.engine = engine
+        self.queue = queue
+        self.limits = limits
+
+    async def start(self) -> None:
+        from aiohttp import web
+
+        app = web.Application(client_max_size=self.limits.sync_payload_bytes + 1)
+        app.router.add_post(PATH, self._invoke)
+        await self.serve(app, "EVENTWIRE_API_LISTEN")
+        log.info("Lambda API: listening on %s%s", self.url, PATH.format(name="{name}"))
+
+    async def _invoke(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
+        kind = request.headers.get("X-Amz-Invocation-Type", "RequestResponse")
+        if kind not in INVOCATION_TYPES:
+            return _error(
+                400,
+                "InvalidParameterValueException",
+                f"X-Amz-Invocation-Type {kind!r}: expected one of {', '.join(INVOCATION_TYPES)}",
+            )
+        sync = kind != "Event"
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _too_large(request.content_length, self.limits.sync_payload_bytes)
+        try:
+            name = function_name(request.match_info["name"], request.query.get("Qualifier"))
+            timeout_s = await _timeout_of(self.engine, name)
+            if kind == "DryRun":
+                check_payload(body or b"{}", sync=True, limits=self.limits)
+                return web.Response(status=204)
+            key = request.headers.get("X-Eventwire-Idempotency-Key") or None
+            invocation_id = await submit(
+                self.engine,
+                self.queue,
+                name,
+                body or b"{}",
+                sync=sync,
+                limits=self.limits,
+                idempotency_key=key,
+            )
+        except UnknownFunctionError as exc:
+            return _error(404, "ResourceNotFoundException", str(exc))
+        except PayloadTooLargeError as exc:
+            return _error(413, "RequestTooLargeException", str(exc))
+        except PayloadError as exc:
+            return _error(400, "InvalidRequestContentException", str(exc))
+        except Exception as exc:  # the store or queue cannot take it: the caller may try again
+            log.error(
+                "Lambda API: could not enqueue an invocation of %s (%s)",
+                request.match_info["name"],
+                exc,
+            )
+            return _error(503, "ServiceException", "could not store the invocation; try again")
+        ids = {"x-amzn-RequestId": invocation_id, "X-Eventwire-Invocation-Id": invocation_id}
+        if not sync:
+            return web.Response(status=202, headers=ids)
+        finished = await wait_finished(self.engine, invocation_id, timeout_s + WAIT_SLACK_S)
+        if finished is None:
+            return _error(
+                504,
+                "ServiceException",
+                f"invocation {invocation_id} did not finish in time; it stays queued",
+                ids,
+            )
+        return await self._answer(finished, request, ids)
+
+    async def _answer(
+        self, finished: Finished, request: web.Request, ids: dict[str, str]
+    ) -> web.Response:
+        from aiohttp import web
+
+        headers = {**ids, "X-Amz-Executed-Version": "$LATEST"}
+        tail = request.headers.get("X-Amz-Log-Type") == "Tail"
+        last: AttemptRow | None = None
+        if tail or finished.state is not State.SUCCEEDED:  # the last attempt has the rest
+            _row, attempts = await get_invocation(self.engine, finished.id)
+            last = attempts[-1] if attempts else None
+        if tail:
+            logged = (last.log_excerpt or "") if last is not None else ""
+            headers["X-Amz-Log-Result"] = base64.b64encode(
+                logged.encode()[-LOG_TAIL_BYTES:]
+            ).decode()
+        if finished.state is State.SUCCEEDED:
+            body = finished.result if finished.result is not None else b"null"
+        else:
+            headers["X-Amz-Function-Error"] = "Unhandled"
+            document: dict[str, Any] = {
+                "errorMessage": finished.error_message,
+                "errorType": finished.error_type,
+                "requestId": finished.id,
+                "stackTrace": list(last.error_trace) if last is not None else [],
+            }
+            body = json.dumps(document).encode()
+        return web.Response(status=200, body=body, headers=headers, content_type="application/json")
+
+
+def function_name(given: str, qualifier: str | None) -> str:
+    """The function a request names: ``name``, ``name:qualifier`` or a function ARN
+    (``arn:aws:lambda:region:account:function:name[:qualifier]``); any qualifier but
+    ``$LATEST`` is not found."""
+    name = given
+    if given.startswith("arn:"):
+        _, found, name = given.partition(":function:")
+        if not found:
+            raise UnknownFunctionError(f"{given!r} is not a function ARN")
+    name, _, suffix = name.partition(":")
+    for wanted in (suffix, qualifier):
+        if wanted and wanted != "$LATEST":
+            raise UnknownFunctionError(
+                f"function not found: {name}:{wanted} (Eventwire functions have no versions "
+                "or aliases; use $LATEST or none)"
+            )
+    return name
+
+
+async def _timeout_of(engine: AsyncEngine, name: str) -> float:
+    """The registered function's timeout in seconds."""
+    async with engine.connect() as conn:
+        timeout = (
+            await conn.execute(select(functions.c.timeout_s).where(functions.c.name == name))
+        ).scalar_one_or_none()
+        await conn.rollback()
+    if timeout is None:
+        raise UnknownFunctionError(f"function not found: {name}")
+    return float(timeout)
+
+
+def _too_large(size: int | None, limit: int) -> web.Response:
+    shown = f"{size:,} bytes" if size is not None else "larger"
+    return _error(
+        413,
+        "RequestTooLargeException",
+        f"request payload is {shown}; the limit for synchronous invocations is {limit:,} bytes",
+    )
+
+
+def _error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    """An error as Lambda answers it: the SDKs raise ``code`` with ``message``."""
+    from aiohttp import web
+
+    return web.json_response(
+        {"Type": "User", "message": message},
+        status=status,
+        headers={**(headers or {}), "x-amzn-ErrorType": code},
+    )

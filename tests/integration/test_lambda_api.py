@@ -1,0 +1,194 @@
+"""AWS SDK calls reach functions through the Lambda API (boto3, unchanged, at an endpoint URL)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+from sqlalchemy import func, select
+
+from broker.invoke import wait_finished
+from broker.lambda_api import LambdaApi
+from broker.models import State
+from broker.service import Service
+from broker.store.history import get_invocation
+from broker.store.schema import invocations
+from tests.support.service import running_service
+from tests.support.stores import store_for
+
+FUNCTIONS = {
+    "echo": {"handler": "tests.handlers:echo"},
+    "boom": {"handler": "tests.handlers:boom"},
+    "says": {"handler": "tests.handlers:says"},
+}
+LIMITS = {"limits": {"async_payload": "1KB", "sync_payload": "4KB"}}
+LONG = json.dumps("x" * 8000).encode()
+
+
+class Lambda:
+    """A boto3 Lambda client of the service's endpoint, called off the event loop."""
+
+    def __init__(self, service: Service) -> None:
+        [api] = [p for p in service.pollers if isinstance(p, LambdaApi)]
+        self.url = api.url
+        self.service = service
+        self.client = boto3.client(
+            "lambda",
+            endpoint_url=api.url,
+            region_name="us-east-1",
+            aws_access_key_id="eventwire",
+            aws_secret_access_key="eventwire",
+            config=Config(retries={"max_attempts": 0}),
+        )
+
+    async def invoke(self, **kwargs: Any) -> dict[str, Any]:
+        answer: dict[str, Any] = await asyncio.to_thread(self.client.invoke, **kwargs)
+        return answer
+
+    async def fails(self, **kwargs: Any) -> ClientError:
+        with pytest.raises(ClientError) as caught:
+            await self.invoke(**kwargs)
+        return caught.value
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Lambda]:
+    async with (
+        store_for("sqlite", tmp_path) as where,
+        running_service(where, FUNCTIONS, config=LIMITS, api_listen="127.0.0.1:0") as service,
+    ):
+        yield Lambda(service)
+
+
+async def api_invocations(service: Service) -> int:
+    engine = service_engine(service)
+    async with engine.connect() as conn:
+        return int((await conn.execute(select(func.count()).select_from(invocations))).scalar_one())
+
+
+def service_engine(service: Service) -> Any:
+    [api] = [p for p in service.pollers if isinstance(p, LambdaApi)]
+    return api.engine
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+async def test_a_synchronous_invoke_answers_the_functions_result(
+    backend: str, tmp_path: Path
+) -> None:
+    async with (
+        store_for(backend, tmp_path) as where,
+        running_service(where, FUNCTIONS, api_listen="127.0.0.1:0") as service,
+    ):
+        answer = await Lambda(service).invoke(FunctionName="echo", Payload=b'{"n": 7}')
+        assert answer["StatusCode"] == 200
+        assert answer["ExecutedVersion"] == "$LATEST"
+        assert "FunctionError" not in answer
+        assert json.loads(answer["Payload"].read()) == {"n": 7}
+        request_id = answer["ResponseMetadata"]["RequestId"]
+        row, _attempts = await get_invocation(service_engine(service), request_id)
+        assert (row.origin, row.state, row.sync) == ("api", "succeeded", True)
+
+
+async def test_a_function_error_comes_back_as_lambdas_error_document(api: Lambda) -> None:
+    answer = await api.invoke(FunctionName="boom", Payload=b"{}")
+    assert answer["StatusCode"] == 200
+    assert answer["FunctionError"] == "Unhandled"
+    error = json.loads(answer["Payload"].read())
+    assert (error["errorType"], error["errorMessage"]) == ("ValueError", "boom")
+    assert any("raise ValueError" in line for line in error["stackTrace"])
+
+
+async def test_an_event_invoke_is_queued_and_then_runs(api: Lambda) -> None:
+    answer = await api.invoke(FunctionName="echo", InvocationType="Event", Payload=b'{"a": 1}')
+    assert answer["StatusCode"] == 202
+    invocation_id = answer["ResponseMetadata"]["RequestId"]
+    finished = await wait_finished(service_engine(api.service), invocation_id, 20)
+    assert finished is not None and finished.state is State.SUCCEEDED
+    assert finished.result is not None and json.loads(finished.result) == {"a": 1}
+    row, _attempts = await get_invocation(service_engine(api.service), invocation_id)
+    assert row.sync is False  # asynchronous: retries, destinations and the DLQ apply
+
+
+async def test_a_dry_run_checks_and_enqueues_nothing(api: Lambda) -> None:
+    answer = await api.invoke(FunctionName="echo", InvocationType="DryRun", Payload=b"{}")
+    assert answer["StatusCode"] == 204
+    assert await api_invocations(api.service) == 0
+    error = await api.fails(FunctionName="nope", InvocationType="DryRun")
+    assert error.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["echo", "echo:$LATEST", "arn:aws:lambda:local:000000000000:function:echo"],
+)
+async def test_a_function_is_named_by_name_or_arn(api: Lambda, name: str) -> None:
+    answer = await api.invoke(FunctionName=name, Payload=b'"x"')
+    assert json.loads(answer["Payload"].read()) == "x"
+
+
+@pytest.mark.parametrize(
+    ("call", "code", "says"),
+    [
+        ({"FunctionName": "nope"}, "ResourceNotFoundException", "function not found: nope"),
+        ({"FunctionName": "echo", "Qualifier": "3"}, "ResourceNotFoundException", "echo:3"),
+        ({"FunctionName": "echo:prod"}, "ResourceNotFoundException", "echo:prod"),
+        ({"FunctionName": "echo", "Payload": b"{nope"}, "InvalidRequestContentException", "JSON"),
+        (
+            {
+                "FunctionName": "echo",
+                "InvocationType": "Event",
+                "Payload": b'"' + b"x" * 2000 + b'"',
+            },
+            "RequestTooLargeException",
+            "asynchronous",
+        ),
+        (
+            {"FunctionName": "echo", "Payload": b'"' + b"x" * 8000 + b'"'},
+            "RequestTooLargeException",
+            "synchronous",
+        ),
+    ],
+)
+async def test_a_bad_call_is_lambdas_error_and_enqueues_nothing(
+    api: Lambda, call: dict[str, Any], code: str, says: str
+) -> None:
+    error = await api.fails(**call)
+    assert error.response["Error"]["Code"] == code
+    assert says in error.response["Error"]["Message"]
+    assert await api_invocations(api.service) == 0
+
+
+async def post(
+    api: Lambda, function: str, body: bytes, headers: dict[str, str]
+) -> tuple[int, dict[str, str], bytes]:
+    url = f"{api.url}/2015-03-31/functions/{function}/invocations"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=body, headers=headers) as r,
+    ):
+        return r.status, dict(r.headers), await r.read()
+
+
+async def test_an_idempotency_key_makes_a_repeated_call_the_same_invocation(api: Lambda) -> None:
+    headers = {"X-Amz-Invocation-Type": "Event", "X-Eventwire-Idempotency-Key": "order-17"}
+    first = await post(api, "echo", b'{"order": 17}', headers)
+    again = await post(api, "echo", b'{"order": 17}', headers)
+    assert first[0] == again[0] == 202
+    assert first[1]["X-Eventwire-Invocation-Id"] == again[1]["X-Eventwire-Invocation-Id"]
+    assert await api_invocations(api.service) == 1
+
+
+async def test_an_unknown_invocation_type_is_refused(api: Lambda) -> None:
+    status, headers, body = await post(api, "echo", b"{}", {"X-Amz-Invocation-Type": "Later"})
+    assert status == 400
+    assert headers["x-amzn-ErrorType"] == "InvalidParameterValueException"
+    assert "RequestResponse, Event, DryRun" in json.loads(body)["message"]
+    assert await api_invocations(api.service) == 0
