@@ -420,7 +420,15 @@ def test_the_dockerfile_runs_eventwire_as_a_non_root_user(
     installs = [
         args for keyword, args in instructions if keyword == "RUN" and "pip install" in args
     ]
-    assert any("[postgres,redis,kafka,rabbitmq]" in args for args in installs)
+    extras = {
+        extra
+        for args in installs
+        for group in re.findall(r"\.\[([a-z,]+)\]", args)
+        for extra in group.split(",")
+    }
+    assert {"postgres", "redis", "kafka", "rabbitmq"} <= extras
+    if "EVENTWIRE_API_LISTEN" in environment(services["eventwire"]):
+        assert "http" in extras, "the Lambda API needs the http extra (aiohttp)"
 
     # Every file the Dockerfile copies from the context is there.
     for keyword, arguments in instructions:
