@@ -26,7 +26,12 @@ As in Lambda:
   ``ServiceException`` when the store cannot take the invocation, each named
   in ``x-amzn-ErrorType``, which the SDKs raise as that exception.
 
-Every answer carries ``x-amzn-RequestId`` and ``X-Eventwire-Invocation-Id``
+``GET /2015-03-31/functions`` (ListFunctions) and ``GET
+/2015-03-31/functions/{FunctionName}`` (GetFunction) describe the registered
+functions as Lambda's FunctionConfiguration, for tools that look before they
+invoke.
+
+Every answer to an invoke carries ``x-amzn-RequestId`` and ``X-Eventwire-Invocation-Id``
 (``eventwire invocations show ID``). ``X-Eventwire-Idempotency-Key`` makes a
 repeated call the same invocation. Requests are not authenticated (SDKs sign
 them; the signature is not checked): listen on a loopback or private address.
@@ -37,9 +42,13 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
+import sys
+from collections.abc import Callable
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.config import Limits
@@ -70,20 +79,79 @@ class LambdaApi(AppServer):
     name = "lambda-api"
 
     def __init__(
-        self, engine: AsyncEngine, queue: InvocationQueue, limits: Limits, listen: str
+        self,
+        engine: AsyncEngine,
+        queue: InvocationQueue,
+        limits: Limits,
+        listen: str,
+        arn: Callable[[str], str],
     ) -> None:
         super().__init__(listen)
         self.engine = engine
         self.queue = queue
         self.limits = limits
+        self.arn = arn
 
     async def start(self) -> None:
         from aiohttp import web
 
         app = web.Application(client_max_size=self.limits.sync_payload_bytes + 1)
         app.router.add_post(PATH, self._invoke)
+        app.router.add_get("/2015-03-31/functions", self._list)
+        app.router.add_get("/2015-03-31/functions/", self._list)
+        app.router.add_get("/2015-03-31/functions/{name}", self._get)
         await self.serve(app, "EVENTWIRE_API_LISTEN")
         log.info("Lambda API: listening on %s%s", self.url, PATH.format(name="{name}"))
+
+    async def _list(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
+        rows = await _registered(self.engine)
+        return web.json_response({"Functions": [self._configuration(row) for row in rows]})
+
+    async def _get(self, request: web.Request) -> web.Response:
+        from aiohttp import web
+
+        try:
+            name = function_name(request.match_info["name"], request.query.get("Qualifier"))
+            found = await _registered(self.engine, name)
+            if not found:
+                raise UnknownFunctionError(f"function not found: {name}")
+            row = found[0]
+        except UnknownFunctionError as exc:
+            return _error(404, "ResourceNotFoundException", str(exc))
+        answer: dict[str, Any] = {
+            "Configuration": self._configuration(row),
+            "Code": {"RepositoryType": "Eventwire"},
+        }
+        if row.reserved_concurrency is not None:
+            answer["Concurrency"] = {"ReservedConcurrentExecutions": row.reserved_concurrency}
+        return web.json_response(answer)
+
+    def _configuration(self, row: Row[Any]) -> dict[str, Any]:
+        """Lambda's FunctionConfiguration of a registered function, as far as it applies."""
+        config: dict[str, Any] = row.config or {}
+        updated = row.updated_at.astimezone(UTC)
+        configuration: dict[str, Any] = {
+            "FunctionName": row.name,
+            "FunctionArn": self.arn(row.name),
+            "Timeout": math.ceil(row.timeout_s),
+            "LastModified": updated.strftime("%Y-%m-%dT%H:%M:%S.")
+            + f"{updated.microsecond // 1000:03d}+0000",
+            "Version": "$LATEST",
+            "State": "Active",
+            "LastUpdateStatus": "Successful",
+            "PackageType": "Zip",
+            "Description": f"eventwire {row.invoker} function",
+        }
+        if config.get("handler"):
+            configuration["Handler"] = config["handler"]
+            configuration["Runtime"] = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        elif row.invoker != "python":
+            configuration["Runtime"] = "provided"
+        if config.get("memory"):
+            configuration["MemorySize"] = config["memory"]
+        return configuration
 
     async def _invoke(self, request: web.Request) -> web.Response:
         from aiohttp import web
@@ -201,6 +269,20 @@ async def _timeout_of(engine: AsyncEngine, name: str) -> float:
     if timeout is None:
         raise UnknownFunctionError(f"function not found: {name}")
     return float(timeout)
+
+
+async def _registered(engine: AsyncEngine, name: str | None = None) -> list[Row[Any]]:
+    """The registered functions (the one named ``name``), by name."""
+    f = functions.c
+    query = select(
+        f.name, f.invoker, f.config, f.timeout_s, f.reserved_concurrency, f.updated_at
+    ).order_by(f.name)
+    if name is not None:
+        query = query.where(f.name == name)
+    async with engine.connect() as conn:
+        rows: list[Row[Any]] = list(await conn.execute(query))
+        await conn.rollback()
+    return rows
 
 
 def _too_large(size: int | None, limit: int) -> web.Response:

@@ -201,7 +201,7 @@ def _lambda_api(
     from broker.lambda_api import LambdaApi
 
     assert settings.api_listen is not None
-    return LambdaApi(engine, queue, config.limits, settings.api_listen)
+    return LambdaApi(engine, queue, config.limits, settings.api_listen, settings.function_arn)
 
 
 def _code_on_path(config_path: str | None) -> None:

@@ -25,7 +25,7 @@ from tests.support.service import running_service
 from tests.support.stores import store_for
 
 FUNCTIONS = {
-    "echo": {"handler": "tests.handlers:echo"},
+    "echo": {"handler": "tests.handlers:echo", "timeout": "2.5s", "reserved_concurrency": 3},
     "boom": {"handler": "tests.handlers:boom"},
     "says": {"handler": "tests.handlers:says"},
 }
@@ -192,3 +192,18 @@ async def test_an_unknown_invocation_type_is_refused(api: Lambda) -> None:
     assert headers["x-amzn-ErrorType"] == "InvalidParameterValueException"
     assert "RequestResponse, Event, DryRun" in json.loads(body)["message"]
     assert await api_invocations(api.service) == 0
+
+
+async def test_functions_are_listed_and_described_as_lambda_does(api: Lambda) -> None:
+    listed = await asyncio.to_thread(api.client.list_functions)
+    assert [f["FunctionName"] for f in listed["Functions"]] == ["boom", "echo", "says"]
+    described = await asyncio.to_thread(api.client.get_function, FunctionName="echo")
+    configuration = described["Configuration"]
+    assert configuration["FunctionArn"] == "arn:aws:lambda:local:000000000000:function:echo"
+    assert (configuration["Handler"], configuration["Timeout"]) == ("tests.handlers:echo", 3)
+    assert configuration["Runtime"].startswith("python3.")
+    assert described["Concurrency"] == {"ReservedConcurrentExecutions": 3}
+    assert configuration in listed["Functions"]
+    with pytest.raises(ClientError) as caught:
+        await asyncio.to_thread(api.client.get_function, FunctionName="nope")
+    assert caught.value.response["Error"]["Code"] == "ResourceNotFoundException"
