@@ -49,12 +49,21 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    api_listen: Annotated[
+        str | None,
+        typer.Option(
+            help="Answer Lambda's Invoke API on host:port, e.g. 127.0.0.1:9001 "
+            "[env: EVENTWIRE_API_LISTEN; default off]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the configured functions, mappings and schedules until SIGINT/SIGTERM."""
     ctx.find_root().meta["overrides"].update(
         config=config,
         concurrency=concurrency,
         roles=roles,
+        api_listen=api_listen,
         shutdown_grace=shutdown_grace,
         log_level=log_level,
         log_format=log_format,

@@ -28,11 +28,8 @@ def served(tmp_path: Path) -> Iterator[tuple[Any, dict[str, str]]]:
     """A boto3 Lambda client of a running ``serve``, and that serve's environment."""
     config = tmp_path / "eventwire.yaml"
     config.write_text(CONFIG)
-    env = clean_env(
-        EVENTWIRE_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'eventwire.db'}",
-        EVENTWIRE_API_LISTEN="127.0.0.1:0",
-    )
-    serve = Serve(config, env, tmp_path / "serve.log")
+    env = clean_env(EVENTWIRE_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'eventwire.db'}")
+    serve = Serve(config, env, tmp_path / "serve.log", "--api-listen", "127.0.0.1:0")
     try:
         serve.wait_serving()
         found = re.search(r"Lambda API: listening on (http://\S+)/2015-03-31/", serve.log())
@@ -76,21 +73,22 @@ def test_an_sdk_event_invoke_is_in_the_history_once_it_ran(
     assert (shown["origin"], shown["result"]) == ("api", "hi")
 
 
-@pytest.mark.parametrize("listen", ["nowhere", "in-use"])
+@pytest.mark.parametrize(("listen", "given_as"), [("nowhere", "env"), ("in-use", "flag")])
 def test_a_bad_listen_address_stops_serve_with_the_setting_named(
-    tmp_path: Path, listen: str
+    tmp_path: Path, listen: str, given_as: str
 ) -> None:
     config = tmp_path / "eventwire.yaml"
     config.write_text(CONFIG)
+    env = clean_env(EVENTWIRE_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'e.db'}")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         address = "nowhere" if listen == "nowhere" else f"127.0.0.1:{taken.getsockname()[1]}"
-        env = clean_env(
-            EVENTWIRE_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'e.db'}",
-            EVENTWIRE_API_LISTEN=address,
-        )
-        done = eventwire("serve", "-c", str(config), env=env)
+        flags = ["--api-listen", address] if given_as == "flag" else []
+        if given_as == "env":
+            env["EVENTWIRE_API_LISTEN"] = address
+        done = eventwire("serve", "-c", str(config), *flags, env=env)
     assert done.returncode == 2
     assert "EVENTWIRE_API_LISTEN" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "Traceback" not in done.stderr
