@@ -113,11 +113,10 @@ class LambdaApi(AppServer):
         from aiohttp import web
 
         try:
-            name = function_name(request.match_info["name"], request.query.get("Qualifier"))
-            found = await _registered(self.engine, name)
-            if not found:
-                raise UnknownFunctionError(f"function not found: {name}")
-            row = found[0]
+            row = await _function(
+                self.engine,
+                function_name(request.match_info["name"], request.query.get("Qualifier")),
+            )
         except UnknownFunctionError as exc:
             return _error(404, "ResourceNotFoundException", str(exc))
         answer: dict[str, Any] = {
@@ -170,7 +169,7 @@ class LambdaApi(AppServer):
             return _too_large(request.content_length, self.limits.sync_payload_bytes)
         try:
             name = function_name(request.match_info["name"], request.query.get("Qualifier"))
-            timeout_s = await _timeout_of(self.engine, name)
+            timeout_s = float((await _function(self.engine, name)).timeout_s)
             if kind == "DryRun":
                 check_payload(body or b"{}", sync=True, limits=self.limits)
                 return web.Response(status=204)
@@ -259,18 +258,6 @@ def function_name(given: str, qualifier: str | None) -> str:
     return name
 
 
-async def _timeout_of(engine: AsyncEngine, name: str) -> float:
-    """The registered function's timeout in seconds."""
-    async with engine.connect() as conn:
-        timeout = (
-            await conn.execute(select(functions.c.timeout_s).where(functions.c.name == name))
-        ).scalar_one_or_none()
-        await conn.rollback()
-    if timeout is None:
-        raise UnknownFunctionError(f"function not found: {name}")
-    return float(timeout)
-
-
 async def _registered(engine: AsyncEngine, name: str | None = None) -> list[Row[Any]]:
     """The registered functions (the one named ``name``), by name."""
     f = functions.c
@@ -283,6 +270,14 @@ async def _registered(engine: AsyncEngine, name: str | None = None) -> list[Row[
         rows: list[Row[Any]] = list(await conn.execute(query))
         await conn.rollback()
     return rows
+
+
+async def _function(engine: AsyncEngine, name: str) -> Row[Any]:
+    """The registered function ``name``."""
+    found = await _registered(engine, name)
+    if not found:
+        raise UnknownFunctionError(f"function not found: {name}")
+    return found[0]
 
 
 def _too_large(size: int | None, limit: int) -> web.Response:
