@@ -75,6 +75,21 @@ async def submit(
     """
     check_payload(payload, sync=sync, limits=limits)
     await check_function(engine, function)
+    return await enqueue_api_call(
+        queue, function, payload, sync=sync, idempotency_key=idempotency_key
+    )
+
+
+async def enqueue_api_call(
+    queue: InvocationQueue,
+    function: str,
+    payload: bytes,
+    *,
+    sync: bool,
+    idempotency_key: str | None = None,
+) -> str:
+    """Enqueue one invocation of ``function`` (registered) with ``payload`` (checked):
+    what :func:`submit` does once it has checked both; answers its id."""
     [enqueued] = await queue.enqueue(
         [
             NewInvocation(

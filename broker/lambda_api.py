@@ -54,7 +54,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from broker.config import Limits
 from broker.errors import PayloadError, PayloadTooLargeError, UnknownFunctionError
 from broker.http_listen import AppServer
-from broker.invoke import Finished, check_payload, submit, wait_finished
+from broker.invoke import Finished, check_payload, enqueue_api_call, wait_finished
 from broker.models import State
 from broker.queue.base import InvocationQueue
 from broker.store.history import AttemptRow, get_invocation
@@ -167,21 +167,16 @@ class LambdaApi(AppServer):
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _too_large(request.content_length, self.limits.sync_payload_bytes)
+        payload = body or b"{}"
         try:
             name = function_name(request.match_info["name"], request.query.get("Qualifier"))
             timeout_s = float((await _function(self.engine, name)).timeout_s)
+            check_payload(payload, sync=sync, limits=self.limits)
             if kind == "DryRun":
-                check_payload(body or b"{}", sync=True, limits=self.limits)
                 return web.Response(status=204)
             key = request.headers.get("X-Eventwire-Idempotency-Key") or None
-            invocation_id = await submit(
-                self.engine,
-                self.queue,
-                name,
-                body or b"{}",
-                sync=sync,
-                limits=self.limits,
-                idempotency_key=key,
+            invocation_id = await enqueue_api_call(
+                self.queue, name, payload, sync=sync, idempotency_key=key
             )
         except UnknownFunctionError as exc:
             return _error(404, "ResourceNotFoundException", str(exc))
