@@ -57,7 +57,7 @@ from broker.http_listen import AppServer
 from broker.invoke import Finished, check_payload, enqueue_api_call, wait_finished
 from broker.models import State
 from broker.queue.base import InvocationQueue
-from broker.store.history import AttemptRow, get_invocation
+from broker.store.history import AttemptRow, last_attempt
 from broker.store.schema import functions
 
 if TYPE_CHECKING:
@@ -213,8 +213,7 @@ class LambdaApi(AppServer):
         tail = request.headers.get("X-Amz-Log-Type") == "Tail"
         last: AttemptRow | None = None
         if tail or finished.state is not State.SUCCEEDED:  # the last attempt has the rest
-            _row, attempts = await get_invocation(self.engine, finished.id)
-            last = attempts[-1] if attempts else None
+            last = await last_attempt(self.engine, finished.id)
         if tail:
             logged = (last.log_excerpt or "") if last is not None else ""
             headers["X-Amz-Log-Result"] = base64.b64encode(

@@ -456,6 +456,14 @@ async def _resolve(conn: AsyncConnection, column: ColumnElement[Any], id: str, w
     return str(matches[0])
 
 
+async def last_attempt(engine: AsyncEngine, invocation_id: str) -> AttemptRow | None:
+    """The latest attempt of invocation ``invocation_id`` (its full id), if it has one."""
+    async with engine.connect() as conn:
+        attempts = await _attempts(conn, invocation_id)
+        await conn.rollback()
+    return attempts[-1] if attempts else None
+
+
 async def _attempts(conn: AsyncConnection, invocation_id: str) -> list[AttemptRow]:
     a = attempts.c
     stmt = select(attempts).where(a.invocation_id == invocation_id).order_by(a.number, a.seq)
