@@ -1,4 +1,4 @@
-"""Serving HTTP: where to listen (``host:port``), and an aiohttp app started there.
+"""Serving HTTP: where to listen (``host:port``), and an aiohttp app served there.
 
 aiohttp is imported only by a process that serves something over HTTP.
 """
@@ -20,27 +20,6 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-async def serve_app(app: web.Application, listen: str, setting: str) -> tuple[web.AppRunner, str]:
-    """Start serving ``app`` on ``listen``: its runner (``cleanup()`` stops it) and its URL,
-    with the port the system picked when ``listen`` asks for port 0. A port that cannot be
-    had is a :class:`UsageError` naming ``setting``."""
-    from aiohttp import web
-
-    host, port = split_listen(listen)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host or None, port)
-    try:
-        await site.start()
-    except OSError as exc:
-        await runner.cleanup()
-        raise UsageError(f"cannot listen on {host}:{port} ({setting}): {exc.strerror}") from None
-    addresses = runner.addresses
-    host, port = addresses[0][:2] if addresses else (host, port)
-    shown = f"[{host}]" if ":" in str(host) else host
-    return runner, f"http://{shown}:{port}"
-
-
 class AppServer:
     """What every HTTP endpoint ``serve`` runs shares: serving an app on ``listen`` from
     :meth:`serve` until :meth:`stop` (with :meth:`run` waiting meanwhile, as a poller's
@@ -56,7 +35,24 @@ class AppServer:
         self._stop.set()
 
     async def serve(self, app: web.Application, setting: str) -> None:
-        self._runner, self.url = await serve_app(app, self.listen, setting)
+        """Start serving ``app``; ``url`` then has the port the system picked for port 0. A
+        port that cannot be had is a :class:`UsageError` naming ``setting``."""
+        from aiohttp import web
+
+        host, port = split_listen(self.listen)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host or None, port).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise UsageError(
+                f"cannot listen on {host}:{port} ({setting}): {exc.strerror}"
+            ) from None
+        self._runner = runner
+        host, port = runner.addresses[0][:2] if runner.addresses else (host, port)
+        shown = f"[{host}]" if ":" in str(host) else host
+        self.url = f"http://{shown}:{port}"
 
     async def run(self) -> None:
         try:
