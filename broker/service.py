@@ -35,7 +35,6 @@ from broker.poller import Poller, PollerContext, SystemTimer, Timer, create_poll
 from broker.pool_publisher import PoolPublisher
 from broker.pool_stats import PoolReporter
 from broker.queue import open_queue
-from broker.queue.base import InvocationQueue
 from broker.queue.sql import Clock, utcnow
 from broker.roles import ROLES
 from broker.settings import Settings
@@ -113,8 +112,9 @@ class Service:
                         self.settings, self.config, engine, queue, self.owner, self.timer
                     )
                     self.pollers = create_pollers(context, roles)
-                    if "api" in roles and self.settings.api_listen is not None:
-                        self.pollers.append(_lambda_api(engine, queue, self.settings, self.config))
+                    listen = self.settings.api_listen
+                    if "api" in roles and listen is not None:
+                        self.pollers.append(_lambda_api(context, listen))
                     for poller in self.pollers:
                         await poller.start()
                     if self._stop.is_set():
@@ -191,17 +191,20 @@ async def _prepare_store(
         ) from None
 
 
-def _lambda_api(
-    engine: AsyncEngine, queue: InvocationQueue, settings: Settings, config: ProjectConfig
-) -> Poller:
+def _lambda_api(context: PollerContext, listen: str) -> Poller:
     if importlib.util.find_spec("aiohttp") is None:
         raise UsageError(
             "the Lambda API (EVENTWIRE_API_LISTEN) needs aiohttp: pip install 'eventwire[http]'"
         )
     from broker.lambda_api import LambdaApi
 
-    assert settings.api_listen is not None
-    return LambdaApi(engine, queue, config.limits, settings.api_listen, settings.function_arn)
+    return LambdaApi(
+        context.engine,
+        context.queue,
+        context.config.limits,
+        listen,
+        context.settings.function_arn,
+    )
 
 
 def _code_on_path(config_path: str | None) -> None:
