@@ -39,7 +39,7 @@ class Lambda:
     def __init__(self, service: Service) -> None:
         [api] = [p for p in service.pollers if isinstance(p, LambdaApi)]
         self.url = api.url
-        self.service = service
+        self.engine = api.engine
         self.client = boto3.client(
             "lambda",
             endpoint_url=api.url,
@@ -58,6 +58,12 @@ class Lambda:
             await self.invoke(**kwargs)
         return caught.value
 
+    async def invocations(self) -> int:
+        """How many invocations the store holds."""
+        async with self.engine.connect() as conn:
+            count = select(func.count()).select_from(invocations)
+            return int((await conn.execute(count)).scalar_one())
+
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Lambda]:
@@ -68,17 +74,6 @@ async def api(tmp_path: Path) -> AsyncIterator[Lambda]:
         yield Lambda(service)
 
 
-async def api_invocations(service: Service) -> int:
-    engine = service_engine(service)
-    async with engine.connect() as conn:
-        return int((await conn.execute(select(func.count()).select_from(invocations))).scalar_one())
-
-
-def service_engine(service: Service) -> Any:
-    [api] = [p for p in service.pollers if isinstance(p, LambdaApi)]
-    return api.engine
-
-
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 async def test_a_synchronous_invoke_answers_the_functions_result(
     backend: str, tmp_path: Path
@@ -87,13 +82,14 @@ async def test_a_synchronous_invoke_answers_the_functions_result(
         store_for(backend, tmp_path) as where,
         running_service(where, FUNCTIONS, api_listen="127.0.0.1:0") as service,
     ):
-        answer = await Lambda(service).invoke(FunctionName="echo", Payload=b'{"n": 7}')
+        client = Lambda(service)
+        answer = await client.invoke(FunctionName="echo", Payload=b'{"n": 7}')
         assert answer["StatusCode"] == 200
         assert answer["ExecutedVersion"] == "$LATEST"
         assert "FunctionError" not in answer
         assert json.loads(answer["Payload"].read()) == {"n": 7}
         request_id = answer["ResponseMetadata"]["RequestId"]
-        row, _attempts = await get_invocation(service_engine(service), request_id)
+        row, _attempts = await get_invocation(client.engine, request_id)
         assert (row.origin, row.state, row.sync) == ("api", "succeeded", True)
 
 
@@ -110,17 +106,17 @@ async def test_an_event_invoke_is_queued_and_then_runs(api: Lambda) -> None:
     answer = await api.invoke(FunctionName="echo", InvocationType="Event", Payload=b'{"a": 1}')
     assert answer["StatusCode"] == 202
     invocation_id = answer["ResponseMetadata"]["RequestId"]
-    finished = await wait_finished(service_engine(api.service), invocation_id, 20)
+    finished = await wait_finished(api.engine, invocation_id, 20)
     assert finished is not None and finished.state is State.SUCCEEDED
     assert finished.result is not None and json.loads(finished.result) == {"a": 1}
-    row, _attempts = await get_invocation(service_engine(api.service), invocation_id)
+    row, _attempts = await get_invocation(api.engine, invocation_id)
     assert row.sync is False  # asynchronous: retries, destinations and the DLQ apply
 
 
 async def test_a_dry_run_checks_and_enqueues_nothing(api: Lambda) -> None:
     answer = await api.invoke(FunctionName="echo", InvocationType="DryRun", Payload=b"{}")
     assert answer["StatusCode"] == 204
-    assert await api_invocations(api.service) == 0
+    assert await api.invocations() == 0
     error = await api.fails(FunctionName="nope", InvocationType="DryRun")
     assert error.response["Error"]["Code"] == "ResourceNotFoundException"
 
@@ -163,7 +159,7 @@ async def test_a_bad_call_is_lambdas_error_and_enqueues_nothing(
     error = await api.fails(**call)
     assert error.response["Error"]["Code"] == code
     assert says in error.response["Error"]["Message"]
-    assert await api_invocations(api.service) == 0
+    assert await api.invocations() == 0
 
 
 async def post(
@@ -183,7 +179,7 @@ async def test_an_idempotency_key_makes_a_repeated_call_the_same_invocation(api:
     again = await post(api, "echo", b'{"order": 17}', headers)
     assert first[0] == again[0] == 202
     assert first[1]["X-Eventwire-Invocation-Id"] == again[1]["X-Eventwire-Invocation-Id"]
-    assert await api_invocations(api.service) == 1
+    assert await api.invocations() == 1
 
 
 async def test_an_unknown_invocation_type_is_refused(api: Lambda) -> None:
@@ -191,7 +187,7 @@ async def test_an_unknown_invocation_type_is_refused(api: Lambda) -> None:
     assert status == 400
     assert headers["x-amzn-ErrorType"] == "InvalidParameterValueException"
     assert "RequestResponse, Event, DryRun" in json.loads(body)["message"]
-    assert await api_invocations(api.service) == 0
+    assert await api.invocations() == 0
 
 
 async def test_functions_are_listed_and_described_as_lambda_does(api: Lambda) -> None:
