@@ -10,10 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 
+from tests.support.lambda_client import lambda_client
 from tests.support.processes import Serve, clean_env, eventwire, eventwire_json, wait_for
 
 CONFIG = """
@@ -34,14 +33,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Any, dict[str, str]]]:
         serve.wait_serving()
         found = re.search(r"Lambda API: listening on (http://\S+)/2015-03-31/", serve.log())
         assert found, serve.log()
-        client = boto3.client(
-            "lambda",
-            endpoint_url=found.group(1),
-            region_name="us-east-1",
-            aws_access_key_id="eventwire",
-            aws_secret_access_key="eventwire",
-            config=Config(retries={"max_attempts": 0}),
-        )
+        client = lambda_client(found.group(1))
         yield client, env
     finally:
         serve.stop()

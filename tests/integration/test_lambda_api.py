@@ -9,9 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 from sqlalchemy import func, select
 
@@ -21,6 +19,7 @@ from broker.models import State
 from broker.service import Service
 from broker.store.history import get_invocation
 from broker.store.schema import invocations
+from tests.support.lambda_client import lambda_client
 from tests.support.service import running_service
 from tests.support.stores import store_for
 
@@ -40,14 +39,7 @@ class Lambda:
         [api] = [p for p in service.pollers if isinstance(p, LambdaApi)]
         self.url = api.url
         self.engine = api.engine
-        self.client = boto3.client(
-            "lambda",
-            endpoint_url=api.url,
-            region_name="us-east-1",
-            aws_access_key_id="eventwire",
-            aws_secret_access_key="eventwire",
-            config=Config(retries={"max_attempts": 0}),
-        )
+        self.client = lambda_client(api.url)
 
     async def invoke(self, **kwargs: Any) -> dict[str, Any]:
         answer: dict[str, Any] = await asyncio.to_thread(self.client.invoke, **kwargs)
