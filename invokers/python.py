@@ -51,7 +51,7 @@ from decimal import Decimal
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
-import orjson
+import msgspec
 
 from broker.invoker import InvokeRequest, InvokerInitError
 from broker.models import FunctionError, Outcome, Success, SystemFault
@@ -315,27 +315,22 @@ async def _settle(awaitable: Awaitable[Any]) -> Outcome:
 
 # ------------------------------------------------------------ decoding
 
-_DIGITS: Final = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
-"""Every digit as ``0``, everything else as a space (for :func:`decode_event`'s guard)."""
-_LONG_NUMBER: Final = b"0" * 19
+_DECODER: Final = msgspec.json.Decoder()
 
 
 def decode_event(payload: bytes) -> Any:
-    """The event in ``payload``, as ``json.loads`` gives it, about twice as fast.
+    """The event in ``payload``, as ``json.loads`` gives it, in about half the time.
 
-    orjson decodes what it accepts as ``json.loads`` does, except integers
-    outside 64 bits (which it turns into floats); what it refuses (``NaN`` and
-    ``Infinity``, numbers too large for a float, lone surrogates, a byte order
-    mark …) ``json.loads`` may still accept. So a payload holding a run of 19
-    digits, or one orjson refuses, is decoded by ``json.loads``, whose error,
-    if any, is the one reported. (One difference is left: nesting deeper than
-    ``json.loads``'s recursion limit, up to orjson's 1,024 levels, decodes.)
+    msgspec decodes what it accepts as ``json.loads`` does (integers of any size
+    and nesting up to the same recursion limit included); what it refuses
+    (``NaN`` and ``Infinity``, numbers too large for a float, lone surrogates,
+    bytes that are not UTF-8, a byte order mark …) ``json.loads`` may still
+    accept, so such a payload is decoded by ``json.loads``, whose error, if
+    any, is the one reported.
     """
-    if _LONG_NUMBER in payload.translate(_DIGITS):
-        return json.loads(payload)
     try:
-        return orjson.loads(payload)
-    except orjson.JSONDecodeError:
+        return _DECODER.decode(payload)
+    except ValueError:  # msgspec's DecodeError, or UnicodeDecodeError
         return json.loads(payload)
 
 
