@@ -23,24 +23,24 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from broker.filtering import RecordFilter
 from broker.store.mappings import Cut
 
 
-@dataclass(slots=True)
-class Record:
+class Record(msgspec.Struct):
     """One record as read: where it is, when it was written, its data, the transport's item.
 
-    Not frozen (nothing changes it once made): a frozen dataclass costs three times as
-    much to create, and pollers make one per record read."""
+    A msgspec Struct, made in C: pollers make one per record read, in half the
+    time a slotted dataclass takes."""
 
     partition: str
     position: str
     timestamp_ms: int
     data: bytes | str | None
     item: Any
-    """What the event shaper takes (a Kafka record's group and JSON, a ``StreamEntry``, an
-    ``AmqpMessage``)."""
+    """What the event shaper takes (aiokafka's record, a ``StreamEntry``, an ``AmqpMessage``)."""
     json_data: Any = None
     """Data already decoded (a stream entry's fields); filters use it instead of ``data``."""
 
