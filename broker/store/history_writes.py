@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, LargeBinary, and_, bindparam, func, or_, select, update
@@ -22,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.models import State
 from broker.queue.records import KEPT_UNLESS_GIVEN, Rows
-from broker.store.schema import attempts, dead_letters, functions, invocations
+from broker.store.schema import dead_letters, functions, invocations
 
 inv = invocations.c
 
@@ -107,6 +108,16 @@ _PG_UPDATE = (
 _PG_INVOCATIONS = _unnest_insert("invocations", INVOCATION_COLUMNS, "") + " RETURNING id"
 _PG_ATTEMPTS = _unnest_insert("attempts", ATTEMPT_COLUMNS, "(invocation_id, number)")
 
+
+def _sqlite_insert(table: str, columns: Sequence[tuple[str, str]], conflict: str) -> str:
+    names = ", ".join(f'"{name}"' for name, _ in columns)
+    marks = ", ".join("?" for _ in columns)
+    return f"INSERT INTO {table} ({names}) VALUES ({marks}) ON CONFLICT {conflict} DO NOTHING"
+
+
+_SQLITE_INVOCATIONS = _sqlite_insert("invocations", INVOCATION_COLUMNS, "")
+_SQLITE_ATTEMPTS = _sqlite_insert("attempts", ATTEMPT_COLUMNS, "(invocation_id, number)")
+
 _UPDATE = (
     update(invocations)
     .where(
@@ -153,11 +164,8 @@ async def write_rows(conn: AsyncConnection, rows: Rows) -> None:
         if postgres:
             await conn.exec_driver_sql(_PG_ATTEMPTS, _arrays(rows.attempts, ATTEMPT_COLUMNS))
         else:
-            await conn.execute(
-                sqlite.insert(attempts).on_conflict_do_nothing(
-                    index_elements=[attempts.c.invocation_id, attempts.c.number]
-                ),
-                rows.attempts,
+            await conn.exec_driver_sql(
+                _SQLITE_ATTEMPTS, _sqlite_rows(rows.attempts, ATTEMPT_COLUMNS)
             )
     if rows.dead_letters:
         insert = postgresql.insert if postgres else sqlite.insert
@@ -188,6 +196,42 @@ def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(value)
 
 
+def _sqlite_rows(
+    rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]
+) -> list[tuple[Any, ...]]:
+    """``rows`` as parameters of the driver, each value as the columns' SQLAlchemy types
+    store it on SQLite: JSON as ``json.dumps`` text, times as UTC text
+    (:func:`sqlite_time`), the rest as the driver binds it. Binding through
+    SQLAlchemy costs several times as much per row, and the history writer binds
+    thousands a second."""
+    names = [name for name, _ in columns]
+    times = [j for j, (_, kind) in enumerate(columns) if kind == "timestamptz"]
+    texts = [j for j, (_, kind) in enumerate(columns) if kind == "json"]
+    out = []
+    for row in rows:
+        values = [row[name] for name in names]
+        for j in times:
+            values[j] = sqlite_time(values[j])
+        for j in texts:  # None too, as JSON's null: what SQLAlchemy's JSON type stores
+            values[j] = json.dumps(values[j])
+        out.append(tuple(values))
+    return out
+
+
+def sqlite_time(value: datetime | None) -> str | None:
+    """``value`` as :class:`~broker.store.schema.UTCDateTime` stores it on SQLite."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: Eventwire stores UTC times only")
+    v = value.astimezone(UTC)
+    # SQLAlchemy's SQLite DATETIME format
+    return (
+        f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
+        f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
+    )
+
+
 async def _pg_insert_invocations(conn: AsyncConnection, new: Sequence[dict[str, Any]]) -> None:
     result = await conn.exec_driver_sql(_PG_INVOCATIONS, _arrays(new, INVOCATION_COLUMNS))
     written = {id for (id,) in result}
@@ -199,13 +243,14 @@ async def _pg_insert_invocations(conn: AsyncConnection, new: Sequence[dict[str, 
 
 
 async def _insert_invocations(conn: AsyncConnection, new: Sequence[dict[str, Any]]) -> None:
-    stmt = sqlite.insert(invocations).on_conflict_do_nothing()
-    written = {r.id for r in await conn.execute(stmt.returning(inv.id), new)}
-    unwritten = [row for row in new if row["id"] not in written]
-    if unwritten:
-        rest = await _not_inserted(conn, unwritten)
-        if rest:
-            await conn.execute(stmt, rest)
+    result = await conn.exec_driver_sql(_SQLITE_INVOCATIONS, _sqlite_rows(new, INVOCATION_COLUMNS))
+    if result.rowcount == len(new):
+        return
+    # Some were skipped: which ones is found out as on PostgreSQL (those inserted just now
+    # are known by id too; their update writes the same state again).
+    rest = await _not_inserted(conn, new)
+    if rest:
+        await conn.exec_driver_sql(_SQLITE_INVOCATIONS, _sqlite_rows(rest, INVOCATION_COLUMNS))
 
 
 async def _not_inserted(

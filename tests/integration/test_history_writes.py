@@ -230,3 +230,46 @@ async def test_succeeded_payloads_not_kept_are_written_empty(engine: AsyncEngine
     assert payloads == dict.fromkeys(payloads, b"")
     assert (await stored(engine, failed.id)).payload == failed.payload
     assert (await stored(engine, retried.id)).payload == retried.payload
+
+
+async def test_on_sqlite_rows_are_stored_as_sqlalchemy_stores_them(tmp_path: Path) -> None:
+    """The SQLite writes bind through the driver; a row inserted through SQLAlchemy's types
+    from what they wrote holds the very same values (times, JSON, booleans as text and
+    numbers the queries compare)."""
+    async with migrated_engine("sqlite", tmp_path) as engine:
+        a = item(source={"topic": "t", "n": [1, None]}, lane="L", idempotency_key="k")
+        failed = T0 + timedelta(microseconds=1)
+        await write(
+            engine,
+            enqueued(a),
+            settled(a, 1, State.PENDING, T0, retry_at=T0.replace(microsecond=0)),
+            settled(a, 2, State.FAILED, failed, error_type="E", error_message="m"),
+        )
+        twin = new_id()
+        async with engine.begin() as conn:
+            row = (await conn.execute(select(invocations).where(invocations.c.id == a.id))).one()
+            copy = {**row._asdict(), "id": twin, "idempotency_key": "k2"}
+            del copy["seq"]
+            await conn.execute(invocations.insert().values(copy))
+            for attempt in (await conn.execute(select(attempts))).all():
+                copy = {**attempt._asdict(), "invocation_id": twin}
+                del copy["seq"]
+                await conn.execute(attempts.insert().values(copy))
+            raw = {
+                table: [
+                    dict(r._mapping)
+                    for r in await conn.exec_driver_sql(f"SELECT * FROM {table} ORDER BY seq")
+                ]
+                for table in ("invocations", "attempts")
+            }
+    written, copied = (
+        {k: v for k, v in r.items() if k not in ("seq", "id")} for r in raw["invocations"]
+    )
+    assert (written.pop("idempotency_key"), copied.pop("idempotency_key")) == ("k", "k2")
+    assert written == copied
+    assert written["finished_at"] == "2026-11-24 12:00:00.123457"
+    assert written["available_at"] == "2026-11-24 12:00:00.000000"
+    attempt_rows = [
+        {k: v for k, v in r.items() if k not in ("seq", "invocation_id")} for r in raw["attempts"]
+    ]
+    assert attempt_rows[:2] == attempt_rows[2:]
