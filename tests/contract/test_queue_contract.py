@@ -355,6 +355,29 @@ async def test_payloads_of_any_size_come_back_byte_for_byte(
     assert await stored_payload(h, follow_on.id) == first
 
 
+async def test_chained_leases_hold_their_own_payloads(h: Harness) -> None:
+    """Leases chained to settlements of two lanes settled together each hold their own
+    invocation's payload, in line or out of it."""
+    lanes = {
+        "A": [b'{"a": 1}', BIG, BIG[::-1], b'{"a": 4}'],
+        "B": [BIG[:5000], b'{"b": 2}', BIG[1:], BIG[2:]],
+    }
+    items = {lane: [new(lane=lane, payload=p) for p in ps] for lane, ps in lanes.items()}
+    await h.queue.enqueue([item for lane in items.values() for item in lane])
+    held = {str(first.invocation.lane): first for first in await lease(h.queue, h)}
+    got: dict[str, list[bytes]] = {lane: [held[lane].invocation.payload] for lane in lanes}
+    for _ in range(3):
+        done = [settlement(held[lane], State.SUCCEEDED, chain_lease_s=10) for lane in lanes]
+        chained = await h.queue.settle(done, h.clock.now)
+        if None in chained.values():  # this backend does not chain
+            assert set(chained.values()) == {None}
+            chained = {again.token: again for again in await lease(h.queue, h)}
+        held = {str(c.invocation.lane): c for c in chained.values() if c is not None}
+        for lane in lanes:
+            got[lane].append(held[lane].invocation.payload)
+    assert got == lanes
+
+
 async def test_a_lease_chained_to_a_settlement_is_the_lanes_next_and_only_then(
     h: Harness,
 ) -> None:
