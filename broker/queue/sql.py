@@ -46,7 +46,15 @@ from broker.models import (
     State,
 )
 from broker.queue.wakeup import Wakeup
-from broker.store.schema import UTCDateTime, attempts, dead_letters, functions, invocations
+from broker.store.schema import (
+    PENDING,
+    RUNNING,
+    UTCDateTime,
+    attempts,
+    dead_letters,
+    functions,
+    invocations,
+)
 
 ACTIVE_STATES = (State.PENDING.value, State.RUNNING.value)
 
@@ -455,14 +463,10 @@ class SqlQueue:
                 await conn.execute(
                     select(
                         select(func.min(inv.available_at, type_=UTCDateTime()))
-                        .where(
-                            inv.state == State.PENDING.value,
-                            inv.function.in_(names),
-                            inv.available_at > now,
-                        )
+                        .where(PENDING, inv.function.in_(names), inv.available_at > now)
                         .scalar_subquery(),
                         select(func.min(inv.lease_expires_at, type_=UTCDateTime()))
-                        .where(inv.state == State.RUNNING.value, inv.function.in_(names))
+                        .where(RUNNING, inv.function.in_(names))
                         .scalar_subquery(),
                     )
                 )

@@ -41,6 +41,10 @@ NAMING_CONVENTION = {
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 ACTIVE = text("state IN ('pending', 'running')")
+PENDING = text("state = 'pending'")
+RUNNING = text("state = 'running'")
+"""Literal conditions, as queries on partial indexes should name them: a prepared
+statement's generic plan cannot tell that a bound parameter's rows are the index's."""
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -116,6 +120,26 @@ invocations = Table(
     Index("ix_invocations_lane", "lane", "seq", postgresql_where=ACTIVE, sqlite_where=ACTIVE),
     Index("ix_invocations_function_seq", "function", "seq"),
     Index("ix_invocations_lease_token", "lease_token"),
+    # When a dispatcher next has something to do: the earliest delayed retry, the earliest
+    # lease to expire (``next_due``), found in the index without reading a row (``state``
+    # too, though the predicate fixes it: SQLite reads an index alone only when it holds
+    # every column the query names).
+    Index(
+        "ix_invocations_delayed",
+        "function",
+        "available_at",
+        "state",
+        postgresql_where=PENDING,
+        sqlite_where=PENDING,
+    ),
+    Index(
+        "ix_invocations_leased",
+        "function",
+        "lease_expires_at",
+        "state",
+        postgresql_where=RUNNING,
+        sqlite_where=RUNNING,
+    ),
     # Pruning the history past its retention (broker.store.retention).
     Index("ix_invocations_finished_at", "finished_at"),
 )

@@ -26,6 +26,7 @@ from broker.models import (
 from broker.queue.base import InvocationQueue
 from broker.queue.postgres import PostgresQueue
 from broker.queue.redis import RedisQueue
+from broker.queue.sql import SqlQueue
 from broker.store.schema import attempts, dead_letters, invocations
 from tests.support.queue_harness import Harness, dead_letter, harness, settlement
 
@@ -87,6 +88,26 @@ async def test_leases_oldest_first_and_only_named_functions(h: Harness) -> None:
     assert [x.invocation.id for x in got] == [i.id for i in items[:3]]
     rest = await lease(h.queue, h, 10)
     assert [x.invocation.id for x in rest] == [i.id for i in items[3:5]]
+
+
+async def test_next_due_is_the_earliest_retry_or_lease_expiry_of_the_functions(
+    h: Harness,
+) -> None:
+    """What an idle dispatcher waits for: due-now invocations (they wait behind a lane's
+    head, or for concurrency) and other functions' invocations do not count."""
+    queue = h.queue
+    assert isinstance(queue, SqlQueue | RedisQueue)
+    later, latest = h.clock.now + timedelta(seconds=30), h.clock.now + timedelta(seconds=60)
+    g = {"g": FunctionLimits(lease_s=10)}
+    assert await queue.next_due(F) is None
+    await h.queue.enqueue([new(available_at=latest), new("g", available_at=later), new()])
+    assert await queue.next_due(F) == latest
+    assert await queue.next_due(g) == later
+    [held] = await lease(h.queue, h)
+    assert held.expires_at < latest
+    assert await queue.next_due(F) == held.expires_at
+    await h.queue.settle([settlement(held, State.SUCCEEDED)], h.clock.now)
+    assert await queue.next_due(F) == latest
 
 
 async def test_delayed_invocation_waits_for_its_time(h: Harness) -> None:
