@@ -107,9 +107,11 @@ async def test_three_replicas_fire_each_slot_once_across_a_killed_leader(
             return now if now is not None and now[0] != owner else None
 
         _, taken_at, _ = await eventually(new_leader, 30, "another process leading")
-        # Within one lease period of the kill (the dead leader's lease ran out by
-        # expires_at); the margin is process scheduling on a clock 120x fast.
-        assert taken_at - killed_at <= timedelta(seconds=LEASE_S * 1.2)
+        # Within one lease period of the kill (the dead leader renewed at the latest as it
+        # was killed) and the followers' wake at its expiry. The margin is process
+        # scheduling and one SQL transaction, on a clock 120x fast: half a second of wall
+        # time (0.2 s was missed once on a 2-core machine running the whole suite).
+        assert taken_at - killed_at <= timedelta(seconds=LEASE_S * 1.5)
         assert taken_at >= expires_at  # nobody took the lease while it was held
 
         last_before = len(await slots(engine))
