@@ -250,9 +250,7 @@ class SqlQueue:
 
     async def _running(self, conn: AsyncConnection, now: datetime) -> int:
         """Invocations running now, of every function (the account's concurrency)."""
-        count = await conn.scalar(
-            select(func.count()).where(inv.state == State.RUNNING.value, inv.lease_expires_at > now)
-        )
+        count = await conn.scalar(select(func.count()).where(RUNNING, inv.lease_expires_at > now))
         return int(count or 0)
 
     async def _capacity(
@@ -262,11 +260,7 @@ class SqlQueue:
             return {}
         running = await conn.execute(
             select(inv.function, func.count())
-            .where(
-                inv.state == State.RUNNING.value,
-                inv.lease_expires_at > now,
-                inv.function.in_(list(limited)),
-            )
+            .where(RUNNING, inv.lease_expires_at > now, inv.function.in_(list(limited)))
             .group_by(inv.function)
         )
         counts: dict[str, int] = {f: c for f, c in running}
