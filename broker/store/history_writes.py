@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, LargeBinary, and_, bindparam, func, or_, select, update
@@ -23,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.models import State
 from broker.queue.records import KEPT_UNLESS_GIVEN, Rows
-from broker.store.schema import dead_letters, functions, invocations
+from broker.store.schema import dead_letters, functions, invocations, sqlite_text
 
 inv = invocations.c
 
@@ -201,9 +200,9 @@ def _sqlite_rows(
 ) -> list[tuple[Any, ...]]:
     """``rows`` as parameters of the driver, each value as the columns' SQLAlchemy types
     store it on SQLite: JSON as ``json.dumps`` text, times as UTC text
-    (:func:`sqlite_time`), the rest as the driver binds it. Binding through
-    SQLAlchemy costs several times as much per row, and the history writer binds
-    thousands a second."""
+    (:func:`~broker.store.schema.sqlite_text`), the rest as the driver binds it.
+    Binding through SQLAlchemy costs several times as much per row, and the history
+    writer binds thousands a second."""
     names = [name for name, _ in columns]
     times = [j for j, (_, kind) in enumerate(columns) if kind == "timestamptz"]
     texts = [j for j, (_, kind) in enumerate(columns) if kind == "json"]
@@ -211,25 +210,11 @@ def _sqlite_rows(
     for row in rows:
         values = [row[name] for name in names]
         for j in times:
-            values[j] = sqlite_time(values[j])
+            values[j] = sqlite_text(values[j])
         for j in texts:  # None too, as JSON's null: what SQLAlchemy's JSON type stores
             values[j] = json.dumps(values[j])
         out.append(tuple(values))
     return out
-
-
-def sqlite_time(value: datetime | None) -> str | None:
-    """``value`` as :class:`~broker.store.schema.UTCDateTime` stores it on SQLite."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise ValueError(f"naive datetime {value!r}: Eventwire stores UTC times only")
-    v = value.astimezone(UTC)
-    # SQLAlchemy's SQLite DATETIME format
-    return (
-        f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
-        f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
-    )
 
 
 async def _pg_insert_invocations(conn: AsyncConnection, new: Sequence[dict[str, Any]]) -> None:

@@ -47,6 +47,25 @@ RUNNING = text("state = 'running'")
 statement's generic plan cannot tell that a bound parameter's rows are the index's."""
 
 
+def as_utc(value: datetime) -> datetime:
+    """``value`` in UTC; a naive datetime is refused, as its zone is unknown."""
+    if value.tzinfo is None:
+        raise ValueError(f"naive datetime {value!r}: Eventwire stores UTC times only")
+    return value.astimezone(UTC)
+
+
+def sqlite_text(value: datetime | None) -> str | None:
+    """``value`` as :class:`UTCDateTime` stores it on SQLite (SQLAlchemy's DATETIME text
+    of the UTC wall time), for writers that bind through the driver."""
+    if value is None:
+        return None
+    v = as_utc(value)
+    return (
+        f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
+        f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
+    )
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """A timezone-aware UTC datetime on every backend.
 
@@ -60,9 +79,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r}: Eventwire stores UTC times only")
-        value = value.astimezone(UTC)
+        value = as_utc(value)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
