@@ -100,13 +100,13 @@ async def test_next_due_is_the_earliest_retry_or_lease_expiry_of_the_functions(
     later, latest = h.clock.now + timedelta(seconds=30), h.clock.now + timedelta(seconds=60)
     g = {"g": FunctionLimits(lease_s=10)}
     assert await queue.next_due(F) is None
-    await h.queue.enqueue([new(available_at=latest), new("g", available_at=later), new()])
+    await queue.enqueue([new(available_at=latest), new("g", available_at=later), new()])
     assert await queue.next_due(F) == latest
     assert await queue.next_due(g) == later
-    [held] = await lease(h.queue, h)
+    [held] = await lease(queue, h)
     assert held.expires_at < latest
     assert await queue.next_due(F) == held.expires_at
-    await h.queue.settle([settlement(held, State.SUCCEEDED)], h.clock.now)
+    await queue.settle([settlement(held, State.SUCCEEDED)], h.clock.now)
     assert await queue.next_due(F) == latest
 
 
