@@ -46,22 +46,27 @@ import math
 import sys
 from collections.abc import Callable
 from datetime import UTC
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.config import Limits
-from broker.errors import PayloadError, PayloadTooLargeError, UnknownFunctionError
+from broker.errors import PayloadError, PayloadTooLargeError, UnknownFunctionError, UsageError
 from broker.http_listen import AppServer
 from broker.invoke import Finished, check_payload, enqueue_api_call, wait_finished
 from broker.models import State
+from broker.poller import PollerContext
 from broker.queue.base import InvocationQueue
 from broker.store.history import AttemptRow, last_attempt
 from broker.store.schema import functions
 
-if TYPE_CHECKING:
+try:
     from aiohttp import web
+except ImportError:  # pragma: no cover - depends on the installed extras
+    raise UsageError(
+        "the Lambda API (EVENTWIRE_API_LISTEN) needs aiohttp: pip install 'eventwire[http]'"
+    ) from None
 
 log = logging.getLogger("eventwire.api")
 
@@ -71,6 +76,19 @@ WAIT_SLACK_S = 60.0
 """A synchronous call waits this long past the function's timeout for its invocation
 to be leased, run and settled before answering 504 (the invocation stays queued)."""
 INVOCATION_TYPES = ("RequestResponse", "Event", "DryRun")
+
+
+def create(context: PollerContext) -> LambdaApi:
+    """The Lambda API on ``EVENTWIRE_API_LISTEN`` (the poller registry asks only when set)."""
+    listen = context.settings.api_listen
+    assert listen is not None
+    return LambdaApi(
+        context.engine,
+        context.queue,
+        context.config.limits,
+        listen,
+        context.settings.function_arn,
+    )
 
 
 class LambdaApi(AppServer):
@@ -93,8 +111,6 @@ class LambdaApi(AppServer):
         self.arn = arn
 
     async def start(self) -> None:
-        from aiohttp import web
-
         app = web.Application(client_max_size=self.limits.sync_payload_bytes + 1)
         app.router.add_post(PATH, self._invoke)
         app.router.add_get("/2015-03-31/functions", self._list)
@@ -104,14 +120,10 @@ class LambdaApi(AppServer):
         log.info("Lambda API: listening on %s%s", self.url, PATH.format(name="{name}"))
 
     async def _list(self, request: web.Request) -> web.Response:
-        from aiohttp import web
-
         rows = await _registered(self.engine)
         return web.json_response({"Functions": [self._configuration(row) for row in rows]})
 
     async def _get(self, request: web.Request) -> web.Response:
-        from aiohttp import web
-
         try:
             row = await _function(
                 self.engine,
@@ -153,8 +165,6 @@ class LambdaApi(AppServer):
         return configuration
 
     async def _invoke(self, request: web.Request) -> web.Response:
-        from aiohttp import web
-
         kind = request.headers.get("X-Amz-Invocation-Type", "RequestResponse")
         if kind not in INVOCATION_TYPES:
             return _error(
@@ -207,8 +217,6 @@ class LambdaApi(AppServer):
     async def _answer(
         self, finished: Finished, request: web.Request, ids: dict[str, str]
     ) -> web.Response:
-        from aiohttp import web
-
         headers = {**ids, "X-Amz-Executed-Version": "$LATEST"}
         tail = request.headers.get("X-Amz-Log-Type") == "Tail"
         last: AttemptRow | None = None
@@ -287,8 +295,6 @@ def _error(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> web.Response:
     """An error as Lambda answers it: the SDKs raise ``code`` with ``message``."""
-    from aiohttp import web
-
     return web.json_response(
         {"Type": "User", "message": message},
         status=status,

@@ -33,6 +33,7 @@ POLLERS: dict[str, str] = {
     "kafka": "pollers.kafka:create",
     "amqp": "pollers.rabbitmq:create",
     "redis": "pollers.redis_streams:create",
+    "lambda_api": "broker.lambda_api:create",
 }
 EXTRAS = {"kafka": "kafka", "amqp": "rabbitmq", "redis": "redis"}
 """The ``eventwire[...]`` extra a poller kind's transport library comes with."""
@@ -97,19 +98,21 @@ def load(target: str) -> Any:
     return getattr(importlib.import_module(module_name), attr)
 
 
-def kinds_in(config: ProjectConfig) -> list[str]:
-    """The poller kinds a configuration uses."""
+def kinds_in(config: ProjectConfig, settings: Settings | None = None) -> list[str]:
+    """The poller kinds a configuration uses (and the settings: the Lambda API is a
+    listen address, not part of the configuration)."""
     kinds = ["schedule"] if config.schedules else []
     notifications = config.object_notifications
     kinds += ["s3_webhook"] if any(n.is_webhook for n in notifications) else []
     kinds += ["s3_dir"] if any(not n.is_webhook for n in notifications) else []
-    return kinds + sorted({mapping.kind.value for mapping in config.mappings})
+    kinds += sorted({mapping.kind.value for mapping in config.mappings})
+    return kinds + (["lambda_api"] if settings is not None and settings.api_listen else [])
 
 
 def create_pollers(context: PollerContext, roles: frozenset[str]) -> list[Poller]:
     """The pollers the configuration needs, of those that belong to ``roles``."""
     factories: list[PollerFactory] = []
-    for kind in kinds_in(context.config):
+    for kind in kinds_in(context.config, context.settings):
         if ROLE_OF_POLLER[kind] not in roles:
             continue
         try:

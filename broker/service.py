@@ -12,7 +12,6 @@ connections close.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import os
 import signal
@@ -112,9 +111,6 @@ class Service:
                         self.settings, self.config, engine, queue, self.owner, self.timer
                     )
                     self.pollers = create_pollers(context, roles)
-                    listen = self.settings.api_listen
-                    if "api" in roles and listen is not None:
-                        self.pollers.append(_lambda_api(context, listen))
                     for poller in self.pollers:
                         await poller.start()
                     if self._stop.is_set():
@@ -189,22 +185,6 @@ async def _prepare_store(
         raise UsageError(
             f"cannot use the database at {_redacted(settings.database_url)}: {_first_line(exc)}"
         ) from None
-
-
-def _lambda_api(context: PollerContext, listen: str) -> Poller:
-    if importlib.util.find_spec("aiohttp") is None:
-        raise UsageError(
-            "the Lambda API (EVENTWIRE_API_LISTEN) needs aiohttp: pip install 'eventwire[http]'"
-        )
-    from broker.lambda_api import LambdaApi
-
-    return LambdaApi(
-        context.engine,
-        context.queue,
-        context.config.limits,
-        listen,
-        context.settings.function_arn,
-    )
 
 
 def _code_on_path(config_path: str | None) -> None:

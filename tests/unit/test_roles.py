@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import pytest
 
+from broker.config import parse_config
 from broker.errors import UsageError
-from broker.poller import POLLERS
+from broker.poller import POLLERS, kinds_in
 from broker.roles import ROLE_OF_POLLER, ROLES
 from broker.settings import load_settings
 
@@ -35,3 +36,13 @@ def test_a_bad_role_is_named_with_the_setting(value: str, says: str) -> None:
 def test_every_poller_kind_belongs_to_a_role() -> None:
     assert set(ROLE_OF_POLLER) == set(POLLERS)
     assert set(ROLE_OF_POLLER.values()) <= set(ROLES)
+
+
+def test_the_lambda_api_is_an_api_poller_once_it_has_an_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("EVENTWIRE_API_LISTEN", raising=False)
+    config = parse_config({"schedules": {}})
+    assert kinds_in(config, load_settings(api_listen=None)) == []
+    assert kinds_in(config, load_settings(api_listen="127.0.0.1:0")) == ["lambda_api"]
+    assert ROLE_OF_POLLER["lambda_api"] == "api"
