@@ -306,7 +306,7 @@ async def eventwire(
         where["keep_succeeded_payloads"] = keep
         redis_url = where.get("queue_url")
         roles: dict[str, Any] = {"roles": "dispatch"} if split else {}
-        service = Service(Settings(**where, **roles), config, migrate=True, freeze_heap=True)
+        service = Service(Settings(**where, **roles), config, migrate=True, tune_gc=True)
         task = asyncio.create_task(service.run(handle_signals=False))
         if split:
             await asyncio.wait_for(service.started.wait(), 60)  # the schema is there

@@ -135,9 +135,10 @@ class KafkaMessage(Protocol):
     def headers(self) -> Sequence[tuple[str, bytes | None]] | None: ...
 
 
-class _KafkaItem(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
+class _KafkaItem(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel", gc=False):
     """One record of Lambda's Kafka event, its keys in Lambda's order; msgspec writes
-    ``key`` and ``value`` as base64 and leaves them out when null."""
+    ``key`` and ``value`` as base64 and leaves them out when null. Made only to be
+    encoded, and never part of a cycle: untracked by the garbage collector."""
 
     topic: str
     partition: int

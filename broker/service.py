@@ -56,12 +56,12 @@ class Service:
         migrate: bool = False,
         clock: Clock = utcnow,
         timer: Timer | None = None,
-        freeze_heap: bool = False,
+        tune_gc: bool = False,
     ) -> None:
-        """``freeze_heap``: once started, keep what is alive then out of the garbage
-        collector's way (:func:`gc.freeze`), as a process that only serves should."""
+        """``tune_gc``: once started, fit the garbage collector to a process that only
+        serves (:func:`broker.loop.tune_gc`)."""
         self.settings = settings
-        self.freeze_heap = freeze_heap
+        self.tune_gc = tune_gc
         self.config = config
         self.config_path = config_path
         self.migrate = migrate
@@ -118,8 +118,8 @@ class Service:
                     if handle_signals:
                         _install_signals(self.stop)
                     self._log_serving(catalog)
-                    if self.freeze_heap:
-                        loop.freeze_heap()
+                    if self.tune_gc:
+                        loop.tune_gc()
                     self.started.set()
                     pools = {
                         name: deployed.invoker

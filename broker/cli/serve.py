@@ -71,9 +71,7 @@ def serve(
     options = settings(ctx)
     project = load_config(options.config)
     logs.configure(options.log_level, options.log_format)
-    service = Service(
-        options, project, config_path=options.config, migrate=migrate, freeze_heap=True
-    )
+    service = Service(options, project, config_path=options.config, migrate=migrate, tune_gc=True)
     loop.run(service.run())
 
 

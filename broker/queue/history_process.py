@@ -128,7 +128,7 @@ async def _child() -> None:
         owner=hello["owner"],
         keep_succeeded_payloads=settings.keep_succeeded_payloads,
     )
-    loop.freeze_heap()
+    loop.tune_gc()
     task = asyncio.create_task(writer.run())
     try:
         closed = asyncio.ensure_future(stdin.read())  # returns at EOF: stop
