@@ -4,6 +4,7 @@ pruning what finished long ago."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -35,6 +36,8 @@ from broker.cli.output import (
 )
 from broker.errors import UsageError
 from broker.models import State
+from broker.queue import is_redis
+from broker.queue.redis import queued_payload
 from broker.settings import Settings
 from broker.store.history import AttemptRow, InvocationRow, get_invocation, list_invocations
 from broker.store.retention import count_prunable, prune_history
@@ -225,4 +228,12 @@ async def _list(
 
 async def _get(config: Settings, id: str) -> tuple[InvocationRow, list[AttemptRow]]:
     async with open_store(config, reader=True) as engine:
-        return await get_invocation(engine, id)
+        row, attempts = await get_invocation(engine, id)
+        if row.state.terminal or row.payload != b"" or not is_redis(config.effective_queue_url):
+            return row, attempts
+        # The Redis queue copies a large payload into the history with the final state:
+        # until then it is read from the queue.
+        payload = await queued_payload(config, row.id)
+        if payload is None:  # it finished meanwhile: the history has it now
+            return await get_invocation(engine, id)
+        return replace(row, payload=payload), attempts

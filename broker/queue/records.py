@@ -10,6 +10,7 @@ are: JSON), and ``{"b64": …}`` otherwise, so every byte comes back exactly.
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -136,6 +137,11 @@ class Rows:
     invocations that an earlier run wrote. ``out_of_line`` are invocations whose
     last payload in this run is in Redis, not in the events (``payload`` None
     until :meth:`fill_payloads`); ``finished`` reached a final state in this run.
+
+    An out-of-line payload is copied with the invocation's final state only
+    (:meth:`defer_unfinished_payloads`): until then it is in Redis, and a row
+    rewritten with a large payload and again without it (a succeeded one not
+    kept) or with the same one cost the SQL store more than the rest of the row.
     """
 
     new: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -183,6 +189,21 @@ class Rows:
         self.attempts.append(_attempt_row(event))
         if event["dl"] is not None:
             self.dead_letters.append(_dead_letter_row(event["dl"]))
+
+    def finished_apart(self, ids: Iterable[str]) -> None:
+        """``ids`` finished (in this run) with a payload that an earlier event put out of
+        line: it is read from Redis with their final state."""
+        self.out_of_line.update(ids)
+
+    def defer_unfinished_payloads(self) -> None:
+        """Out-of-line payloads of invocations not finished in this run stay in Redis: their
+        rows hold an empty payload (never an event's: events are JSON) until then."""
+        finished = set(self.finished)
+        for id in [id for id in self.out_of_line if id not in finished]:
+            self.out_of_line.discard(id)
+            row = self.new.get(id) or self.updates.get(id)
+            if row is not None:
+                row["payload"] = b""
 
     def drop_succeeded_payloads(self) -> None:
         """Give the invocations whose last state in this run is succeeded an empty payload

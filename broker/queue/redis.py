@@ -375,6 +375,23 @@ async def read_payloads(
     return payloads
 
 
+async def queued_payload(settings: Settings, id: str) -> bytes | None:
+    """The out-of-line payload of unfinished invocation ``id`` on the Redis queue of
+    ``settings`` (its history row holds an empty one until the invocation finishes);
+    None when Redis holds none for it: it finished meanwhile, or is not there."""
+    url = settings.effective_queue_url
+    client = connect(url)
+    try:
+        found = await client.get(f"{key_prefix(settings.queue_prefix)}p:{id}")
+    except (RedisError, OSError) as exc:
+        raise UsageError(
+            f"cannot read the payload from the Redis queue at {redact(url)}: {exc}"
+        ) from None
+    finally:
+        await client.aclose()
+    return cast(bytes | None, found)
+
+
 def key_prefix(queue_prefix: str) -> str:
     """What every Redis key of the queue named ``queue_prefix`` starts with."""
     return queue_prefix.rstrip(":") + ":"

@@ -127,6 +127,9 @@ class HistoryWriter:
                 for event in loads(fields[b"e"]):
                     rows.add(event)
                     events += 1
+                apart = fields.get(b"x")
+                if apart:
+                    rows.finished_apart(apart.decode().split())
                 last = entry_id
             entries += len(chunk)
             if len(chunk) < ENTRIES_PER_READ:
@@ -139,6 +142,7 @@ class HistoryWriter:
             return 0
         if not self.keep_succeeded_payloads:
             rows.drop_succeeded_payloads()
+        rows.defer_unfinished_payloads()
         if rows.out_of_line:
             ids = sorted(rows.out_of_line)
             rows.fill_payloads(await read_payloads(self.client, self.prefix, ids))

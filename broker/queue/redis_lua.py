@@ -15,7 +15,9 @@ Keys, under the installation's prefix ``P`` (``eventwire:`` by default)::
     P g:<id>            string enqueue guard for a keyless invocation (short window)
     P k:<fn>:<key>      string the invocation id an idempotency key maps to
     P seq               int    enqueue sequence
-    P h                 stream history events (enqueues, settlements) for the SQL store
+    P h                 stream history events (enqueues, settlements) for the SQL store:
+                               field ``e`` a script's events, ``x`` the ids of those
+                               that finished with an out-of-line payload
     P wake              pubsub "there is work" for idle dispatchers
 
 Invocation hash fields: ``f`` function, ``p`` payload, ``r`` request id, ``o``
@@ -29,8 +31,10 @@ and Redis's Lua hashes each one whole as it makes it — about 20 µs of the
 server's time for 27 KB, several times over an enqueue. A payload larger than
 :data:`broker.queue.redis.INLINE_PAYLOAD` is written by a plain ``SET p:<id>``
 in the same MULTI as the script, and no script ever reads it: the lease's
-caller fetches it with ``MGET``, the history writer copies it and deletes the
-key together with moving its cursor past the invocation's final event.
+caller fetches it with ``MGET``. The history writer copies it into the SQL
+store with the invocation's final state (until then the row there holds an
+empty payload: ``eventwire invocations show`` reads it from here), and deletes
+the key together with moving its cursor past that final event.
 
 A lease token is ``<invocation id>/<nonce>``, so a token alone finds its invocation.
 Finished invocations leave Redis: their history is in the stream until the SQL
@@ -92,8 +96,10 @@ local function enqueue_one(i, seq, key_window, guard_window, events)
 end
 
 -- One stream entry for a script's events, a JSON array made in one concatenation:
--- every string Lua makes costs a pass over it.
-local function record(events)
+-- every string Lua makes costs a pass over it. ``apart`` (optional): ids of invocations
+-- that finished with their payload out of line, as field ``x`` (space-separated): the
+-- history writer copies those payloads with their final state.
+local function record(events, apart)
   if #events > 0 then
     local parts = {'['}
     for j, e in ipairs(events) do
@@ -101,7 +107,11 @@ local function record(events)
       parts[2 * j + 1] = ','
     end
     parts[#parts] = ']'
-    redis.call('XADD', P .. 'h', '*', 'e', table.concat(parts))
+    if apart and #apart > 0 then
+      redis.call('XADD', P .. 'h', '*', 'e', table.concat(parts), 'x', table.concat(apart, ' '))
+    else
+      redis.call('XADD', P .. 'h', '*', 'e', table.concat(parts))
+    end
   end
 end
 
@@ -109,9 +119,9 @@ local function held(token)
   local id = string.match(token, '^(.-)/')
   if not id then return nil end
   local h = P .. 'i:' .. id
-  local v = redis.call('HMGET', h, 't', 'f', 'l', 'q')
+  local v = redis.call('HMGET', h, 't', 'f', 'l', 'q', 'x')
   if v[1] ~= token then return nil end
-  return id, h, v[2], v[3], v[4]
+  return id, h, v[2], v[3], v[4], v[5] == '1'
 end
 
 -- Leases invocation ``id`` (of ``fn``) under ``token`` until ``expires``: its lease row.
@@ -260,7 +270,7 @@ SETTLE = (
 -- became runnable, or a running invocation ended without one chained in its place).
 local count = tonumber(ARGV[5])
 local i = 6
-local answers, events, wake, done, finished, chained = {}, {}, false, {}, {}, {}
+local answers, events, wake, done, finished, chained, apart = {}, {}, false, {}, {}, {}, {}
 for _ = 1, count do
   local token, event = ARGV[i], ARGV[i + 2]
   local state, retry_at, fe, se, follow, replaces, chain_us =
@@ -269,7 +279,7 @@ for _ = 1, count do
   follow = tonumber(follow)
   local new_p, new_s = replaces == '1' and ARGV[i + 3], ARGV[i + 4]
   i = i + 5
-  local id, h, fn, lane, seq = held(token)
+  local id, h, fn, lane, seq, was_apart = held(token)
   if replaces == '2' then
     -- Out of line: the invocation's key takes it if the lease holds, else it is dropped.
     if id then
@@ -291,6 +301,8 @@ for _ = 1, count do
       wake = schedule(id, fn, seq, retry_at) or wake
     else
       redis.call('DEL', h)
+      -- Finished with the payload it had, out of line: its event does not say so.
+      if replaces == '0' and was_apart then apart[#apart + 1] = id end
       if lane ~= '' then
         local lkey = P .. 'l:' .. lane
         redis.call('LPOP', lkey)
@@ -329,7 +341,7 @@ if #done > 0 then
   redis.call('ZREM', P .. 'x', unpack(done))
   count_running(finished)
 end
-record(events)
+record(events, apart)
 if wake then redis.call('PUBLISH', P .. 'wake', '') end
 local freed = 0
 for _, k in pairs(finished) do

@@ -49,6 +49,35 @@ def test_serve_and_invoke_through_redis(store: Store, tmp_path: Path) -> None:
         assert serve.stop() == 0, serve.log()
 
 
+def test_show_gives_a_large_payload_while_it_waits_in_redis(store: Store, tmp_path: Path) -> None:
+    """A payload over 2 KB is copied into the history with the invocation's final state;
+    until then ``invocations show`` reads it from Redis."""
+    config = tmp_path / "eventwire.yaml"
+    config.write_text(CONFIG + "  parked:\n    handler: tests.handlers:echo\n"
+                      "    reserved_concurrency: 0\n")  # fmt: skip
+    env = clean_env(**store.env())
+    big = {"items": ["x" * 100] * 50}
+    serve = Serve(config, env, tmp_path / "serve.log")
+    try:
+        serve.wait_serving()
+        ids = {}
+        for name in ("parked", "hello"):
+            done = eventwire("invoke", name, "--async", "--payload", json.dumps(big), env=env)
+            assert done.returncode == 0, done.stderr
+            ids[name] = done.stdout.strip()
+
+        def shown(name: str) -> dict[str, object]:
+            done = eventwire("invocations", "show", ids[name], "--json", env=env)
+            return json.loads(done.stdout) if done.returncode == 0 else {}
+
+        wait_for(lambda: shown("hello").get("state") == "succeeded", 30, "hello to finish")
+        assert shown("hello")["payload"] == big
+        parked = wait_for(lambda: shown("parked"), 30, "the parked invocation's history")
+        assert (parked["state"], parked["payload"]) == ("pending", big)
+    finally:
+        assert serve.stop() == 0, serve.log()
+
+
 def test_the_history_process_ends_with_a_killed_serve(store: Store, tmp_path: Path) -> None:
     """``serve`` copies history in a child process; ``kill -9`` of serve leaves no orphan."""
     config = tmp_path / "eventwire.yaml"

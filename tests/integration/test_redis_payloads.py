@@ -12,9 +12,11 @@ from redis.asyncio import Redis
 from broker.ids import new_id
 from broker.models import FunctionLimits, NewInvocation, State
 from broker.queue import redis_history
-from broker.queue.redis import RedisQueue, read_payloads
+from broker.queue.redis import RedisQueue, queued_payload, read_payloads
+from broker.settings import Settings
 from tests.contract.test_queue_contract import BIG, lease, new, stored_payload
 from tests.support.queue_harness import Harness, redis_harness, settlement
+from tests.support.services import REDIS_URL
 
 
 @pytest.fixture
@@ -103,8 +105,8 @@ async def test_a_succeeded_payload_not_kept_is_not_read_and_still_removed(
     async with redis_harness(tmp_path, keep_succeeded_payloads=False) as h:
         early, ok, failed = (new(payload=BIG + bytes([n])) for n in range(3))
         await h.queue.enqueue([early])
-        assert await stored_payload(h, early.id) == early.payload  # pending: read and kept
-        assert read == [early.id]
+        assert await stored_payload(h, early.id) == b""  # pending: left in Redis
+        assert read == []
         await h.queue.enqueue([ok, failed])
         held = {x.invocation.id: x for x in await lease(h.queue, h)}
         await h.queue.settle(
@@ -123,3 +125,44 @@ async def test_a_succeeded_payload_not_kept_is_not_read_and_still_removed(
         assert await payload_keys(h) == []
         assert await stored_payload(h, early.id) == b""
         assert await stored_payload(h, failed.id) == failed.payload
+
+
+async def test_an_unfinished_payload_is_copied_with_the_final_state_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The history row of an unfinished invocation holds an empty payload while Redis holds
+    it (``eventwire invocations show`` reads it there); the final state brings it along,
+    read once, whether its event says the payload is out of line or not."""
+    read: list[str] = []
+
+    async def spy(client: Redis, prefix: str, ids: Sequence[str]) -> dict[str, bytes]:
+        read.extend(ids)
+        return await read_payloads(client, prefix, ids)
+
+    monkeypatch.setattr(redis_history, "read_payloads", spy)
+    async with redis_harness(tmp_path) as h:
+        big, small = new(payload=BIG), new(payload=b'{"small": 1}')
+        await h.queue.enqueue([big, small])
+        held = {x.invocation.id: x for x in await lease(h.queue, h)}
+        # A retry: ``small`` runs again with a payload of its own, out of line.
+        await h.queue.settle(
+            [settlement(held[small.id], State.PENDING, retry_at=h.clock.now, payload=BIG[::-1])],
+            h.clock.now,
+        )
+        assert await stored_payload(h, big.id) == b""
+        assert await stored_payload(h, small.id) == b""
+        assert read == []
+        settings = Settings(queue_url=REDIS_URL, queue_prefix=queue_of(h).prefix)
+        assert await queued_payload(settings, big.id) == BIG
+        assert await queued_payload(settings, small.id) == BIG[::-1]
+
+        [again] = await lease(h.queue, h)
+        await h.queue.settle(
+            [settlement(held[big.id], State.SUCCEEDED), settlement(again, State.FAILED)],
+            h.clock.now,
+        )
+        assert await stored_payload(h, big.id) == BIG
+        assert await stored_payload(h, small.id) == BIG[::-1]
+        assert sorted(read) == sorted([big.id, small.id])
+        assert await payload_keys(h) == []
+        assert await queued_payload(settings, big.id) is None
