@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.text import Text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.cli.common import (
     JsonOption,
@@ -37,7 +38,7 @@ from broker.cli.output import (
 from broker.errors import UsageError
 from broker.models import State
 from broker.queue import is_redis
-from broker.queue.redis import queued_payload
+from broker.queue.redis import queued_payloads
 from broker.settings import Settings
 from broker.store.history import AttemptRow, InvocationRow, get_invocation, list_invocations
 from broker.store.retention import count_prunable, prune_history
@@ -221,19 +222,36 @@ async def _list(
     config: Settings, function: str | None, state: State | None, limit: int, before_seq: int | None
 ) -> list[InvocationRow]:
     async with open_store(config, reader=True) as engine:
-        return await list_invocations(
+        rows = await list_invocations(
             engine, function=function, state=state, limit=limit, before_seq=before_seq
         )
+        return await _with_queued_payloads(config, engine, rows)
 
 
 async def _get(config: Settings, id: str) -> tuple[InvocationRow, list[AttemptRow]]:
     async with open_store(config, reader=True) as engine:
         row, attempts = await get_invocation(engine, id)
-        if row.state.terminal or row.payload != b"" or not is_redis(config.effective_queue_url):
-            return row, attempts
-        # The Redis queue copies a large payload into the history with the final state:
-        # until then it is read from the queue.
-        payload = await queued_payload(config, row.id)
-        if payload is None:  # it finished meanwhile: the history has it now
+        [full] = await _with_queued_payloads(config, engine, [row])
+        if full.updated_at != row.updated_at:  # it finished meanwhile: its attempts too
             return await get_invocation(engine, id)
-        return replace(row, payload=payload), attempts
+        return full, attempts
+
+
+async def _with_queued_payloads(
+    config: Settings, engine: AsyncEngine, rows: list[InvocationRow]
+) -> list[InvocationRow]:
+    """``rows`` with their payloads: the Redis queue copies a large payload into the history
+    with the final state, and until then the row holds an empty one (never an event's:
+    they are JSON) and the payload is read from Redis."""
+    waiting = [row.id for row in rows if not row.state.terminal and row.payload == b""]
+    if not waiting or not is_redis(config.effective_queue_url):
+        return rows
+    found = await queued_payloads(config, waiting)
+    full = []
+    for row in rows:
+        if row.id in found:
+            row = replace(row, payload=found[row.id])
+        elif row.id in waiting:  # it finished meanwhile: the history has it now
+            row, _ = await get_invocation(engine, row.id)
+        full.append(row)
+    return full

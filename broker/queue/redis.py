@@ -375,21 +375,24 @@ async def read_payloads(
     return payloads
 
 
-async def queued_payload(settings: Settings, id: str) -> bytes | None:
-    """The out-of-line payload of unfinished invocation ``id`` on the Redis queue of
-    ``settings`` (its history row holds an empty one until the invocation finishes);
-    None when Redis holds none for it: it finished meanwhile, or is not there."""
+async def queued_payloads(settings: Settings, ids: Sequence[str]) -> dict[str, bytes]:
+    """The out-of-line payloads that the Redis queue of ``settings`` holds for unfinished
+    invocations ``ids`` (their history rows hold empty ones until they finish); an id
+    it holds none for is left out: it finished meanwhile, or is not there."""
     url = settings.effective_queue_url
     client = connect(url)
     try:
-        found = await client.get(f"{key_prefix(settings.queue_prefix)}p:{id}")
+        found = cast(
+            list[bytes | None],
+            await client.mget([f"{key_prefix(settings.queue_prefix)}p:{id}" for id in ids]),
+        )
     except (RedisError, OSError) as exc:
         raise UsageError(
-            f"cannot read the payload from the Redis queue at {redact(url)}: {exc}"
+            f"cannot read payloads from the Redis queue at {redact(url)}: {exc}"
         ) from None
     finally:
         await client.aclose()
-    return cast(bytes | None, found)
+    return {id: payload for id, payload in zip(ids, found, strict=True) if payload is not None}
 
 
 def key_prefix(queue_prefix: str) -> str:

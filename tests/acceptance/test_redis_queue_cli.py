@@ -74,6 +74,16 @@ def test_show_gives_a_large_payload_while_it_waits_in_redis(store: Store, tmp_pa
         assert shown("hello")["payload"] == big
         parked = wait_for(lambda: shown("parked"), 30, "the parked invocation's history")
         assert (parked["state"], parked["payload"]) == ("pending", big)
+        listed = eventwire("invocations", "ls", "-f", "parked", "--json", env=env)
+        assert [row["payload"] for row in json.loads(listed.stdout)] == [big], listed.stderr
+        url = f"redis://127.0.0.1:{free_port()}/0"
+        down = eventwire(
+            "invocations", "show", ids["parked"], env={**env, "EVENTWIRE_QUEUE_URL": url}
+        )
+        assert down.returncode == 2, (down.stdout, down.stderr)
+        lines = down.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in down.stderr, down.stderr
+        assert lines[0].startswith(f"error: cannot read payloads from the Redis queue at {url}")
     finally:
         assert serve.stop() == 0, serve.log()
 

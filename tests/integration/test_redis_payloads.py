@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from broker.ids import new_id
 from broker.models import FunctionLimits, NewInvocation, State
 from broker.queue import redis_history
-from broker.queue.redis import RedisQueue, queued_payload, read_payloads
+from broker.queue.redis import RedisQueue, queued_payloads, read_payloads
 from broker.settings import Settings
 from tests.contract.test_queue_contract import BIG, lease, new, stored_payload
 from tests.support.queue_harness import Harness, redis_harness, settlement
@@ -153,8 +153,10 @@ async def test_an_unfinished_payload_is_copied_with_the_final_state_only(
         assert await stored_payload(h, small.id) == b""
         assert read == []
         settings = Settings(queue_url=REDIS_URL, queue_prefix=queue_of(h).prefix)
-        assert await queued_payload(settings, big.id) == BIG
-        assert await queued_payload(settings, small.id) == BIG[::-1]
+        assert await queued_payloads(settings, [big.id, small.id]) == {
+            big.id: BIG,
+            small.id: BIG[::-1],
+        }
 
         [again] = await lease(h.queue, h)
         await h.queue.settle(
@@ -165,4 +167,4 @@ async def test_an_unfinished_payload_is_copied_with_the_final_state_only(
         assert await stored_payload(h, small.id) == BIG[::-1]
         assert sorted(read) == sorted([big.id, small.id])
         assert await payload_keys(h) == []
-        assert await queued_payload(settings, big.id) is None
+        assert await queued_payloads(settings, [big.id, small.id]) == {}
