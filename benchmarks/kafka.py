@@ -7,13 +7,17 @@ One run::
        produce n records of about 100 bytes of JSON, and a batch more per
        partition (untimed: so the last timed batch fills up instead of waiting
        out the batch window at the end of the topic)
-    2. bare aiokafka: one consumer, every partition assigned, from the
-       beginning, until it has read n records      → bare records/s
+    2. bare aiokafka, in a process of its own: one consumer, every partition
+       assigned, from the beginning, until it has read n records
+                                                     → bare records/s
     3. Eventwire: one ``Service`` with a mapping on the topic (batch size 100,
        trim_horizon) and the async no-op function, on a fresh store of
        --backend; timed from the first record invoked to the n-th, so the
        consumer group's join (a few seconds on this broker) is left out, as the
        bare consumer has none                        → eventwire records/s
+    4. bare aiokafka again, in a fresh process; the ratio is against the mean
+       of both bare rates, so that the machine's speed drifting during the run
+       counts on both sides
 
 On the event loop ``serve`` runs on (uvloop where installed). Beside both
 rates, the CPU each took per record: this process, the Redis queue's history
@@ -40,6 +44,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -47,6 +52,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,6 +246,20 @@ async def bare(bootstrap: str, topic: str, n: int, partitions: int) -> Run:
         await consumer.stop()
 
 
+def _bare_process(bootstrap: str, topic: str, n: int, partitions: int) -> Run:
+    return loop.run(bare(bootstrap, topic, n, partitions))
+
+
+async def bare_apart(bootstrap: str, topic: str, n: int, partitions: int) -> Run:
+    """:func:`bare` in a fresh process: as a user runs it, nothing of this process's heap
+    or garbage-collector settings with it (the service tunes them). The Kafka broker's
+    CPU is not measured there."""
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
+        running = asyncio.get_running_loop()
+        return await running.run_in_executor(pool, _bare_process, bootstrap, topic, n, partitions)
+
+
 @asynccontextmanager
 async def store(backend: str, history: str) -> AsyncIterator[dict[str, Any]]:
     """Settings for a fresh store: the queue of ``backend``; with the Redis queue, the
@@ -342,7 +362,9 @@ async def main_async(args: argparse.Namespace, bootstrap: str) -> None:
     # wait that long) would otherwise leave partial.
     tail = args.partitions * BATCH_SIZE
     produced = await produce(bootstrap, topic, args.n + tail, args.partitions)
-    plain = await bare(bootstrap, topic, args.n, args.partitions)
+    # The bare consumer reads before and after: their mean is what Eventwire is held to,
+    # so that this machine's speed drifting during the run counts on both sides.
+    before = await bare_apart(bootstrap, topic, args.n, args.partitions)
     wired = await eventwire(
         bootstrap,
         topic,
@@ -352,6 +374,14 @@ async def main_async(args: argparse.Namespace, bootstrap: str) -> None:
         args.split,
         not args.drop_succeeded_payloads,
     )
+    after = await bare_apart(bootstrap, topic, args.n, args.partitions)
+    plain = Run(
+        (before.rate + after.rate) / 2,
+        tuple(
+            None if b is None or a is None else (b + a) / 2
+            for b, a in zip(before.cpu_us, after.cpu_us, strict=True)
+        ),
+    )
     table = Table(
         title=f"Kafka → Eventwire ({args.backend}{', split' if args.split else ''}"
         f"{', succeeded payloads dropped' if args.drop_succeeded_payloads else ''}), "
@@ -359,7 +389,7 @@ async def main_async(args: argparse.Namespace, bootstrap: str) -> None:
     )
     for column in (
         "produce rec/s",
-        "bare aiokafka rec/s",
+        "bare aiokafka rec/s (before, after)",
         "eventwire rec/s",
         "invocations",
         "ratio",
@@ -367,7 +397,7 @@ async def main_async(args: argparse.Namespace, bootstrap: str) -> None:
         table.add_column(column, justify="right")
     table.add_row(
         f"{produced:,.0f}",
-        f"{plain.rate:,.0f}",
+        f"{plain.rate:,.0f} ({before.rate:,.0f}, {after.rate:,.0f})",
         f"{wired.rate:,.0f}",
         f"{wired.invocations:,}",
         f"{plain.rate / wired.rate:.2f}×",
@@ -390,6 +420,8 @@ async def main_async(args: argparse.Namespace, bootstrap: str) -> None:
                     "n": args.n,
                     "partitions": args.partitions,
                     "bare_rps": round(plain.rate),
+                    "bare_rps_before": round(before.rate),
+                    "bare_rps_after": round(after.rate),
                     "eventwire_rps": round(wired.rate),
                     "bare_cpu_us": plain.cpu_us,
                     "eventwire_cpu_us": wired.cpu_us,
