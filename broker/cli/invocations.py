@@ -243,7 +243,7 @@ async def _with_queued_payloads(
     """``rows`` with their payloads: the Redis queue copies a large payload into the history
     with the final state, and until then the row holds an empty one (never an event's:
     they are JSON) and the payload is read from Redis."""
-    waiting = [row.id for row in rows if not row.state.terminal and row.payload == b""]
+    waiting = [row.id for row in rows if _payload_queued(row)]
     if not waiting or not is_redis(config.effective_queue_url):
         return rows
     found = await queued_payloads(config, waiting)
@@ -251,7 +251,11 @@ async def _with_queued_payloads(
     for row in rows:
         if row.id in found:
             row = replace(row, payload=found[row.id])
-        elif row.id in waiting:  # it finished meanwhile: the history has it now
+        elif _payload_queued(row):  # Redis held none: it finished meanwhile, read it again
             row, _ = await get_invocation(engine, row.id)
         full.append(row)
     return full
+
+
+def _payload_queued(row: InvocationRow) -> bool:
+    return not row.state.terminal and row.payload == b""
