@@ -361,10 +361,12 @@ async def test_payloads_of_any_size_come_back_byte_for_byte(
 ) -> None:
     item = new(lane="A", payload=first)
     await h.queue.enqueue([item])
+    await h.recorded()  # the history sees each step apart, as it does under load
     [held] = await lease(h.queue, h)
     assert held.invocation.payload == first
     retry = settlement(held, State.PENDING, retry_at=h.clock.now, payload=then)
     await h.queue.settle([retry], h.clock.now)
+    await h.recorded()
     [again] = await lease(h.queue, h)
     assert again.invocation.payload == then
     follow_on = new("g", origin=Origin.DESTINATION, payload=first)
