@@ -4,7 +4,8 @@ Keys, under the installation's prefix ``P`` (``eventwire:`` by default)::
 
     P i:<id>            hash   one unfinished invocation (fields below)
     P p:<id>            string an invocation's payload when it is stored out of line;
-                               removed once the history writer has its final state
+                               removed once the history writer has its final state,
+                               or once a retry gives it a payload kept in line
     P r:<function>      zset   runnable invocations, scored by enqueue sequence
     P d:<function>      zset   delayed invocations (retries), scored by available-at µs
     P l:<lane>          list   a lane's unfinished invocations in order; only its head
@@ -296,7 +297,10 @@ for _ = 1, count do
     events[#events + 1] = event
     if state == 'pending' then
       redis.call('HSET', h, 't', '', 'fe', fe, 'se', se, 'av', retry_at)
-      if new_p then redis.call('HSET', h, 'p', new_p, 'x', '0') end
+      if new_p then
+        redis.call('HSET', h, 'p', new_p, 'x', '0')
+        if was_apart then redis.call('UNLINK', P .. 'p:' .. id) end  -- no longer its payload
+      end
       if new_s ~= '' then redis.call('HSET', h, 's', new_s) end
       wake = schedule(id, fn, seq, retry_at) or wake
     else

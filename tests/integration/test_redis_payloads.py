@@ -48,6 +48,23 @@ async def test_a_finished_invocation_leaves_no_payload_behind(h: Harness) -> Non
     assert await payload_keys(h) == []
 
 
+async def test_a_payload_replaced_in_line_leaves_redis_at_once(h: Harness) -> None:
+    """A retry that gives the invocation a small payload (a bisected batch) frees the large
+    one it had: nothing reads it again."""
+    item = new(payload=BIG)
+    await h.queue.enqueue([item])
+    [held] = await lease(h.queue, h)
+    small = b'{"half": 1}'
+    await h.queue.settle(
+        [settlement(held, State.PENDING, retry_at=h.clock.now, payload=small)], h.clock.now
+    )
+    assert await payload_keys(h) == []
+    [again] = await lease(h.queue, h)
+    assert again.invocation.payload == small
+    await h.queue.settle([settlement(again, State.SUCCEEDED)], h.clock.now)
+    assert await stored_payload(h, item.id) == small
+
+
 async def test_a_duplicate_by_key_leaves_no_payload_behind(h: Harness) -> None:
     first = new(payload=BIG, idempotency_key="k")
     again = new(payload=BIG, idempotency_key="k")
