@@ -176,11 +176,17 @@ class KafkaReader:
                 name = _name(tp)
                 self.partitions[name] = tp
                 batcher.extend(name, _records(name, messages), now)
-            # One enqueue at a time, in order; the next step's read overlaps it.
-            await self.enqueued_so_far()
+            # Enqueues go one at a time, in order. The next step's read overlaps one, and
+            # so do its take and the shaping of its events: its enqueue starts at once and
+            # waits for this one only to send (the lanes' depths count both).
             taken, lanes = await run.take(now)
+            previous = self._enqueuing
             if taken.batches or taken.checkpoint:
-                self._enqueuing = asyncio.create_task(self._enqueue(run, taken, lanes))
+                self._enqueuing = asyncio.create_task(
+                    self._enqueue(run, taken, lanes, after=previous)
+                )
+            if previous is not None:
+                await previous
             if self.uncommitted and now - committed_at >= COMMIT_INTERVAL_S:
                 committed_at = now
                 await self.commit(consumer)
@@ -194,9 +200,17 @@ class KafkaReader:
         await self.enqueued_so_far()
         await self.commit(consumer)  # stopping: what was enqueued need not be read again
 
-    async def _enqueue(self, run: MappingRun, taken: Taken, lanes: list[str]) -> None:
-        """Enqueue what ``taken`` holds; then its records may be committed."""
-        await run.enqueue(taken.batches, lanes)
+    async def _enqueue(
+        self,
+        run: MappingRun,
+        taken: Taken,
+        lanes: list[str],
+        *,
+        after: asyncio.Task[None] | None = None,
+    ) -> None:
+        """Enqueue what ``taken`` holds, once ``after`` (the enqueue before) has; then its
+        records may be committed."""
+        await run.enqueue(taken.batches, lanes, after=after)
         for name, records in taken.checkpoint.items():
             offset = int(records[-1].position) + 1
             tp = self.partitions[name]

@@ -139,6 +139,14 @@ class MappingRun:
         )
         self._limit = context.config.limits.async_payload_bytes
         self._depths: dict[str, int] = {}
+        """Unfinished batches per lane: the queue's count when last asked, plus those
+        enqueued since."""
+        self._sending: dict[str, int] = {}
+        """Batches per lane shaped and counted, not yet in the queue (:meth:`enqueue`)."""
+        self._acked: dict[str, int] = {}
+        """Batches per lane the queue has taken, in all: those it took while its count was
+        asked for are added to the count (which may hold them already: erring toward
+        pausing)."""
         self._depths_at = 0.0
         self._pace = RefreshPace()
 
@@ -165,9 +173,22 @@ class MappingRun:
         cuts = await load_cuts(self.context.engine, self.name)
         self.batcher.take_over(partitions, cuts)
 
-    async def enqueue(self, batches: Sequence[Batch], lanes: Sequence[str] | None = None) -> None:
-        """Enqueue ``batches`` (``lanes[i]`` for batch i; else by partition); durable on return."""
+    async def enqueue(
+        self,
+        batches: Sequence[Batch],
+        lanes: Sequence[str] | None = None,
+        *,
+        after: Awaitable[object] | None = None,
+    ) -> None:
+        """Enqueue ``batches`` (``lanes[i]`` for batch i; else by partition); durable on return.
+
+        ``after``: the enqueue before this one. The events are shaped while it is under way
+        (on the queue's round trip, not after it); the invocations go to the queue once it
+        has ended, in order. Its batches already count in the lanes' depths.
+        """
         if not batches:
+            if after is not None:
+                await after
             return
         items: list[NewInvocation] = []
         shaped: list[tuple[Batch, list[NewInvocation]]] = []
@@ -181,14 +202,23 @@ class MappingRun:
             made = self._invocations(batch, lane)
             shaped.append((batch, made))
             items.extend(made)
-        if cuts:
-            await save_cuts(self.context.engine, self.name, cuts, self.context.timer.now())
-        if self.before_enqueue is not None:
-            await self.before_enqueue(shaped)
-        await self.context.queue.enqueue(items)
-        for item in items:
-            if item.lane is not None:
-                self._depths[item.lane] = self._depths.get(item.lane, 0) + 1
+        lanes_of = [item.lane for item in items if item.lane is not None]
+        for lane in lanes_of:  # counted now, so that the next take leaves room for them
+            self._sending[lane] = self._sending.get(lane, 0) + 1
+        try:
+            if after is not None:
+                await after
+            if cuts:
+                await save_cuts(self.context.engine, self.name, cuts, self.context.timer.now())
+            if self.before_enqueue is not None:
+                await self.before_enqueue(shaped)
+            await self.context.queue.enqueue(items)
+        finally:
+            for lane in lanes_of:
+                self._sending[lane] -= 1
+        for lane in lanes_of:
+            self._depths[lane] = self._depths.get(lane, 0) + 1
+            self._acked[lane] = self._acked.get(lane, 0) + 1
         self._enqueued(batches, len(items))
 
     def _enqueued(self, batches: Sequence[Batch], invocations: int) -> None:
@@ -270,11 +300,14 @@ class MappingRun:
         full = any(self._depths.get(lane, 0) >= MAX_PENDING_BATCHES for lane in lanes)
         due = self._pace.interval_s if full else DEPTH_REFRESH_S
         if now - self._depths_at >= due or any(lane not in self._depths for lane in lanes):
+            acked = dict(self._acked)
             fresh = await self.context.queue.lane_depths(list(lanes))
+            for lane in fresh:
+                fresh[lane] += self._acked.get(lane, 0) - acked.get(lane, 0)
             if full:
                 self._pace.observe(self._depths, fresh)
             self._depths, self._depths_at = fresh, now
-        return {lane: self._depths.get(lane, 0) for lane in lanes}
+        return {lane: self._depths.get(lane, 0) + self._sending.get(lane, 0) for lane in lanes}
 
     async def backed_up(self, lanes: Sequence[str]) -> set[str]:
         """Lanes holding ``MAX_PENDING_BATCHES`` or more unfinished batches.
@@ -295,12 +328,22 @@ class DocumentsRun(MappingRun):
     def documents(self) -> NotificationDocuments:
         return NotificationDocuments(self.mapping, self.context.settings, self.shape)
 
-    async def enqueue(self, batches: Sequence[Batch], lanes: Sequence[str] | None = None) -> None:
+    async def enqueue(
+        self,
+        batches: Sequence[Batch],
+        lanes: Sequence[str] | None = None,
+        *,
+        after: Awaitable[object] | None = None,
+    ) -> None:
         """An invocation per matching S3 record, a dead letter per record that is no
-        document; both durable on return."""
+        document; both durable on return (after ``after``, as :meth:`MappingRun.enqueue`)."""
         if not batches:
+            if after is not None:
+                await after
             return
         planned = self.documents.plan(batches, self.generation, self.context.timer.now())
+        if after is not None:
+            await after
         if planned.dead_letters:
             await add_dead_letters(self.context.engine, planned.dead_letters)
             for letter in planned.dead_letters:

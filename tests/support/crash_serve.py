@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 from broker.cli.main import main
 from pollers.batching import Batch
@@ -27,10 +27,14 @@ def crash_after(batches_enqueued: int) -> None:
     done = 0
 
     async def enqueue(
-        self: MappingRun, batches: Sequence[Batch], lanes: Sequence[str] | None = None
+        self: MappingRun,
+        batches: Sequence[Batch],
+        lanes: Sequence[str] | None = None,
+        *,
+        after: Awaitable[object] | None = None,
     ) -> None:
         nonlocal done
-        await original(self, batches, lanes)
+        await original(self, batches, lanes, after=after)
         if batches:
             done += len(batches)
             if done >= batches_enqueued:
