@@ -98,15 +98,15 @@ def load(target: str) -> Any:
     return getattr(importlib.import_module(module_name), attr)
 
 
-def kinds_in(config: ProjectConfig, settings: Settings | None = None) -> list[str]:
-    """The poller kinds a configuration uses (and the settings: the Lambda API is a
-    listen address, not part of the configuration)."""
+def kinds_in(config: ProjectConfig, settings: Settings) -> list[str]:
+    """The poller kinds a configuration and the settings use (the Lambda API is a listen
+    address, not part of the configuration)."""
     kinds = ["schedule"] if config.schedules else []
     notifications = config.object_notifications
     kinds += ["s3_webhook"] if any(n.is_webhook for n in notifications) else []
     kinds += ["s3_dir"] if any(not n.is_webhook for n in notifications) else []
     kinds += sorted({mapping.kind.value for mapping in config.mappings})
-    return kinds + (["lambda_api"] if settings is not None and settings.api_listen else [])
+    return kinds + (["lambda_api"] if settings.api_listen else [])
 
 
 def create_pollers(context: PollerContext, roles: frozenset[str]) -> list[Poller]:
