@@ -362,17 +362,24 @@ async def open_redis_queue(
         await client.aclose()
 
 
+async def stored_payloads(
+    client: aioredis.Redis, prefix: str, ids: Sequence[str]
+) -> dict[str, bytes]:
+    """The out-of-line payloads Redis holds for invocations ``ids`` (those it holds none
+    for are left out)."""
+    found = cast(list[bytes | None], await client.mget([f"{prefix}p:{id}" for id in ids]))
+    return {id: payload for id, payload in zip(ids, found, strict=True) if payload is not None}
+
+
 async def read_payloads(
     client: aioredis.Redis, prefix: str, ids: Sequence[str]
 ) -> dict[str, bytes]:
     """The out-of-line payloads of invocations ``ids`` (empty for one Redis lost)."""
-    found = await client.mget([f"{prefix}p:{id}" for id in ids])
-    payloads: dict[str, bytes] = {}
-    for id, payload in zip(ids, found, strict=True):
-        if payload is None:  # only if Redis lost data: an empty payload, said loudly
+    found = await stored_payloads(client, prefix, ids)
+    for id in ids:
+        if id not in found:  # only if Redis lost data: an empty payload, said loudly
             log.error("queue: the payload of invocation %s is missing", id)
-        payloads[id] = cast(bytes, payload or b"")
-    return payloads
+    return {id: found.get(id, b"") for id in ids}
 
 
 async def queued_payloads(settings: Settings, ids: Sequence[str]) -> dict[str, bytes]:
@@ -382,17 +389,13 @@ async def queued_payloads(settings: Settings, ids: Sequence[str]) -> dict[str, b
     url = settings.effective_queue_url
     client = connect(url)
     try:
-        found = cast(
-            list[bytes | None],
-            await client.mget([f"{key_prefix(settings.queue_prefix)}p:{id}" for id in ids]),
-        )
+        return await stored_payloads(client, key_prefix(settings.queue_prefix), ids)
     except (RedisError, OSError) as exc:
         raise UsageError(
             f"cannot read payloads from the Redis queue at {redact(url)}: {exc}"
         ) from None
     finally:
         await client.aclose()
-    return {id: payload for id, payload in zip(ids, found, strict=True) if payload is not None}
 
 
 def key_prefix(queue_prefix: str) -> str:
