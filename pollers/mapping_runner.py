@@ -186,10 +186,17 @@ class MappingRun:
         (on the queue's round trip, not after it); the invocations go to the queue once it
         has ended, in order. Its batches already count in the lanes' depths.
         """
-        if not batches:
-            if after is not None:
-                await after
-            return
+        if batches:
+            await self._enqueue(batches, lanes, after)
+        elif after is not None:
+            await after
+
+    async def _enqueue(
+        self,
+        batches: Sequence[Batch],
+        lanes: Sequence[str] | None,
+        after: Awaitable[object] | None,
+    ) -> None:
         items: list[NewInvocation] = []
         shaped: list[tuple[Batch, list[NewInvocation]]] = []
         cuts: dict[str, Cut] = {}
@@ -328,19 +335,14 @@ class DocumentsRun(MappingRun):
     def documents(self) -> NotificationDocuments:
         return NotificationDocuments(self.mapping, self.context.settings, self.shape)
 
-    async def enqueue(
+    async def _enqueue(
         self,
         batches: Sequence[Batch],
-        lanes: Sequence[str] | None = None,
-        *,
-        after: Awaitable[object] | None = None,
+        lanes: Sequence[str] | None,
+        after: Awaitable[object] | None,
     ) -> None:
         """An invocation per matching S3 record, a dead letter per record that is no
-        document; both durable on return (after ``after``, as :meth:`MappingRun.enqueue`)."""
-        if not batches:
-            if after is not None:
-                await after
-            return
+        document."""
         planned = self.documents.plan(batches, self.generation, self.context.timer.now())
         if after is not None:
             await after
