@@ -38,7 +38,6 @@ from broker.cli.output import (
 from broker.errors import UsageError
 from broker.models import State
 from broker.queue import is_redis
-from broker.queue.redis import queued_payloads
 from broker.settings import Settings
 from broker.store.history import AttemptRow, InvocationRow, get_invocation, list_invocations
 from broker.store.retention import count_prunable, prune_history
@@ -246,6 +245,8 @@ async def _with_queued_payloads(
     waiting = [row.id for row in rows if _payload_queued(row)]
     if not waiting or not is_redis(config.effective_queue_url):
         return rows
+    from broker.queue.redis import queued_payloads  # redis-py only for a Redis queue
+
     found = await queued_payloads(config, waiting)
     full = []
     for row in rows:
