@@ -80,7 +80,7 @@ class AmqpSender:
 
     async def send(self, message: Message) -> str:
         import aio_pika
-        from aiormq.exceptions import ChannelNotFoundEntity, PublishError
+        from aio_pika.exceptions import ChannelNotFoundEntity, PublishError
 
         try:
             exchange = await self._ready()

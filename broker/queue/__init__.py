@@ -14,18 +14,24 @@ from contextlib import asynccontextmanager
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.errors import UsageError
+from broker.extras import require
 from broker.queue.base import InvocationQueue
 from broker.queue.sql import Clock, utcnow
 from broker.settings import Settings
 from broker.store.engine import dialect_of
 
-__all__ = ["InvocationQueue", "is_redis", "open_queue"]
+__all__ = ["InvocationQueue", "is_redis", "open_queue", "require_redis"]
 
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 def is_redis(url: str) -> bool:
     return url.partition("://")[0] in REDIS_SCHEMES
+
+
+def require_redis() -> None:
+    """Before importing :mod:`broker.queue.redis`: say which extra it needs."""
+    require("redis", "redis", "the Redis queue (EVENTWIRE_QUEUE_URL)")
 
 
 @asynccontextmanager
@@ -43,6 +49,7 @@ async def open_queue(
     """
     url = settings.effective_queue_url
     if is_redis(url):
+        require_redis()
         from broker.queue.redis import open_redis_queue
 
         async with open_redis_queue(

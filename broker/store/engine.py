@@ -9,10 +9,11 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from broker.errors import UsageError
+from broker.extras import require
 
 SUPPORTED = {
     "sqlite+aiosqlite": "embedded SQLite",
@@ -37,6 +38,26 @@ def dialect_of(url: str) -> str:
     return parsed.get_backend_name()
 
 
+UNREACHABLE = (DBAPIError, OSError)
+"""What opening or first using the store raises when it cannot be reached or used."""
+
+
+def redacted(url: str) -> str:
+    """``url`` with its password hidden, for messages and logs."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def first_line(exc: BaseException) -> str:
+    """The driver's own reason for ``exc``, on one line (no SQLAlchemy preamble or footer)."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def unusable(url: str, exc: BaseException) -> UsageError:
+    """The one-line error for a store at ``url`` that could not be reached or used."""
+    return UsageError(f"cannot use the database at {redacted(url)}: {first_line(exc)}")
+
+
 def create_engine(url: str, *, pool_size: int = 10, reader: bool = False) -> AsyncEngine:
     """An engine for ``url``, set up for how Eventwire uses that database.
 
@@ -59,7 +80,7 @@ def create_engine(url: str, *, pool_size: int = 10, reader: bool = False) -> Asy
         _setup_sqlite(engine, "BEGIN" if reader else "BEGIN IMMEDIATE")
         return engine
     if "asyncpg" in url:
-        _require("asyncpg", "postgres")
+        require("asyncpg", "postgres", "a PostgreSQL store (postgresql+asyncpg://)")
     return create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
 
 
@@ -110,12 +131,3 @@ def _setup_sqlite(engine: AsyncEngine, begin: str) -> None:
     @event.listens_for(engine.sync_engine, "begin")
     def _begin(conn: Any) -> None:
         conn.exec_driver_sql(begin)
-
-
-def _require(module: str, extra: str) -> None:
-    try:
-        __import__(module)
-    except ImportError:
-        raise UsageError(
-            f"this needs the {module} package: pip install 'eventwire[{extra}]'"
-        ) from None

@@ -55,13 +55,16 @@ class Serve:
         log: Path,
         *args: str,
         module: str = "broker.cli",
+        program: list[str] | None = None,
+        cwd: Path = REPO,
     ) -> None:
+        """``program`` (default ``python -m module``) ``serve -c config *args`` in ``cwd``."""
         self.log_path = log
         self._log = log.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", module, "serve", "-c", str(config), *args],
+            [*(program or [sys.executable, "-m", module]), "serve", "-c", str(config), *args],
             env=env,
-            cwd=REPO,
+            cwd=cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
