@@ -7,10 +7,11 @@ from typing import Annotated
 
 import typer
 
+from broker.cli.app import App
 from broker.cli.common import settings
 from broker.config import load_config
 
-app = typer.Typer(help="Check configuration files.", no_args_is_help=True)
+app = App(help="Check configuration files.")
 
 
 @app.command("validate")
@@ -21,6 +22,7 @@ def validate(
         typer.Option(
             "--config",
             "-c",
+            metavar="FILE",
             help="The file to check [default: EVENTWIRE_CONFIG or eventwire.yaml].",
             show_default=False,
         ),

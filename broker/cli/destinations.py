@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import typer
 
+from broker.cli.app import App
 from broker.cli.common import JsonOption, err_console, open_store, print_json, run, settings
 from broker.cli.output import emit, table, to_json
 from broker.settings import Settings
 from broker.store.deliveries import DestinationRow, list_destinations
 
-app = typer.Typer(help="Inspect external destinations and their deliveries.", no_args_is_help=True)
+app = App(help="Inspect external destinations and their deliveries.")
 
 
 @app.command("ls")
 def ls(ctx: typer.Context, as_json: bool = JsonOption) -> None:
     """List external destinations: deliveries waiting, done and given up, and failed attempts.
 
-    FAILURES (``destination_delivery_failures``) counts every delivery attempt
+    FAILURES (`destination_delivery_failures`) counts every delivery attempt
     that failed, retries included; GIVEN UP the deliveries that ran out of
     retries and went to the DLQ under the FUNCTION shown; DLQ those still there
-    (``eventwire dlq ls FUNCTION``; ``dlq redrive`` delivers them again).
+    (`eventwire dlq ls FUNCTION`; `dlq redrive` delivers them again).
     """
     rows = run(_list(settings(ctx)))
     if as_json:

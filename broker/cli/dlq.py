@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated
 
-import click
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.text import Text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.cli import dlq_transfer
+from broker.cli.app import App
 from broker.cli.common import (
     JsonOption,
     confirm_deletion,
@@ -71,10 +71,14 @@ from broker.store.history import (
     resolve_dead_letter_ids,
 )
 
-app = typer.Typer(help="Inspect, redrive and purge the dead-letter queue.", no_args_is_help=True)
+app = App(help="Inspect, redrive and purge the dead-letter queue.")
 
-FunctionArg = Annotated[str | None, typer.Argument(help="Only this function's dead letters.")]
-IdArg = Annotated[str, typer.Argument(help="Dead letter id, or its first 8 or more characters.")]
+FunctionArg = Annotated[
+    str | None, typer.Argument(metavar="FUNCTION", help="Only this function's dead letters.")
+]
+IdArg = Annotated[
+    str, typer.Argument(metavar="ID", help="Dead letter id, or its first 8 or more characters.")
+]
 SHOWN_RESULTS = 20
 
 
@@ -90,7 +94,9 @@ def ls(
     before: BeforeOption = None,
     origin: OriginOption = None,
     grep: GrepOption = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many.")] = 100,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", metavar="COUNT", help="At most this many.")
+    ] = 100,
     as_json: bool = JsonOption,
 ) -> None:
     """List dead letters, newest first, filtered by function, error, time, origin or text."""
@@ -189,13 +195,17 @@ def redrive_cmd(
     target: Annotated[
         str | None,
         typer.Argument(
-            metavar="[FUNCTION|ID]",
+            metavar="FUNCTION|ID",
             help="The function whose dead letters to redrive (with --edit: a dead letter id).",
         ),
     ] = None,
     ids: Annotated[
         list[str] | None,
-        typer.Option("--id", help="A dead letter to redrive (id or 8+ character prefix); repeat."),
+        typer.Option(
+            "--id",
+            metavar="ID",
+            help="A dead letter to redrive (id or 8+ character prefix); repeat.",
+        ),
     ] = None,
     every: Annotated[
         bool, typer.Option("--all", help="Redrive every dead letter of FUNCTION not yet redriven.")
@@ -206,10 +216,14 @@ def redrive_cmd(
     origin: OriginOption = None,
     grep: GrepOption = None,
     to: Annotated[
-        str | None, typer.Option("--to", help="Invoke this function instead of the original.")
+        str | None,
+        typer.Option(
+            "--to", metavar="FUNCTION", help="Invoke this function instead of the original."
+        ),
     ] = None,
     rate: Annotated[
-        str | None, typer.Option("--rate", help="At most this many a second (50/s, 600/m).")
+        str | None,
+        typer.Option("--rate", metavar="RATE", help="At most this many a second (50/s, 600/m)."),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show what would be redriven; change nothing.")
@@ -311,6 +325,8 @@ def _edited(letter: DeadLetterRow) -> bytes:
         raise UsageError(
             f"dead letter {letter.id}: its event is not UTF-8 JSON and cannot be edited"
         ) from None
+    import click  # only here: the editor is the one thing of Click's that Typer does not offer
+
     changed = click.edit(text, extension=".json", require_save=False)
     if changed is None:
         raise UsageError("the editor did not save the event; nothing was redriven")
@@ -403,11 +419,14 @@ def _report(results: list[RedriveResult], elapsed_s: float, as_json: bool) -> No
 @app.command("purge")
 def purge(
     ctx: typer.Context,
-    function: Annotated[str, typer.Argument(help="The function whose dead letters to delete.")],
+    function: Annotated[
+        str, typer.Argument(metavar="FUNCTION", help="The function whose dead letters to delete.")
+    ],
     before: Annotated[
         str,
         typer.Option(
             "--before",
+            metavar="WHEN",
             help="Delete those dead before: YYYY-MM-DD, an ISO datetime (UTC unless "
             "it says otherwise) or an age like 7d or 12h.",
         ),

@@ -18,19 +18,25 @@ from broker.store.dead_letters import DeadLetterFilter
 ErrorTypeOption = Annotated[
     list[str] | None,
     typer.Option(
-        "--error-type", "-e", help="Only dead letters whose error is of this type; repeat for more."
+        "--error-type",
+        "-e",
+        metavar="TYPE",
+        help="Only dead letters whose error is of this type; repeat for more.",
     ),
 ]
 SinceOption = Annotated[
     str | None,
     typer.Option(
-        "--since", help="Only those dead since: an age like 2h or 7d, a date, or an ISO datetime."
+        "--since",
+        metavar="WHEN",
+        help="Only those dead since: an age like 2h or 7d, a date, or an ISO datetime.",
     ),
 ]
 BeforeOption = Annotated[
     str | None,
     typer.Option(
         "--before",
+        metavar="WHEN",
         help="Only those dead before: an age like 7d or 12h, YYYY-MM-DD, or an ISO datetime "
         "(UTC unless it says otherwise).",
     ),
@@ -39,12 +45,15 @@ OriginOption = Annotated[
     list[str] | None,
     typer.Option(
         "--origin",
+        metavar="ORIGIN",
         help="Only events that came from: " + ", ".join(o.value for o in Origin) + "; repeat.",
     ),
 ]
 GrepOption = Annotated[
     str | None,
-    typer.Option("--grep", "-g", help="Only those whose error message contains this text."),
+    typer.Option(
+        "--grep", "-g", metavar="TEXT", help="Only those whose error message contains this text."
+    ),
 ]
 
 

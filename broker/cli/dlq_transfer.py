@@ -29,7 +29,7 @@ from broker.store.dead_letters import DeadLetterFilter, import_dead_letters, ite
 def export(
     ctx: typer.Context,
     function: Annotated[
-        str | None, typer.Argument(help="Only this function's dead letters.")
+        str | None, typer.Argument(metavar="FUNCTION", help="Only this function's dead letters.")
     ] = None,
     include_redriven: Annotated[
         bool, typer.Option("--all", help="Include dead letters already redriven.")
@@ -40,7 +40,8 @@ def export(
     origin: OriginOption = None,
     grep: GrepOption = None,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write to this file, not stdout.")
+        Path | None,
+        typer.Option("--output", "-o", metavar="FILE", help="Write to this file, not stdout."),
     ] = None,
     as_json: bool = JsonOption,
 ) -> None:
@@ -75,7 +76,10 @@ def export(
 
 def import_(
     ctx: typer.Context,
-    file: Annotated[str, typer.Argument(help="A JSON Lines file from `dlq export`; - for stdin.")],
+    file: Annotated[
+        str,
+        typer.Argument(metavar="FILE", help="A JSON Lines file from `dlq export`; - for stdin."),
+    ],
     as_json: bool = JsonOption,
 ) -> None:
     """Add the dead letters of a `dlq export` file; those already present (by id) are skipped,

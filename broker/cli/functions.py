@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from broker.cli.app import App
 from broker.cli.common import (
     JsonOption,
     err_console,
@@ -23,7 +24,7 @@ from broker.settings import Settings
 from broker.store.history import FunctionRow, list_functions
 from broker.store.pools import Durations, pool_figures, recent_durations
 
-app = typer.Typer(help="Inspect configured functions.", no_args_is_help=True)
+app = App(help="Inspect configured functions.")
 
 COLUMNS = [
     "NAME",

@@ -12,6 +12,7 @@ import typer
 from rich.text import Text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from broker.cli.app import App
 from broker.cli.common import (
     JsonOption,
     confirm_deletion,
@@ -37,12 +38,12 @@ from broker.cli.output import (
 )
 from broker.errors import UsageError
 from broker.models import State
-from broker.queue import is_redis
+from broker.queue import is_redis, require_redis
 from broker.settings import Settings
 from broker.store.history import AttemptRow, InvocationRow, get_invocation, list_invocations
 from broker.store.retention import count_prunable, prune_history
 
-app = typer.Typer(help="Inspect invocations and their attempts.", no_args_is_help=True)
+app = App(help="Inspect invocations and their attempts.")
 
 STATES = ", ".join(state.value for state in State)
 NOT_KEPT = "(not kept: it succeeded while EVENTWIRE_KEEP_SUCCEEDED_PAYLOADS was false)"
@@ -59,15 +60,25 @@ def parse_state(value: str) -> State:
 def ls(
     ctx: typer.Context,
     function: Annotated[
-        str | None, typer.Option("--function", "-f", help="Only this function's invocations.")
+        str | None,
+        typer.Option(
+            "--function", "-f", metavar="FUNCTION", help="Only this function's invocations."
+        ),
     ] = None,
     state: Annotated[
-        str | None, typer.Option("--state", "-s", help=f"Only invocations in this state: {STATES}.")
+        str | None,
+        typer.Option(
+            "--state", "-s", metavar="STATE", help=f"Only invocations in this state: {STATES}."
+        ),
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", help="At most this many.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", metavar="COUNT", help="At most this many.")
+    ] = 50,
     before_seq: Annotated[
         int | None,
-        typer.Option("--before-seq", help="Older than this seq (page on from a JSON listing)."),
+        typer.Option(
+            "--before-seq", metavar="SEQ", help="Older than this seq (page on from a JSON listing)."
+        ),
     ] = None,
     as_json: bool = JsonOption,
 ) -> None:
@@ -106,7 +117,9 @@ def ls(
 @app.command("show")
 def show(
     ctx: typer.Context,
-    id: Annotated[str, typer.Argument(help="Invocation id, or its first 8 or more characters.")],
+    id: Annotated[
+        str, typer.Argument(metavar="ID", help="Invocation id, or its first 8 or more characters.")
+    ],
     as_json: bool = JsonOption,
 ) -> None:
     """Show one invocation: payload, result or last error, and every attempt."""
@@ -177,6 +190,7 @@ def prune(
         str,
         typer.Option(
             "--before",
+            metavar="WHEN",
             help="Delete those that finished before: YYYY-MM-DD, an ISO datetime (UTC unless "
             "it says otherwise) or an age like 7d or 12h.",
         ),
@@ -245,6 +259,7 @@ async def _with_queued_payloads(
     waiting = [row.id for row in rows if _payload_queued(row)]
     if not waiting or not is_redis(config.effective_queue_url):
         return rows
+    require_redis()
     from broker.queue.redis import queued_payloads  # redis-py only for a Redis queue
 
     found = await queued_payloads(config, waiting)

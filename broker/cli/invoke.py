@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from broker.cli.common import err_console, open_store, print_json, run, settings
 from broker.config import Limits, load_config
@@ -19,29 +20,32 @@ from broker.queue import open_queue
 
 def invoke(
     ctx: typer.Context,
-    function: Annotated[str, typer.Argument(help="The function to invoke.")],
+    function: Annotated[str, typer.Argument(metavar="FUNCTION", help="The function to invoke.")],
     payload: Annotated[
-        str | None, typer.Option("--payload", "-p", help="The event, as JSON.")
+        str | None, typer.Option("--payload", "-p", metavar="JSON", help="The event, as JSON.")
     ] = None,
     payload_file: Annotated[
         Path | None,
-        typer.Option("--payload-file", help="Read the event from a file ('-' for stdin)."),
+        typer.Option(
+            "--payload-file", metavar="FILE", help="Read the event from a file ('-' for stdin)."
+        ),
     ] = None,
     asynchronous: Annotated[
         bool, typer.Option("--async", help="Queue it with retries and return its id at once.")
     ] = False,
     idempotency_key: Annotated[
-        str | None, typer.Option(help="Invocations with the same key run once.")
+        str | None, typer.Option(metavar="KEY", help="Invocations with the same key run once.")
     ] = None,
     timeout: Annotated[
-        float, typer.Option(help="Seconds to wait for a synchronous result.")
+        float, typer.Option(metavar="SECONDS", help="Seconds to wait for a synchronous result.")
     ] = 60.0,
     config: Annotated[
-        str | None, typer.Option("--config", "-c", help="Read payload limits from this file.")
+        str | None,
+        typer.Option("--config", "-c", metavar="FILE", help="Read payload limits from this file."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
-    """Invoke FUNCTION with an event (default ``{}``) through the queue.
+    """Invoke FUNCTION with an event (default {}) through the queue.
 
     Synchronously (the default) it waits for the result and prints it; a
     function error is printed too and exits 1. With --async it prints the
@@ -105,8 +109,9 @@ def _print_finished(finished: Finished, as_json: bool) -> None:
     else:
         typer.echo(json.dumps(error, indent=2))
         err_console.print(
-            f"[red]function error[/] {finished.error_type}: {finished.error_message} "
-            f"(invocation {finished.id})",
-            highlight=False,
+            Text.assemble(
+                ("function error", "red"),
+                f" {finished.error_type}: {finished.error_message} (invocation {finished.id})",
+            ),
         )
     raise typer.Exit(1)

@@ -6,6 +6,7 @@ import asyncio
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from broker.cli.common import JsonOption, err_console, open_store, print_json, run, settings
 from broker.cli.output import iso, to_json
@@ -18,12 +19,17 @@ FOLLOW_POLL_S = 0.5
 
 def logs(
     ctx: typer.Context,
-    function: Annotated[str, typer.Argument(help="The function whose output to print.")],
+    function: Annotated[
+        str, typer.Argument(metavar="FUNCTION", help="The function whose output to print.")
+    ],
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing new output until interrupted.")
     ] = False,
     limit: Annotated[
-        int, typer.Option("--limit", "-n", help="Start with the output of this many attempts.")
+        int,
+        typer.Option(
+            "--limit", "-n", metavar="COUNT", help="Start with the output of this many attempts."
+        ),
     ] = 20,
     as_json: bool = JsonOption,
 ) -> None:
@@ -59,7 +65,7 @@ async def _print(config: Settings, function: str, limit: int, follow: bool) -> N
             newest = await function_logs(engine, function, limit=1)
             last = newest[-1].seq if newest else 0
         if follow:
-            err_console.print(f"following {function}'s output; Ctrl-C to stop", style="dim")
+            err_console.print(Text(f"following {function}'s output; Ctrl-C to stop", style="dim"))
         while follow:
             await asyncio.sleep(FOLLOW_POLL_S)
             last = _show(await function_logs(engine, function, after_seq=last or 0), last)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import sys
+from importlib.metadata import version
 from typing import Annotated
 
-import click
 import typer
 from sqlalchemy.exc import InterfaceError, OperationalError
 
@@ -21,16 +21,22 @@ from broker.cli import (
     schedules,
     serve,
 )
-from broker.cli.common import err_console
+from broker.cli.app import App
+from broker.cli.common import print_error
 from broker.errors import EventwireError
 
-app = typer.Typer(
+app = App(
     name="eventwire",
     help="Wire events to functions with Lambda's asynchronous semantics.",
-    no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"eventwire {version('eventwire')}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -40,10 +46,20 @@ def root(
         str | None,
         typer.Option(
             "--database-url",
+            metavar="URL",
             help="SQL store URL [env: EVENTWIRE_DATABASE_URL; default sqlite+aiosqlite:///eventwire.db]",
             show_default=False,
         ),
     ] = None,
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            callback=_print_version,
+            is_eager=True,
+        ),
+    ] = False,
 ) -> None:
     ctx.meta["overrides"] = {"database_url": database_url}
 
@@ -61,29 +77,18 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(destinations.app, name="destinations")
 
 
-def main() -> None:
-    """Entry point: user mistakes print one line and exit 2, never a traceback."""
+def main(argv: list[str] | None = None) -> None:
+    """Entry point (``argv``: the arguments, default ``sys.argv[1:]``). Typer reports a usage
+    mistake itself (the usage line and the error, exit 2); the errors Eventwire raises for a
+    user to act on print one line, never a traceback."""
     try:
-        code = app(standalone_mode=False)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        app(args=argv, prog_name="eventwire")
     except EventwireError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        print_error(str(exc))
         sys.exit(2)
     except (OperationalError, InterfaceError) as exc:  # the store went away or stayed locked
         reason = str(exc.orig or exc).strip().splitlines()[0]
-        err_console.print(
-            f"[bold red]error:[/] the store did not answer: {reason}; try again",
-            highlight=False,
-            soft_wrap=True,
-        )
+        print_error(f"the store did not answer: {reason}; try again")
         sys.exit(1)
-    except typer.Abort:
-        err_console.print("aborted")
-        sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)

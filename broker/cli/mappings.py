@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
+from broker.cli.app import App
 from broker.cli.common import JsonOption, err_console, open_store, print_json, run, settings
 from broker.cli.output import emit, table, to_json, when
 from broker.errors import UsageError
@@ -28,11 +29,9 @@ from broker.store.mappings import (
     set_desired,
 )
 
-app = typer.Typer(
-    help="See event source mappings; disable, enable and seek them.", no_args_is_help=True
-)
+app = App(help="See event source mappings; disable, enable and seek them.")
 
-NameArg = Annotated[str, typer.Argument(help="The mapping's name.")]
+NameArg = Annotated[str, typer.Argument(metavar="MAPPING", help="The mapping's name.")]
 LS_COLUMNS = ["NAME", "SOURCE", "FUNCTION", "STATE", "REASON", "LAG", "ITERATOR AGE", "REPORTED"]
 
 STATE_STYLES = {ENABLED: "green", DISABLED: "dim", "failing": "red"}
@@ -105,6 +104,7 @@ def seek(
         str,
         typer.Option(
             "--to-timestamp",
+            metavar="WHEN",
             help="Read again from this time (ISO 8601; naive times are UTC) or epoch seconds.",
         ),
     ],

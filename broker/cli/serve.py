@@ -5,14 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from sqlalchemy.exc import DBAPIError, OperationalError
 
 from broker import logs, loop
 from broker.cli.common import console, run, settings
 from broker.config import load_config
-from broker.errors import UsageError
 from broker.service import Service
-from broker.store.engine import create_engine
+from broker.store.engine import UNREACHABLE, create_engine, unusable
 from broker.store.migrate import current_revision, upgrade
 
 ConfigOption = Annotated[
@@ -20,6 +18,7 @@ ConfigOption = Annotated[
     typer.Option(
         "--config",
         "-c",
+        metavar="FILE",
         help="Configuration file [env: EVENTWIRE_CONFIG; default eventwire.yaml]",
         show_default=False,
     ),
@@ -31,19 +30,28 @@ def serve(
     config: ConfigOption = None,
     concurrency: Annotated[
         int | None,
-        typer.Option(help="Invocations run at once by this process [env: EVENTWIRE_CONCURRENCY]"),
+        typer.Option(
+            metavar="COUNT",
+            help="Invocations run at once by this process [env: EVENTWIRE_CONCURRENCY]",
+        ),
     ] = None,
     migrate: Annotated[
         bool, typer.Option("--migrate", help="Upgrade an out-of-date PostgreSQL schema first.")
     ] = False,
     shutdown_grace: Annotated[
-        str | None, typer.Option(help="How long running invocations may finish on stop, e.g. 30s.")
+        str | None,
+        typer.Option(
+            metavar="DURATION", help="How long running invocations may finish on stop, e.g. 30s."
+        ),
     ] = None,
-    log_level: Annotated[str | None, typer.Option(help="DEBUG, INFO, WARNING …")] = None,
-    log_format: Annotated[str | None, typer.Option(help="text or json")] = None,
+    log_level: Annotated[
+        str | None, typer.Option(metavar="LEVEL", help="DEBUG, INFO, WARNING …")
+    ] = None,
+    log_format: Annotated[str | None, typer.Option(metavar="FORMAT", help="text or json")] = None,
     roles: Annotated[
         str | None,
         typer.Option(
+            metavar="ROLES",
             help="What this process runs, comma-separated: api, dispatch, pollers, "
             "scheduler [env: EVENTWIRE_ROLES; default all]",
             show_default=False,
@@ -52,6 +60,7 @@ def serve(
     api_listen: Annotated[
         str | None,
         typer.Option(
+            metavar="HOST:PORT",
             help="Answer Lambda's Invoke API on host:port, e.g. 127.0.0.1:9001 "
             "[env: EVENTWIRE_API_LISTEN; default off]",
             show_default=False,
@@ -84,8 +93,8 @@ def migrate(ctx: typer.Context) -> None:
         try:
             await upgrade(engine)
             return await current_revision(engine)
-        except (OperationalError, DBAPIError, OSError) as exc:
-            raise UsageError(f"cannot migrate {options.database_url}: {exc}") from None
+        except UNREACHABLE as exc:
+            raise unusable(options.database_url, exc) from None
         finally:
             await engine.dispose()
 
