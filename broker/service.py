@@ -21,15 +21,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker import loop
 from broker.catalog import Catalog
 from broker.config import ProjectConfig
 from broker.dispatcher import Dispatcher
-from broker.errors import UsageError
 from broker.poller import Poller, PollerContext, SystemTimer, Timer, create_pollers
 from broker.pool_publisher import PoolPublisher
 from broker.pool_stats import PoolReporter
@@ -37,7 +34,7 @@ from broker.queue import open_queue
 from broker.queue.sql import Clock, utcnow
 from broker.roles import ROLES
 from broker.settings import Settings
-from broker.store.engine import create_engine
+from broker.store.engine import UNREACHABLE, create_engine, redacted, unusable
 from broker.store.history import register_functions
 from broker.store.mappings import register_mappings
 from broker.store.migrate import ensure_schema
@@ -149,8 +146,8 @@ class Service:
             f"concurrency {settings.concurrency}"
             if settings.role_set == frozenset(ROLES)
             else f"roles {settings.roles}",
-            _redacted(settings.database_url),
-            f", queue {_redacted(settings.queue_url)}" if settings.queue_url else "",
+            redacted(settings.database_url),
+            f", queue {redacted(settings.queue_url)}" if settings.queue_url else "",
         )
 
     async def _run_all(self) -> None:
@@ -181,10 +178,8 @@ async def _prepare_store(
         await ensure_schema(engine, migrate=migrate)
         await register_functions(engine, config, datetime.now(UTC))
         await register_mappings(engine, config.mappings, datetime.now(UTC))
-    except (OperationalError, DBAPIError, OSError) as exc:
-        raise UsageError(
-            f"cannot use the database at {_redacted(settings.database_url)}: {_first_line(exc)}"
-        ) from None
+    except UNREACHABLE as exc:
+        raise unusable(settings.database_url, exc) from None
 
 
 def _code_on_path(config_path: str | None) -> None:
@@ -198,12 +193,3 @@ def _install_signals(stop: Callable[[], None]) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
-
-
-def _redacted(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc)
-    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__

@@ -7,7 +7,7 @@ the edge (the CLI) and handed to what needs it.
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, AliasChoices, BeforeValidator, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -17,6 +17,17 @@ from broker.errors import UsageError
 from broker.roles import ALL_ROLES, parse_roles
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(value: str) -> str:
+    level = value.upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return level
+
+
+LogLevel = Annotated[str, AfterValidator(_log_level)]
 
 
 def _duration_or_forever(value: object) -> object:
@@ -87,8 +98,8 @@ class Settings(BaseSettings):
     scheduler_lease_s: Seconds = Field(30.0, validation_alias=_env("scheduler_lease"), gt=0)
     region: str = "local"
     account_id: str = "000000000000"
-    log_level: str = "INFO"
-    log_format: str = Field("text", pattern="^(text|json)$")
+    log_level: LogLevel = "INFO"
+    log_format: Literal["text", "json"] = "text"
     # What `serve` runs: a comma-separated list of broker.roles.ROLES.
     roles: Roles = ALL_ROLES
     # Where `serve` listens for object notification webhooks (only when one is configured).

@@ -13,12 +13,14 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.errors import UsageError
 from broker.settings import Settings, load_settings
-from broker.store.engine import create_engine, dialect_of
+from broker.store.engine import UNREACHABLE, create_engine, dialect_of, unusable
+from broker.store.migrate import require_schema
 
 T = TypeVar("T")
 
@@ -49,6 +51,10 @@ async def open_store(config: Settings, *, reader: bool = False) -> AsyncIterator
     _require_sqlite_file(config.database_url)
     engine = create_engine(config.database_url, reader=reader)
     try:
+        try:
+            await require_schema(engine)
+        except UNREACHABLE as exc:
+            raise unusable(config.database_url, exc) from None
         yield engine
     finally:
         await engine.dispose()
@@ -79,6 +85,12 @@ def confirm_deletion(
     if found:
         typer.confirm(question(found), abort=True, err=True)
     return found > 0
+
+
+def print_error(message: str) -> None:
+    """``error: message`` on stderr, on one line; the message is text, never Rich markup
+    (``pip install 'eventwire[kafka]'`` keeps its brackets)."""
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
 
 
 def print_json(data: Any) -> None:

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from broker.queue import redis_lua
 from broker.queue.records import Rows, loads
 from broker.queue.redis import read_payloads
+from broker.store.engine import first_line
 from broker.store.history_writes import add_throttles, write_rows
 from broker.waits import wait_set
 
@@ -80,7 +81,7 @@ class HistoryWriter:
             except (RedisError, OSError, OperationalError, DBAPIError) as exc:
                 failures += 1
                 delay = min(0.1 * 2**failures, 5.0)
-                log.warning("history: %s; retrying in %.1fs", _first_line(exc), delay)
+                log.warning("history: %s; retrying in %.1fs", first_line(exc), delay)
                 wrote = 0
                 await self._pause(delay)
             except Exception:
@@ -163,8 +164,3 @@ def _after(entry_id: str) -> str:
     """The smallest stream id greater than ``entry_id``."""
     ms, _, seq = entry_id.partition("-")
     return f"{ms}-{int(seq) + 1}"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -103,6 +103,16 @@ async def ensure_schema(engine: AsyncEngine, *, migrate: bool) -> None:
     process. A PostgreSQL database is shared, so it is migrated only when
     asked (``eventwire migrate``, ``eventwire serve --migrate``).
     """
+    await _at_head(engine, upgrade_to_head=migrate or engine.dialect.name == "sqlite")
+
+
+async def require_schema(engine: AsyncEngine) -> None:
+    """For a command that uses the store but never migrates it: the schema is at
+    :func:`head_revision`, or :class:`SchemaOutOfDateError` says what to run."""
+    await _at_head(engine, upgrade_to_head=False)
+
+
+async def _at_head(engine: AsyncEngine, *, upgrade_to_head: bool) -> None:
     head = head_revision()
     current = await current_revision(engine)
     if current == head:
@@ -112,7 +122,7 @@ async def ensure_schema(engine: AsyncEngine, *, migrate: bool) -> None:
             f"database schema is at {current}, which this Eventwire does not know "
             f"(it needs {head}): was the database migrated by a newer Eventwire?"
         )
-    if migrate or engine.dialect.name == "sqlite":
+    if upgrade_to_head:
         await upgrade(engine)
         return
     raise SchemaOutOfDateError(
