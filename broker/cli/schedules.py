@@ -15,10 +15,12 @@ from zoneinfo import ZoneInfo
 import typer
 from rich.text import Text
 
+from broker.cli.app import App
 from broker.cli.common import JsonOption, err_console, open_store, print_json, run, settings
 from broker.cli.output import emit, iso, styled, table, to_json
+from broker.config import check_timezone, load_config
 from broker.errors import UsageError
-from broker.schedules import schedule_source
+from broker.schedules import Timeline, schedule_source
 from broker.settings import Settings
 from broker.store.schedules import (
     ACTIVE,
@@ -29,9 +31,9 @@ from broker.store.schedules import (
     set_state,
 )
 
-app = typer.Typer(help="See, pause, resume, trigger and backfill schedules.", no_args_is_help=True)
+app = App(help="See, pause, resume, trigger and backfill schedules.")
 
-NameArg = Annotated[str, typer.Argument(help="The schedule's name.")]
+NameArg = Annotated[str, typer.Argument(metavar="SCHEDULE", help="The schedule's name.")]
 LS_COLUMNS = [
     "NAME", "EXPRESSION", "FUNCTION", "STATE", "NEXT (ZONE)", "NEXT (UTC)", "LAST SLOT",
     "LAST RUN", "MISSED", "SKIPPED",
@@ -125,50 +127,137 @@ def ls(
 @app.command("next")
 def next_(
     ctx: typer.Context,
-    name: NameArg,
-    count: Annotated[int, typer.Option("-n", "--count", help="How many fire times.")] = 5,
+    name: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="SCHEDULE",
+            help="The schedule's name: as a running serve registered it, or in --config.",
+        ),
+    ] = None,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            "-c",
+            metavar="FILE",
+            help="Read SCHEDULE from this configuration file; no store or serve needed.",
+        ),
+    ] = None,
+    expression: Annotated[
+        str | None,
+        typer.Option(
+            "--expression",
+            "-e",
+            metavar="EXPRESSION",
+            help="Preview this expression instead of a schedule: cron(...), rate(...) or at(...).",
+        ),
+    ] = None,
+    zone: Annotated[
+        str | None,
+        typer.Option(
+            "--tz",
+            metavar="ZONE",
+            help="The time zone of --expression, an IANA name like Europe/Berlin [default: UTC].",
+            show_default=False,
+        ),
+    ] = None,
+    count: Annotated[
+        int, typer.Option("-n", "--count", metavar="COUNT", help="How many fire times.")
+    ] = 5,
     after: Annotated[
         str | None,
-        typer.Option("--after", help="Start from this date or time (in the schedule's zone)."),
+        typer.Option(
+            "--after",
+            metavar="WHEN",
+            help="Start from this date or time (in the schedule's zone) [default: now].",
+        ),
     ] = None,
     as_json: bool = JsonOption,
 ) -> None:
-    """The next fire times, in the schedule's zone and UTC; DST changes are marked."""
+    """The next fire times, in the schedule's zone and UTC; DST changes are marked.
+
+    Of a schedule a running serve registered (SCHEDULE), of one in a configuration file
+    (-c FILE SCHEDULE), or of a bare expression (--expression 'cron(0 9 ? * MON-FRI *)'
+    --tz Europe/Berlin).
+    """
     if not 1 <= count <= 1000:
         raise UsageError(f"-n must be 1 to 1000, got {count}")
+    title, expr, tz = _previewed(ctx, name, config, expression, zone)
+    start = parse_when("--after", after, tz) if after else datetime.now(UTC)
+    slots = _slots(schedule_source().timeline(expr, tz), start, count)
+    local = ZoneInfo(tz)
+    offsets = [slot.astimezone(local).utcoffset() for slot in slots]
+    changed = [i > 0 and offsets[i] != offsets[i - 1] for i in range(len(slots))]
+    if as_json:
+        print_json(
+            [
+                {"utc": iso(slot), "local": slot.astimezone(local).isoformat(), "dst_change": c}
+                for slot, c in zip(slots, changed, strict=True)
+            ]
+        )
+        return
+    if not slots:
+        err_console.print(Text(f"{title} has no more fire times"))
+        return
+    emit(
+        table(
+            [f"LOCAL ({tz})", "UTC", ""],
+            (
+                [local_text(slot, tz), utc_text(slot), "DST change" if c else ""]
+                for slot, c in zip(slots, changed, strict=True)
+            ),
+            title=f"{title}: {expr}" if title != expr else expr,
+        )
+    )
+
+
+def _previewed(
+    ctx: typer.Context,
+    name: str | None,
+    config: str | None,
+    expression: str | None,
+    zone: str | None,
+) -> tuple[str, str, str]:
+    """What ``schedules next`` previews: its title, expression and time zone."""
+    if expression is not None:
+        if name is not None or config is not None:
+            raise UsageError(
+                "give either --expression or a SCHEDULE (with or without -c), not both"
+            )
+        tz = zone or "UTC"
+        try:
+            check_timezone(tz)
+        except ValueError as exc:
+            raise UsageError(f"--tz: {exc}") from None
+        try:
+            schedule_source().timeline(expression, tz)
+        except ValueError as exc:
+            raise UsageError(f"--expression: {exc}") from None
+        return expression, expression, tz
+    if zone is not None:
+        raise UsageError("--tz goes with --expression; a schedule has its own time zone")
+    if name is None:
+        raise UsageError("give a SCHEDULE name, or --expression to preview an expression")
+    if config is not None:
+        schedules = load_config(config).schedules
+        if name not in schedules:
+            known = ", ".join(sorted(schedules)) or "none"
+            raise UsageError(f"{config}: no schedule {name!r}; its schedules: {known}")
+        schedule = schedules[name]
+        return name, schedule.expression, schedule.timezone
     row = run(_get(settings(ctx), name))
-    start = parse_when("--after", after, row.timezone) if after else datetime.now(UTC)
-    timeline = schedule_source().timeline(row.expression, row.timezone)
+    return name, row.expression, row.timezone
+
+
+def _slots(timeline: Timeline, start: datetime, count: int) -> list[datetime]:
+    """The first ``count`` slots at or after ``start``."""
     slots: list[datetime] = []
     cursor: datetime | None = start - timedelta(microseconds=1)
     while len(slots) < count and cursor is not None:
         cursor = timeline.next_after(cursor)
         if cursor is not None:
             slots.append(cursor)
-    zone = ZoneInfo(row.timezone)
-    offsets = [slot.astimezone(zone).utcoffset() for slot in slots]
-    changed = [i > 0 and offsets[i] != offsets[i - 1] for i in range(len(slots))]
-    if as_json:
-        print_json(
-            [
-                {"utc": iso(slot), "local": slot.astimezone(zone).isoformat(), "dst_change": c}
-                for slot, c in zip(slots, changed, strict=True)
-            ]
-        )
-        return
-    if not slots:
-        err_console.print(f"{name} has no more fire times")
-        return
-    emit(
-        table(
-            [f"LOCAL ({row.timezone})", "UTC", ""],
-            (
-                [local_text(slot, row.timezone), utc_text(slot), "DST change" if c else ""]
-                for slot, c in zip(slots, changed, strict=True)
-            ),
-            title=f"{name}: {row.expression}",
-        )
-    )
+    return slots
 
 
 @app.command("pause")
@@ -200,9 +289,14 @@ def backfill(
     ctx: typer.Context,
     name: NameArg,
     start: Annotated[
-        str, typer.Option("--from", help="First day (or time) to fill, in the schedule's zone.")
+        str,
+        typer.Option(
+            "--from", metavar="WHEN", help="First day (or time) to fill, in the schedule's zone."
+        ),
     ],
-    end: Annotated[str, typer.Option("--to", help="Last day (included), or a time (excluded).")],
+    end: Annotated[
+        str, typer.Option("--to", metavar="WHEN", help="Last day (included), or a time (excluded).")
+    ],
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="List the slots without enqueuing them.")
     ] = False,

@@ -135,3 +135,40 @@ def test_a_config_with_a_bad_schedule_does_not_serve(tmp_path: Path) -> None:
         ":7: schedules.nightly-report.expression: cron(30 2 * * * *): one of Day-of-month "
         "and Day-of-week must be '?' (got '*' and '*')"
     )
+
+
+def test_next_previews_a_config_file_or_an_expression_without_a_server(tmp_path: Path) -> None:
+    """No serve, no store: the database URL names a file that does not exist, and stays so."""
+    config = tmp_path / "eventwire.yaml"
+    config.write_text(CONFIG)
+    missing = tmp_path / "none.db"
+    env = clean_env(EVENTWIRE_DATABASE_URL=f"sqlite+aiosqlite:///{missing}")
+
+    from_file = json.loads(
+        ok("schedules", "next", "-c", str(config), "nightly-report", "-n", "2",
+           "--after", "2026-03-29", "--json", env=env)
+    )  # fmt: skip
+    assert [s["utc"] for s in from_file] == ["2026-03-29T01:00:00Z", "2026-03-30T00:30:00Z"]
+
+    weekdays = json.loads(
+        ok("schedules", "next", "--expression", "cron(0 9 ? * MON-FRI *)", "--tz",
+           "Europe/Berlin", "--count", "5", "--after", "2026-03-26", "--json", env=env)
+    )  # fmt: skip
+    assert [(s["local"], s["dst_change"]) for s in weekdays] == [
+        ("2026-03-26T09:00:00+01:00", False),
+        ("2026-03-27T09:00:00+01:00", False),
+        ("2026-03-30T09:00:00+02:00", True),  # the weekend skipped, summer time begun
+        ("2026-03-31T09:00:00+02:00", False),
+        ("2026-04-01T09:00:00+02:00", False),
+    ]
+    rate = json.loads(
+        ok("schedules", "next", "-e", "rate(6 hours)", "-n", "3", "--after", "2026-01-01T01:00",
+           "--json", env=env)
+    )  # fmt: skip
+    assert [s["utc"] for s in rate] == [
+        "2026-01-01T06:00:00Z", "2026-01-01T12:00:00Z", "2026-01-01T18:00:00Z",
+    ]  # fmt: skip
+    once = ok("schedules", "next", "-e", "at(2030-12-01T09:00:00)", "--tz", "America/New_York",
+              env=env)  # fmt: skip
+    assert "2030-12-01 09:00:00 EST (-05:00)" in once and "2030-12-01 14:00:00Z" in once
+    assert not missing.exists()
