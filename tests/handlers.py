@@ -40,6 +40,15 @@ def describe(event: Any, context: LambdaContext) -> str:
     return repr(event)
 
 
+def depth(event: Any, context: LambdaContext) -> int:
+    """How deeply the event's arrays nest (``[[]]`` is 2), counted without recursion."""
+    levels = 0
+    while isinstance(event, list):
+        levels += 1
+        event = event[0] if event else None
+    return levels
+
+
 def noop(event: Any, context: LambdaContext) -> None:
     return None
 

@@ -308,7 +308,7 @@ class RedisQueue:
             finally:
                 self._wakeup.listening.clear()
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+                    await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # untyped before redis-py 8.2
 
     async def next_due(self, functions: Mapping[str, FunctionLimits]) -> datetime | None:
         """When the earliest delayed invocation or lease comes due."""
