@@ -25,11 +25,11 @@ from rich.table import Table
 from sqlalchemy import insert
 
 from benchmarks.throughput import postgres_store, sqlite_store
-from broker.dlq_lines import to_line
+from broker.config.settings import Settings
 from broker.ids import new_id
 from broker.queue import open_queue
-from broker.settings import Settings
 from broker.store.dead_letters import DeadLetterFilter, iter_matching, matching_ids
+from broker.store.dlq_lines import to_line
 from broker.store.engine import create_engine
 from broker.store.history import redrive
 from broker.store.migrate import upgrade

@@ -27,8 +27,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from broker.config import FunctionConfig
-from broker.invoker import Invoker, InvokeRequest
+from broker.config.models import FunctionConfig
+from broker.functions.invoker import Invoker, InvokeRequest
 from broker.models import Success
 from invokers.process import ProcessInvoker
 from invokers.python import PythonInvoker

@@ -61,11 +61,11 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from broker import loop
-from broker.config import parse_config
-from broker.logs import configure
+from broker.aio import loop
+from broker.config.settings import Settings
+from broker.loading import parse_config
+from broker.observability.logs import configure
 from broker.service import Service
-from broker.settings import Settings
 
 BATCH_SIZE = 100
 
@@ -140,7 +140,7 @@ def _children_cpu_s() -> tuple[float | None, float | None, float | None]:
         except OSError:
             continue
         used = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        if b"history_process" in command:
+        if b"broker.history.process" in command:
             history = (history or 0.0) + used
         elif b"--listener-url" in command:
             broker = (broker or 0.0) + used

@@ -35,11 +35,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from benchmarks.throughput import Store, redis_store
+from broker.config.settings import Settings
 from broker.ids import new_id
 from broker.models import NewInvocation
 from broker.queue import open_queue
 from broker.queue.redis import connect
-from broker.settings import Settings
 from broker.store.engine import create_engine
 from broker.store.schema import functions, invocations
 from tests.support.processes import children
@@ -62,7 +62,7 @@ def rss_mb(pid: int) -> float:
 
 def history_child(pid: int) -> int | None:
     """The history writer process that serve ``pid`` started, once it runs."""
-    found = children(pid, "history_process")
+    found = children(pid, "broker.history.process")
     return found[0] if found else None
 
 

@@ -31,10 +31,10 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmarks.kafka import Counter, store
-from broker.config import parse_config
-from broker.logs import configure
+from broker.config.settings import Settings
+from broker.loading import parse_config
+from broker.observability.logs import configure
 from broker.service import Service
-from broker.settings import Settings
 from tests.support.rabbitmq import RABBITMQ_URL
 
 BATCH_SIZE = 100

@@ -47,15 +47,15 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from broker import loop
-from broker.config import parse_config
+from broker.aio import loop
+from broker.config.settings import Settings
 from broker.ids import new_id
-from broker.logs import configure
+from broker.loading import parse_config
 from broker.models import NewInvocation, State
+from broker.observability.logs import configure
 from broker.queue import InvocationQueue, open_queue
 from broker.queue.redis import connect
 from broker.service import Service
-from broker.settings import Settings
 from broker.store.engine import create_engine
 from broker.store.migrate import upgrade
 from broker.store.schema import attempts, invocations

@@ -3,7 +3,7 @@
 Start: open the store (bringing an embedded SQLite schema up to date, or
 checking a PostgreSQL one), register the configured functions, start their
 invokers, open the queue, run the dispatcher and the pollers — those of the
-process's roles (:mod:`broker.roles`). Stop (SIGINT/SIGTERM or
+process's roles (:mod:`broker.config.roles`). Stop (SIGINT/SIGTERM or
 ``Service.stop()``): the dispatcher stops leasing, lets running invocations
 finish within the grace period and gives back the rest; then invokers and
 connections close.
@@ -12,6 +12,7 @@ connections close.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -23,17 +24,19 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broker import loop
-from broker.catalog import Catalog
-from broker.config import ProjectConfig
-from broker.dispatcher import Dispatcher
-from broker.poller import Poller, PollerContext, SystemTimer, Timer, create_pollers
-from broker.pool_publisher import PoolPublisher
-from broker.pool_stats import PoolReporter
+from broker.aio import loop
+from broker.config.models import ProjectConfig
+from broker.config.roles import ROLES
+from broker.config.settings import Settings
+from broker.dispatch.dispatcher import Dispatcher
+from broker.functions.catalog import Catalog
+from broker.functions.delivery import served_functions
+from broker.functions.pools import PoolPublisher
+from broker.history.process import copying_history
+from broker.observability.pools import PoolReporter
 from broker.queue import open_queue
 from broker.queue.sql import Clock, utcnow
-from broker.roles import ROLES
-from broker.settings import Settings
+from broker.sources.pollers import Poller, PollerContext, SystemTimer, Timer, create_pollers
 from broker.store.engine import UNREACHABLE, create_engine, redacted, unusable
 from broker.store.history import register_functions
 from broker.store.mappings import register_mappings
@@ -56,7 +59,7 @@ class Service:
         tune_gc: bool = False,
     ) -> None:
         """``tune_gc``: once started, fit the garbage collector to a process that only
-        serves (:func:`broker.loop.tune_gc`)."""
+        serves (:func:`broker.aio.loop.tune_gc`)."""
         self.settings = settings
         self.tune_gc = tune_gc
         self.config = config
@@ -87,12 +90,12 @@ class Service:
             if "dispatch" in roles:
                 catalog = await Catalog.start(self.config, self.settings)
             try:
-                async with open_queue(
-                    self.settings,
-                    engine,
-                    clock=self.clock,
-                    history_owner=self.owner if catalog is not None else None,
-                ) as queue:
+                async with (
+                    open_queue(self.settings, engine, clock=self.clock) as queue,
+                    copying_history(self.settings, self.owner)
+                    if catalog is not None
+                    else contextlib.nullcontext(),
+                ):
                     if catalog is not None:
                         self.dispatcher = Dispatcher(
                             queue,
@@ -176,7 +179,7 @@ async def _prepare_store(
 ) -> None:
     try:
         await ensure_schema(engine, migrate=migrate)
-        await register_functions(engine, config, datetime.now(UTC))
+        await register_functions(engine, served_functions(config), datetime.now(UTC))
         await register_mappings(engine, config.mappings, datetime.now(UTC))
     except UNREACHABLE as exc:
         raise unusable(settings.database_url, exc) from None

@@ -16,7 +16,7 @@ from time import monotonic
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from broker.invoker import InvokeRequest
+    from broker.functions.invoker import InvokeRequest
 
 LATEST = "$LATEST"
 

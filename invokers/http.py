@@ -27,8 +27,8 @@ import os
 from typing import TYPE_CHECKING, Final
 
 from broker.errors import ConfigError
-from broker.http_headers import expand_headers, retry_after_s
-from broker.invoker import InvokeRequest, InvokerInitError
+from broker.functions.invoker import InvokeRequest, InvokerInitError
+from broker.http.headers import expand_headers, retry_after_s
 from broker.models import FunctionError, Outcome, Success, SystemFault
 from invokers.context import seconds_until
 
@@ -38,7 +38,7 @@ except ImportError:  # pragma: no cover - depends on the installation
     raise ConfigError("the http invoker needs aiohttp: pip install 'eventwire[http]'") from None
 
 if TYPE_CHECKING:
-    from broker.config import FunctionConfig
+    from broker.config.models import FunctionConfig
 
 RESPONSE_LIMIT_BYTES: Final = 64 * 1024 * 1024
 """What is read of a response at most (the limit users set is checked by the dispatcher:

@@ -48,17 +48,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import invokers
-from broker.dispatcher import INVOKER_GRACE_S
-from broker.invoker import InvokeRequest, InvokerInitError
-from broker.invoker_config import process_concurrency
+from broker.functions.invoker import INVOKER_GRACE_S, InvokeRequest, InvokerInitError
+from broker.functions.invoker_settings import process_concurrency
 from broker.models import FunctionError, Outcome, SystemFault
-from broker.pool_stats import PoolStats
+from broker.observability.pools import PoolStats
 from invokers.context import new_log_stream_name, seconds_until
 from invokers.runtime_api import RuntimeApiServer, Work
 from invokers.worker import Assignment, Launch, Worker, WorkerState
 
 if TYPE_CHECKING:
-    from broker.config import FunctionConfig
+    from broker.config.models import FunctionConfig
 
 log = logging.getLogger("eventwire.functions")
 

@@ -29,7 +29,7 @@ Use the ``process`` invoker (a pool of Lambda Runtime API processes) when a
 function needs real isolation or hard timeouts.
 
 If the handler cannot be loaded, :meth:`PythonInvoker.start` raises
-:class:`~broker.invoker.InvokerInitError`; each later ``invoke`` then tries
+:class:`~broker.functions.invoker.InvokerInitError`; each later ``invoke`` then tries
 the import once more (re-importing the module if it imported but lacked the
 handler), so a fixed module is picked up without a restart, and otherwise
 answers with the load error as a ``FunctionError``.
@@ -53,13 +53,13 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from broker.invoker import InvokeRequest, InvokerInitError
+from broker.functions.invoker import InvokeRequest, InvokerInitError
 from broker.models import FunctionError, Outcome, Success, SystemFault
 from invokers import capture
 from invokers.context import LambdaContext, new_log_stream_name, seconds_until
 
 if TYPE_CHECKING:
-    from broker.config import FunctionConfig
+    from broker.config.models import FunctionConfig
 
 Handler = Callable[[Any, LambdaContext], Any]
 

@@ -17,7 +17,7 @@ from alembic import context
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, make_url
 
-from broker.settings import load_settings
+from broker.config.settings import load_settings
 from broker.store.engine import create_engine
 from broker.store.migrate import context_options
 

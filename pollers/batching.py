@@ -25,7 +25,7 @@ from typing import Any
 
 import msgspec
 
-from broker.filtering import RecordFilter
+from broker.events.filters import RecordFilter
 from broker.store.mappings import Cut
 
 

@@ -30,9 +30,9 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from broker.batch_events import KafkaEventWriter
-from broker.mapping_config import KafkaSource, MappingConfig, SourceKind
-from broker.poller import PollerContext
+from broker.config.mappings import KafkaSource, MappingConfig, SourceKind
+from broker.events.batches import KafkaEventWriter
+from broker.sources.pollers import PollerContext
 from pollers.batching import Record, Shaper, Taken
 from pollers.mapping_runner import READ_AHEAD_BATCHES, MappingPoller, MappingRun, SourceError
 
@@ -315,7 +315,7 @@ class KafkaReader:
 
 def _records(partition: str, messages: Sequence[Any]) -> list[Record]:
     """``messages`` (aiokafka's records) as :class:`Record` values; each is its own item
-    (:class:`~broker.batch_events.KafkaEventWriter` writes the event from them)."""
+    (:class:`~broker.events.batches.KafkaEventWriter` writes the event from them)."""
     return [Record(partition, str(m.offset), m.timestamp, m.value, m) for m in messages]
 
 

@@ -32,13 +32,14 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from broker.config import Backoff
+from broker.aio.waits import close_within, wait_set
+from broker.config.mappings import MappingConfig, SourceKind
+from broker.config.models import Backoff
+from broker.dispatch.batches import MappingPolicy, mapping_source
+from broker.dispatch.retry import backoff_delay
 from broker.ids import new_id
-from broker.mapping_config import MappingConfig, SourceKind
-from broker.mapping_settling import MappingPolicy, mapping_source
 from broker.models import NewInvocation, Origin
-from broker.poller import PollerContext
-from broker.retry import backoff_delay
+from broker.sources.pollers import PollerContext
 from broker.store.dead_letters import add_dead_letters
 from broker.store.mappings import (
     DISABLED,
@@ -52,7 +53,6 @@ from broker.store.mappings import (
     report_status,
     save_cuts,
 )
-from broker.waits import close_within, wait_set
 from pollers.batching import Batch, Batcher, Record, Shaper
 from pollers.s3.documents import NotificationDocuments
 

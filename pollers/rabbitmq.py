@@ -34,10 +34,11 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError, ChannelClosed
 
-from broker.batch_events import AmqpMessage, encode_event, event_source_arn, rabbitmq_event
-from broker.mapping_config import AmqpSource, MappingConfig, SourceKind
+from broker.aio.waits import close_within, wait_set
+from broker.config.mappings import AmqpSource, MappingConfig, SourceKind
+from broker.events.batches import AmqpMessage, encode_event, event_source_arn, rabbitmq_event
 from broker.models import NewInvocation
-from broker.poller import PollerContext
+from broker.sources.pollers import PollerContext
 from broker.store.mappings import redact
 from broker.store.unacked import (
     Unacked,
@@ -46,7 +47,6 @@ from broker.store.unacked import (
     prune_unacked,
     record_unacked,
 )
-from broker.waits import close_within, wait_set
 from pollers.batching import Batch, Record, Shaper
 from pollers.mapping_runner import READ_AHEAD_BATCHES, MappingPoller, MappingRun, SourceError
 
@@ -196,7 +196,7 @@ class RabbitReader:
         first = None
         if wait_s > 0:
             try:
-                async with asyncio.timeout(wait_s):  # not wait_for: see broker.waits
+                async with asyncio.timeout(wait_s):  # not wait_for: see broker.aio.waits
                     first = await self.inbox.get()
             except TimeoutError:
                 return

@@ -30,7 +30,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from broker.batch_events import (
+from broker.aio.waits import wait_set
+from broker.config.mappings import MappingConfig, RedisStreamSource, SourceKind
+from broker.events.batches import (
     StreamEntry,
     encode_event,
     entry_fields,
@@ -38,10 +40,8 @@ from broker.batch_events import (
     event_source_arn,
     redis_streams_event,
 )
-from broker.mapping_config import MappingConfig, RedisStreamSource, SourceKind
-from broker.poller import PollerContext
+from broker.sources.pollers import PollerContext
 from broker.store.mappings import redact
-from broker.waits import wait_set
 from pollers.batching import Record, Shaper
 from pollers.mapping_runner import MappingPoller, MappingRun, SourceError
 

@@ -17,8 +17,8 @@ from rich.text import Text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from broker.config.settings import Settings, load_settings
 from broker.errors import UsageError
-from broker.settings import Settings, load_settings
 from broker.store.engine import UNREACHABLE, create_engine, dialect_of, unusable
 from broker.store.migrate import require_schema
 

@@ -9,7 +9,7 @@ import typer
 
 from broker.cli.app import App
 from broker.cli.common import settings
-from broker.config import load_config
+from broker.loading import load_config
 
 app = App(help="Check configuration files.")
 

@@ -7,7 +7,7 @@ import typer
 from broker.cli.app import App
 from broker.cli.common import JsonOption, err_console, open_store, print_json, run, settings
 from broker.cli.output import emit, table, to_json
-from broker.settings import Settings
+from broker.config.settings import Settings
 from broker.store.deliveries import DestinationRow, list_destinations
 
 app = App(help="Inspect external destinations and their deliveries.")

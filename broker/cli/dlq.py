@@ -50,8 +50,8 @@ from broker.cli.output import (
     to_json,
     when,
 )
+from broker.config.settings import Settings
 from broker.errors import UsageError
-from broker.settings import Settings
 from broker.store.dead_letters import (
     DeadLetterFilter,
     count_matching,

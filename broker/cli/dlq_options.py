@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from broker.durations import parse_duration
+from broker.config.durations import parse_duration
 from broker.errors import UsageError
 from broker.models import Origin
 from broker.store.dead_letters import DeadLetterFilter

@@ -20,10 +20,10 @@ from broker.cli.dlq_options import (
     build_filter,
 )
 from broker.cli.output import emit
-from broker.dlq_lines import read_lines, to_line
+from broker.config.settings import Settings
 from broker.errors import UsageError
-from broker.settings import Settings
 from broker.store.dead_letters import DeadLetterFilter, import_dead_letters, iter_matching
+from broker.store.dlq_lines import read_lines, to_line
 
 
 def export(

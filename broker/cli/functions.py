@@ -18,9 +18,9 @@ from broker.cli.common import (
     settings,
 )
 from broker.cli.output import duration, emit, table, to_json, when
-from broker.durations import format_duration
-from broker.pool_stats import PoolStats
-from broker.settings import Settings
+from broker.config.durations import format_duration
+from broker.config.settings import Settings
+from broker.observability.pools import PoolStats
 from broker.store.history import FunctionRow, list_functions
 from broker.store.pools import Durations, pool_figures, recent_durations
 

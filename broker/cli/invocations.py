@@ -36,10 +36,10 @@ from broker.cli.output import (
     to_json,
     when,
 )
+from broker.config.settings import Settings
 from broker.errors import UsageError
 from broker.models import State
 from broker.queue import is_redis, require_redis
-from broker.settings import Settings
 from broker.store.history import AttemptRow, InvocationRow, get_invocation, list_invocations
 from broker.store.retention import count_prunable, prune_history
 

@@ -10,8 +10,8 @@ from rich.text import Text
 
 from broker.cli.common import JsonOption, err_console, open_store, print_json, run, settings
 from broker.cli.output import iso, to_json
+from broker.config.settings import Settings
 from broker.errors import UsageError
-from broker.settings import Settings
 from broker.store.function_logs import LogEntry, function_logs
 
 FOLLOW_POLL_S = 0.5

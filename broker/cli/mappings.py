@@ -17,8 +17,8 @@ from rich.text import Text
 from broker.cli.app import App
 from broker.cli.common import JsonOption, err_console, open_store, print_json, run, settings
 from broker.cli.output import emit, table, to_json, when
+from broker.config.settings import Settings
 from broker.errors import UsageError
-from broker.settings import Settings
 from broker.store.mappings import (
     DISABLED,
     ENABLED,

@@ -18,10 +18,11 @@ from rich.text import Text
 from broker.cli.app import App
 from broker.cli.common import JsonOption, err_console, open_store, print_json, run, settings
 from broker.cli.output import emit, iso, styled, table, to_json
-from broker.config import check_timezone, load_config
+from broker.config.models import check_timezone
+from broker.config.settings import Settings
 from broker.errors import UsageError
-from broker.schedules import Timeline, schedule_source
-from broker.settings import Settings
+from broker.loading import load_config
+from broker.sources.schedules import Timeline, schedule_source
 from broker.store.schedules import (
     ACTIVE,
     PAUSED,

@@ -6,9 +6,10 @@ from typing import Annotated
 
 import typer
 
-from broker import logs, loop
+from broker.aio import loop
 from broker.cli.common import console, run, settings
-from broker.config import load_config
+from broker.loading import load_config
+from broker.observability import logs
 from broker.service import Service
 from broker.store.engine import UNREACHABLE, create_engine, unusable
 from broker.store.migrate import current_revision, upgrade

@@ -6,6 +6,9 @@ reaches it by adding to a :class:`FollowOns` plan, which the queue applies in
 the same transaction as the settle. Queues, topics, streams and webhooks are
 delivered by built-in functions (:mod:`broker.destinations.external`); their
 transport libraries are imported only when a delivery first needs them.
+
+May import config, http, aio and the domain model; the functions that deliver
+(:mod:`broker.functions.delivery`) build on this package.
 """
 
 from __future__ import annotations

@@ -16,16 +16,16 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from broker.aio.waits import close_within
 from broker.destinations.external import (
     DeliveryFailed,
     ExternalDestination,
     Message,
     require_module,
 )
-from broker.waits import close_within
 
 if TYPE_CHECKING:
-    from broker.config import DestinationConfig
+    from broker.config.models import DestinationConfig
 
 _FORM = "amqp://user:password@host:5672/vhost?exchange=NAME&routing_key=KEY"
 

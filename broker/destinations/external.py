@@ -4,7 +4,7 @@ Sending a record to RabbitMQ, Kafka, a Redis stream or a webhook is planned
 like ``function:NAME``: an invocation of a built-in *delivery function* is
 enqueued in the same transaction as the settle. Its name is
 ``destination:<12 hex digits of the URI's SHA-1>``; the dispatcher runs it
-with the ``deliver`` invoker (:mod:`broker.destinations.delivery`), which
+with the ``deliver`` invoker (:mod:`broker.functions.delivery`), which
 publishes the message to the target. A target that is down makes the
 delivery fail, and it is retried with the destination's own retry policy;
 after its limit the delivery lands in the built-in DLQ with the reason.

@@ -23,7 +23,7 @@ from broker.destinations.external import (
 )
 
 if TYPE_CHECKING:
-    from broker.config import DestinationConfig
+    from broker.config.models import DestinationConfig
 
 _FORM = "kafka://host:9092[,host2:9092]/topic[?idempotent=false]"
 

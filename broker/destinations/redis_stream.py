@@ -21,7 +21,7 @@ from broker.destinations.external import (
 )
 
 if TYPE_CHECKING:
-    from broker.config import DestinationConfig
+    from broker.config.models import DestinationConfig
 
 _FORM = "redis://host:6379/0?stream=NAME[&maxlen=N]"
 BODY_FIELD = "body"

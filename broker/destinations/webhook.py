@@ -33,10 +33,10 @@ from broker.destinations.external import (
     Message,
     require_module,
 )
-from broker.http_headers import expand_headers, retry_after_s
+from broker.http.headers import expand_headers, retry_after_s
 
 if TYPE_CHECKING:
-    from broker.config import DestinationConfig
+    from broker.config.models import DestinationConfig
 
 SIGNATURE_HEADER = "X-Eventwire-Signature"
 DELIVERY_ID_HEADER = "X-Eventwire-Delivery-Id"

@@ -4,6 +4,9 @@
 store itself; ``redis://`` (``rediss://``, ``unix://``) keeps the hot path in
 Redis and the history in the SQL store. A backend's client library is imported
 only when its URL is used.
+
+May import the store, config and the domain model; the Redis history writer
+(:mod:`broker.history`) builds on this package, not the other way round.
 """
 
 from __future__ import annotations
@@ -13,11 +16,11 @@ from contextlib import asynccontextmanager
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from broker.config.settings import Settings
 from broker.errors import UsageError
 from broker.extras import require
 from broker.queue.base import InvocationQueue
 from broker.queue.sql import Clock, utcnow
-from broker.settings import Settings
 from broker.store.engine import dialect_of
 
 __all__ = ["InvocationQueue", "is_redis", "open_queue", "require_redis"]
@@ -40,21 +43,14 @@ async def open_queue(
     engine: AsyncEngine,
     *,
     clock: Clock = utcnow,
-    history_owner: str | None = None,
 ) -> AsyncIterator[InvocationQueue]:
-    """The queue named by ``settings.effective_queue_url``, on ``engine`` when it is SQL.
-
-    With ``history_owner`` (a serving process), a queue that keeps its hot path
-    outside SQL also copies its history into ``engine``'s store while open.
-    """
+    """The queue named by ``settings.effective_queue_url``, on ``engine`` when it is SQL."""
     url = settings.effective_queue_url
     if is_redis(url):
         require_redis()
         from broker.queue.redis import open_redis_queue
 
-        async with open_redis_queue(
-            settings, engine, clock=clock, history_owner=history_owner
-        ) as redis_queue:
+        async with open_redis_queue(settings, engine, clock=clock) as redis_queue:
             yield redis_queue
         return
     if url != settings.database_url:

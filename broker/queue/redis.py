@@ -5,8 +5,8 @@ live in Redis and change only through the Lua scripts of
 :mod:`broker.queue.redis_lua`, so every step is atomic. What happened —
 invocations, attempts, dead letters — is appended to a Redis stream inside the
 same scripts and copied into the SQL store in batches by
-:class:`~broker.queue.redis_history.HistoryWriter` (in a child process of
-``serve``: :mod:`broker.queue.history_process`), so ``eventwire invocations``
+:class:`~broker.history.writer.HistoryWriter` (in a child process of
+``serve``: :mod:`broker.history.process`), so ``eventwire invocations``
 and ``eventwire dlq`` read the same tables whichever queue ran the invocation.
 
 Idle dispatchers subscribe to a wake-up channel that enqueues publish to;
@@ -35,6 +35,7 @@ from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from broker.config.settings import Settings
 from broker.errors import UsageError
 from broker.models import (
     Enqueued,
@@ -47,11 +48,9 @@ from broker.models import (
     State,
 )
 from broker.queue import redis_lua
-from broker.queue.history_process import HistoryProcess
-from broker.queue.records import enqueue_event, from_us, settle_event, us
 from broker.queue.sql import Clock, utcnow
 from broker.queue.wakeup import Wakeup
-from broker.settings import Settings
+from broker.store.history_rows import enqueue_event, from_us, settle_event, us
 
 log = logging.getLogger("eventwire.queue")
 
@@ -328,14 +327,9 @@ async def open_redis_queue(
     engine: AsyncEngine,
     *,
     clock: Clock = utcnow,
-    history_owner: str | None = None,
 ) -> AsyncIterator[RedisQueue]:
-    """The Redis queue at ``settings.queue_url``.
-
-    With ``history_owner`` a child process copies the queue's history into the
-    SQL store at ``settings.database_url`` while the queue is open (and writes
-    what is left when it closes).
-    """
+    """The Redis queue at ``settings.queue_url``. A serving process copies its history
+    into the SQL store while it is open (:func:`broker.history.process.copying_history`)."""
     url = settings.effective_queue_url
     client = connect(url)
     queue = RedisQueue(
@@ -345,19 +339,11 @@ async def open_redis_queue(
         idempotency_window_s=settings.idempotency_window_s,
         account_concurrency=settings.account_concurrency,
     )
-    history: HistoryProcess | None = None
     try:
         await queue.check(redact(url))
         await queue.start_listening()
-        if history_owner is not None:
-            # Unique even for two services in one process: the lease tells writers apart.
-            owner = f"{history_owner}/{uuid.uuid4().hex[:8]}"
-            history = HistoryProcess(settings, owner)
-            await history.start()
         yield queue
     finally:
-        if history is not None:
-            await history.stop()
         await queue.close()
         await client.aclose()
 

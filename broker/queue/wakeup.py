@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from datetime import datetime
 from typing import Any
 
-from broker.waits import wait_set
+from broker.aio.waits import wait_set
 
 
 class Wakeup:

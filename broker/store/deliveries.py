@@ -1,7 +1,7 @@
 """The SQL behind ``eventwire destinations ls``: each external destination and how delivery goes.
 
 Destinations are the registered functions with the ``deliver`` invoker
-(:mod:`broker.destinations.delivery`); their figures come from the history
+(:mod:`broker.functions.delivery`); their figures come from the history
 like any function's. ``destination_delivery_failures`` counts the delivery
 attempts that failed (each retry that failed counts), as Lambda's
 ``DestinationDeliveryFailures`` metric does.

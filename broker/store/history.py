@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from broker.config import ProjectConfig
+from broker.config.models import FunctionConfig
 from broker.errors import NotFoundError, UsageError
 from broker.ids import new_id
 from broker.models import Condition, Enqueued, NewInvocation, Origin, State
@@ -128,8 +128,12 @@ class RedriveResult:
 # ---------------------------------------------------------------- functions
 
 
-async def register_functions(engine: AsyncEngine, config: ProjectConfig, now: datetime) -> None:
-    """Make ``functions`` hold exactly the configured functions; unchanged rows are not written."""
+async def register_functions(
+    engine: AsyncEngine, served: Mapping[str, FunctionConfig], now: datetime
+) -> None:
+    """Make ``functions`` hold exactly the ``served`` functions (the configured ones and the
+    built-in deliveries, :func:`broker.functions.delivery.served_functions`); unchanged rows
+    are not written."""
     rows = [
         {
             "name": name,
@@ -140,7 +144,7 @@ async def register_functions(engine: AsyncEngine, config: ProjectConfig, now: da
             "reserved_concurrency": function.reserved_concurrency,
             "updated_at": now,
         }
-        for name, function in config.served_functions().items()
+        for name, function in served.items()
     ]
     insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
     async with engine.begin() as conn:
@@ -155,8 +159,7 @@ async def register_functions(engine: AsyncEngine, config: ProjectConfig, now: da
                 ),
                 rows,
             )
-        served = list(config.served_functions())
-        await conn.execute(delete(functions).where(functions.c.name.not_in(served)))
+        await conn.execute(delete(functions).where(functions.c.name.not_in(list(served))))
 
 
 async def list_functions(engine: AsyncEngine) -> list[FunctionRow]:

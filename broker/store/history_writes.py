@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from broker.models import State
-from broker.queue.records import KEPT_UNLESS_GIVEN, Rows
+from broker.store.history_rows import KEPT_UNLESS_GIVEN, Rows
 from broker.store.schema import dead_letters, functions, invocations, sqlite_text
 
 inv = invocations.c

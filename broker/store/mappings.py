@@ -26,8 +26,8 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from broker.config.mappings import MappingConfig
 from broker.errors import NotFoundError, UsageError
-from broker.mapping_config import MappingConfig
 from broker.store.schema import mapping_cuts, mapping_unacked, mappings
 
 mc = mappings.c

@@ -16,7 +16,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broker.pool_stats import PoolStats
+from broker.observability.pools import PoolStats
 from broker.store.schema import attempts, function_pools, invocations
 
 FRESH_S = 15.0

@@ -20,9 +20,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import ColumnElement, and_, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from broker.aio.waits import in_background
 from broker.models import State
 from broker.store.schema import attempts, invocations
-from broker.waits import in_background
 
 log = logging.getLogger("eventwire.history")
 

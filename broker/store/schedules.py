@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broker.config import ScheduleConfig
+from broker.config.models import ScheduleConfig
 from broker.errors import NotFoundError
 from broker.store.schema import invocations, leader_leases, schedules
 

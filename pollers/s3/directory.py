@@ -31,12 +31,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from broker.config.notifications import ObjectNotificationConfig
 from broker.errors import ConfigError, UsageError
+from broker.events.s3 import S3Record, encode_key, lambda_event, object_key
 from broker.ids import new_id
 from broker.models import NewInvocation, Origin
-from broker.object_notifications import ObjectNotificationConfig
-from broker.poller import PollerContext
-from broker.s3_events import S3Record, encode_key, lambda_event, object_key
+from broker.sources.pollers import PollerContext
 from broker.store.object_files import SeenFile, forget_seen, record_seen, seen_files
 
 try:

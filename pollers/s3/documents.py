@@ -32,12 +32,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from broker.batch_results import MappingCondition, mapping_failure_record
+from broker.config.mappings import MappingConfig, SourceKind
+from broker.config.settings import Settings
 from broker.destinations import FollowOns, parse_destination
-from broker.mapping_config import MappingConfig, SourceKind
+from broker.events.batch_results import MappingCondition, mapping_failure_record
+from broker.events.s3 import S3DocumentError
 from broker.models import Condition, DeadLetter, NewInvocation, Origin
-from broker.s3_events import S3DocumentError
-from broker.settings import Settings
 from pollers.batching import Batch, Record, Shaper
 from pollers.s3.invocations import notified
 

@@ -3,7 +3,7 @@
 Shared by every path a document can take (the webhook, a RabbitMQ, Kafka or
 Redis Streams mapping), so the same notification makes the same invocation
 whichever way it came: Lambda's S3 event ``{"Records": [record]}``, origin
-``notification``, and the idempotency key of :func:`~broker.s3_events.dedup_key`
+``notification``, and the idempotency key of :func:`~broker.events.s3.dedup_key`
 (function, bucket, key, event and sequencer).
 """
 
@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from broker.events.s3 import S3Filter, S3Record, dedup_key, lambda_event, parse_notification
 from broker.ids import new_id
 from broker.models import NewInvocation, Origin
-from broker.s3_events import S3Filter, S3Record, dedup_key, lambda_event, parse_notification
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +38,7 @@ def notified(
     replay: int = 0,
 ) -> Notified:
     """The invocations of ``document``'s matching records (raises
-    :class:`~broker.s3_events.S3DocumentError` naming what is wrong with it).
+    :class:`~broker.events.s3.S3DocumentError` naming what is wrong with it).
 
     ``source`` says where the document came from; each invocation's adds the
     record's event, bucket and key.

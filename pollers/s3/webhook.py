@@ -27,12 +27,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from broker.config.notifications import ObjectNotificationConfig
 from broker.errors import ConfigError, UsageError
-from broker.http_listen import AppServer
-from broker.object_notifications import ObjectNotificationConfig
-from broker.poller import PollerContext
+from broker.events.s3 import S3DocumentError
+from broker.http.listen import AppServer
 from broker.queue.base import InvocationQueue
-from broker.s3_events import S3DocumentError
+from broker.sources.pollers import PollerContext
 from pollers.s3.invocations import notified
 
 try:

@@ -22,10 +22,10 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from broker.config import ScheduleConfig
+from broker.config.models import ScheduleConfig
+from broker.dispatch.retry import STORE_BACKOFF, backoff_delay
 from broker.models import NewInvocation
-from broker.poller import PollerContext
-from broker.retry import STORE_BACKOFF, backoff_delay
+from broker.sources.pollers import PollerContext
 from broker.store.schedules import (
     ACTIVE,
     COMPLETED,

@@ -21,11 +21,11 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from broker.config import ScheduleConfig
+from broker.config.models import ScheduleConfig
+from broker.config.settings import Settings
 from broker.ids import new_id
 from broker.models import NewInvocation, Origin
-from broker.schedules import ScheduleSource, Timeline
-from broker.settings import Settings
+from broker.sources.schedules import ScheduleSource, Timeline
 from pollers.schedule.expressions import parse
 
 _NAMESPACE = uuid.UUID("5c4e0d1e-7d0b-4b8e-9a52-6576656e7477")
@@ -86,7 +86,7 @@ def overrides(schedule: ScheduleConfig) -> dict[str, Any]:
 
 
 class Source:
-    """:class:`broker.schedules.ScheduleSource` for the core (config checks, CLI)."""
+    """:class:`broker.sources.schedules.ScheduleSource` for the core (config checks, CLI)."""
 
     def timeline(self, expression: str, timezone: str) -> Timeline:
         return parse(expression, timezone)

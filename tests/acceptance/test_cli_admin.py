@@ -16,8 +16,9 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner, Result
 
 from broker.cli.main import app
-from broker.config import parse_config
 from broker.errors import NotFoundError, UsageError
+from broker.functions.delivery import served_functions
+from broker.loading import parse_config
 from broker.models import State
 from broker.store.engine import create_engine
 from broker.store.history import register_functions
@@ -45,7 +46,7 @@ async def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterato
         monkeypatch.delenv(name)
     async with migrated_engine("sqlite", tmp_path) as engine:
         config = {"functions": {"orders": {"handler": "m:orders"}, "mail": {"handler": "m:mail"}}}
-        await register_functions(engine, parse_config(config), NOW)
+        await register_functions(engine, served_functions(parse_config(config)), NOW)
         ok = await add_invocation(
             engine, function="orders", state=State.SUCCEEDED, at=NOW, result=b'{"ok": true}'
         )

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from broker.cli.main import main
-from broker.config import parse_config
+from broker.functions.delivery import served_functions
+from broker.loading import parse_config
 from broker.store.history import register_functions
 from tests.support.processes import REPO
 from tests.support.stores import migrated_engine
@@ -35,8 +36,8 @@ async def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
     (tmp_path / "eventwire.yaml").write_text(CONFIG)
     (tmp_path / "bad.yaml").write_text(BAD_CONFIG)
     async with migrated_engine("sqlite", tmp_path) as engine:
-        await register_functions(engine, parse_config({"functions": {"hello": {"handler": "m:h"}}}),
-                                 datetime.now(UTC))  # fmt: skip
+        config = parse_config({"functions": {"hello": {"handler": "m:h"}}})
+        await register_functions(engine, served_functions(config), datetime.now(UTC))
         url = engine.url.render_as_string(hide_password=False)
     monkeypatch.setenv("EVENTWIRE_DATABASE_URL", url)
     monkeypatch.chdir(tmp_path)

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from broker.config.settings import Settings
 from broker.ids import new_id
 from broker.models import NewInvocation
 from broker.queue import open_queue
-from broker.settings import Settings
 from broker.store.engine import create_engine
 from broker.store.schema import invocations
 from tests.support.processes import Serve, clean_env, eventwire, wait_for

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from broker.config import parse_config
+from broker.loading import parse_config
 from broker.store.engine import create_engine
 from broker.store.mappings import register_mappings
 from broker.store.migrate import upgrade

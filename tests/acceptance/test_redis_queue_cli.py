@@ -97,7 +97,7 @@ def test_the_history_process_ends_with_a_killed_serve(store: Store, tmp_path: Pa
     try:
         serve.wait_serving()
         (writer,) = wait_for(
-            lambda: children(serve.process.pid, "broker.queue.history_process"), 10, "the writer"
+            lambda: children(serve.process.pid, "broker.history.process"), 10, "the writer"
         )
         done = eventwire("invoke", "hello", "--payload", '{"name": "x"}', env=env)
         assert done.returncode == 0, done.stderr

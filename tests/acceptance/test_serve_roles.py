@@ -87,8 +87,8 @@ async def test_pollers_and_dispatch_in_two_processes(
         wait_for(lambda: sum(len(e["records"]) for e in entries()) >= ENTRIES, 60, "every entry")
         # Only the dispatching process runs the function and writes the history.
         assert {e["pid"] for e in entries()} == {dispatch.process.pid}
-        assert children(pollers.process.pid, "history_process") == []
-        assert len(children(dispatch.process.pid, "history_process")) == 1
+        assert children(pollers.process.pid, "broker.history.process") == []
+        assert len(children(dispatch.process.pid, "broker.history.process")) == 1
 
         def listed() -> list[dict[str, Any]]:
             rows = eventwire_json("invocations", "ls", env=env)

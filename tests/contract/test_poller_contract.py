@@ -181,7 +181,7 @@ def side_key(side: Side) -> str:
 
 
 def identifier(side: Side, event: dict[str, Any], n: int) -> Any:
-    from broker.batch_events import event_items
+    from broker.events.batches import event_items
 
     for (group, record), number in zip(event_items(event), numbers(event), strict=True):
         if number != n:

@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broker.config import Limits
+from broker.config.models import Limits
 from broker.destinations import parse_destination
 from broker.destinations.external import (
     DeliveryFailed,
@@ -29,7 +29,7 @@ from broker.destinations.external import (
 )
 from broker.destinations.kafka import KafkaSender
 from broker.destinations.webhook import SIGNATURE_HEADER, verify_signature
-from broker.invoke import submit
+from broker.functions.invoke import submit
 from broker.models import Condition, State
 from broker.service import Service
 from broker.store.deliveries import list_destinations

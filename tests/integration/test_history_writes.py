@@ -26,7 +26,7 @@ from broker.models import (
     Settlement,
     State,
 )
-from broker.queue.records import Rows, enqueue_event, settle_event
+from broker.store.history_rows import Rows, enqueue_event, settle_event
 from broker.store.history_writes import write_rows
 from broker.store.schema import attempts, dead_letters, invocations
 from tests.support.stores import BACKENDS, migrated_engine

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from broker.config import FunctionConfig
-from broker.http_headers import expand_headers, retry_after_s
-from broker.invoker import InvokeRequest, InvokerInitError
+from broker.config.models import FunctionConfig
+from broker.functions.invoker import InvokeRequest, InvokerInitError
+from broker.http.headers import expand_headers, retry_after_s
 from broker.models import FunctionError, Outcome, Success, SystemFault
 from invokers.http import HttpInvoker
 

@@ -11,8 +11,8 @@ import pytest
 from aiohttp import web
 from sqlalchemy import func, select
 
-from broker.config import Limits
-from broker.invoke import submit
+from broker.config.models import Limits
+from broker.functions.invoke import submit
 from broker.models import State
 from broker.store.engine import create_engine
 from broker.store.schema import attempts, invocations

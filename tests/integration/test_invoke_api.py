@@ -10,9 +10,11 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broker.config import Limits, parse_config
+from broker.config.models import Limits
 from broker.errors import PayloadError, UnknownFunctionError
-from broker.invoke import submit
+from broker.functions.delivery import served_functions
+from broker.functions.invoke import submit
+from broker.loading import parse_config
 from broker.queue.sqlite import SqliteQueue
 from broker.store.history import register_functions
 from broker.store.schema import invocations
@@ -23,7 +25,7 @@ from tests.support.stores import migrated_engine
 async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     async with migrated_engine("sqlite", tmp_path) as value:
         config = parse_config({"functions": {"f": {"handler": "m:f"}}})
-        await register_functions(value, config, datetime.now(UTC))
+        await register_functions(value, served_functions(config), datetime.now(UTC))
         yield value
 
 

@@ -13,8 +13,8 @@ import pytest
 from botocore.exceptions import ClientError
 from sqlalchemy import func, select
 
-from broker.invoke import wait_finished
-from broker.lambda_api import LambdaApi
+from broker.api.lambda_api import LambdaApi
+from broker.functions.invoke import wait_finished
 from broker.models import State
 from broker.service import Service
 from broker.store.history import get_invocation

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from broker.events.s3 import lambda_event, parse_notification
 from broker.models import State
-from broker.s3_events import lambda_event, parse_notification
 from broker.store.engine import create_engine
 from broker.store.history import list_invocations
 from broker.store.schema import dead_letters

@@ -17,11 +17,11 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broker import dispatcher
-from broker.config import Limits
+from broker.config.models import Limits
+from broker.dispatch import dispatcher
+from broker.functions.invoke import submit, wait_finished
+from broker.functions.invoker import INVOKERS
 from broker.ids import new_id
-from broker.invoke import submit, wait_finished
-from broker.invoker import INVOKERS
 from broker.models import NewInvocation, State
 from broker.service import Service
 from broker.store.engine import create_engine

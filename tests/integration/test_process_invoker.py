@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from broker.config import FunctionConfig
-from broker.invoker import InvokeRequest, InvokerInitError
+from broker.config.models import FunctionConfig
+from broker.functions.invoker import InvokeRequest, InvokerInitError
 from broker.models import FunctionError, Success, SystemFault
 from invokers.capture import LOG_LIMIT_BYTES
 from invokers.process import ProcessInvoker

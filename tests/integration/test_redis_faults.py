@@ -191,7 +191,7 @@ async def test_history_moves_to_another_process_when_the_writer_stops(
         await eventually(lambda: _is_subset(ids, engine), 5, "the second batch")
 
 
-HISTORY_PROCESS = "broker.queue.history_process"
+HISTORY_PROCESS = "broker.history.process"
 
 
 async def test_a_killed_history_process_is_started_again(shared: tuple[Store, AsyncEngine]) -> None:

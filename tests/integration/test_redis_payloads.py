@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from broker.config.settings import Settings
+from broker.history import writer as redis_history
 from broker.ids import new_id
 from broker.models import FunctionLimits, NewInvocation, State
-from broker.queue import redis_history
 from broker.queue.redis import RedisQueue, queued_payloads, read_payloads
-from broker.settings import Settings
 from tests.contract.test_queue_contract import BIG, lease, new, stored_payload
 from tests.support.queue_harness import Harness, redis_harness, settlement
 from tests.support.services import REDIS_URL

@@ -16,11 +16,11 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broker.config import parse_config
-from broker.poller import PollerContext
+from broker.config.settings import Settings
+from broker.loading import parse_config
 from broker.queue import open_queue
 from broker.queue.base import InvocationQueue
-from broker.settings import Settings
+from broker.sources.pollers import PollerContext
 from broker.store.engine import create_engine
 from broker.store.schedules import get_schedule, list_schedules, set_state
 from broker.store.schema import invocations, leader_leases

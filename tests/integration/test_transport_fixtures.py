@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from broker.mapping_config import AmqpSource, RedisStreamSource, parse_source
+from broker.config.mappings import AmqpSource, RedisStreamSource, parse_source
 from tests.support.kafka import create_topic, kafka_bootstrap, unique_topic  # noqa: F401
 from tests.support.rabbitmq import RabbitQueue, rabbitmq_queue  # noqa: F401
 from tests.support.redis_streams import RedisStream, redis_stream  # noqa: F401

@@ -17,10 +17,10 @@ import os
 import sys
 from datetime import datetime
 
-from broker import logs
-from broker.config import load_config
+from broker.config.settings import load_settings
+from broker.loading import load_config
+from broker.observability import logs
 from broker.service import Service
-from broker.settings import load_settings
 from tests.support.timer import FastTimer
 
 

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from broker.batch_events import event_items, event_kind
-from broker.config import parse_config
+from broker.config.settings import Settings
+from broker.events.batches import event_items, event_kind
+from broker.loading import parse_config
 from broker.service import Service
-from broker.settings import Settings
 from tests.support.stores import Store
 
 

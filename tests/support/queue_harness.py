@@ -10,12 +10,12 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from broker.history.writer import HistoryWriter
 from broker.ids import new_id
 from broker.models import AttemptRecord, Condition, DeadLetter, Lease, Origin, Settlement, State
 from broker.queue.base import InvocationQueue
 from broker.queue.postgres import PostgresQueue
 from broker.queue.redis import RedisQueue, connect
-from broker.queue.redis_history import HistoryWriter
 from broker.queue.sqlite import SqliteQueue
 from tests.support.clock import FakeClock
 from tests.support.redis import redis_prefix

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from broker.config import parse_config
+from broker.config.settings import Settings
+from broker.loading import parse_config
 from broker.service import Service
-from broker.settings import Settings
 from tests.support.stores import Store
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from broker.batch_events import (
+from broker.events.batches import (
     KAFKA_TIMESTAMP_TYPES,
     AmqpMessage,
     KafkaEventWriter,

@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from broker.batch_events import (
+from broker.events.batch_results import (
+    BatchOutcome,
+    MappingCondition,
+    mapping_failure_record,
+    parse_batch_response,
+)
+from broker.events.batches import (
     AmqpMessage,
     KafkaRecord,
     StreamEntry,
@@ -17,12 +23,6 @@ from broker.batch_events import (
     kafka_event,
     rabbitmq_event,
     redis_streams_event,
-)
-from broker.batch_results import (
-    BatchOutcome,
-    MappingCondition,
-    mapping_failure_record,
-    parse_batch_response,
 )
 from broker.models import FunctionError, Success
 

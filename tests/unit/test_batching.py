@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broker.filtering import NO_FILTER, compile_filters
+from broker.events.filters import NO_FILTER, compile_filters
 from broker.store.mappings import Cut
 from pollers.batching import Batch, Batcher, Record
 

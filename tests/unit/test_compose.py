@@ -21,8 +21,8 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-from broker.config import load_config
-from broker.durations import parse_duration
+from broker.config.durations import parse_duration
+from broker.loading import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = ROOT / "compose"

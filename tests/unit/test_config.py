@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from broker.config import load_config, parse_config
-from broker.durations import format_duration, parse_duration, parse_size
+from broker.config.durations import format_duration, parse_duration, parse_size
 from broker.errors import ConfigError
+from broker.loading import load_config, parse_config
 
 
 def write(tmp_path: Path, text: str) -> Path:

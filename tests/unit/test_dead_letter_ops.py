@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broker.dlq_lines import read_lines, to_line
 from broker.errors import UsageError
 from broker.models import Origin
 from broker.store import history
@@ -22,6 +21,7 @@ from broker.store.dead_letters import (
     matching_ids,
     purge_matching,
 )
+from broker.store.dlq_lines import read_lines, to_line
 from broker.store.history import RedriveStatus
 from tests.support.stores import migrated_engine
 from tests.unit.test_history import BACKENDS, T0, FakeQueue, add_dead_letter

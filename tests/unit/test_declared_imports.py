@@ -32,9 +32,9 @@ FIRST_PARTY = frozenset(RUNTIME + DEVELOPMENT)
 EXTRA_OF = {
     "broker.queue.postgres": "postgres",
     "broker.queue.redis": "redis",
-    "broker.queue.redis_history": "redis",
+    "broker.history.writer": "redis",
     "broker.queue.redis_lua": "redis",
-    "broker.queue.history_process": "redis",
+    "broker.history.process": "redis",
     "broker.destinations.redis_stream": "redis",
     "pollers.redis_streams": "redis",
     "broker.destinations.kafka": "kafka",
@@ -46,7 +46,7 @@ EXTRA_OF = {
     "invokers.worker": "process",
     "invokers.http": "http",
     "broker.destinations.webhook": "http",
-    "broker.lambda_api": "http",
+    "broker.api.lambda_api": "http",
     "pollers.s3.webhook": "notifications",
     "pollers.s3.directory": "notifications",
 }

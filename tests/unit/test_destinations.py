@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from broker.config import load_config, parse_config
 from broker.destinations import parse_destination
 from broker.destinations.external import (
     ExternalDestination,
@@ -21,6 +20,8 @@ from broker.destinations.external import (
 )
 from broker.destinations.webhook import header_value, sign, verify_signature
 from broker.errors import ConfigError
+from broker.functions.delivery import served_functions
+from broker.loading import load_config, parse_config
 
 AMQP = "amqp://guest:guest@localhost:5672/%2F?exchange=failures&routing_key=ingest"
 
@@ -111,7 +112,7 @@ def test_a_missing_transport_library_names_the_extra(
 def test_transport_libraries_are_not_imported_to_load_a_config() -> None:
     code = (
         "import sys\n"
-        "from broker.config import parse_config\n"
+        "from broker.loading import parse_config\n"
         f"parse_config({{'functions': {{'f': {{'handler': 'm:f', 'on_failure': '{AMQP}',"
         " 'on_success': 'kafka://k:9092/t', 'dead_letter': 'redis://r/0?stream=s'}}})\n"
         "loaded = {'aio_pika', 'aiokafka', 'redis', 'aiohttp'} & set(sys.modules)\n"
@@ -130,7 +131,7 @@ def test_each_destination_gets_a_delivery_function_with_its_own_retry_policy() -
             "destinations": {"https://h/a": {"timeout": "2s", "retry": {"max_attempts": 4}}},
         }
     )
-    served = config.served_functions()
+    served = served_functions(config)
     webhook, amqp = served[delivery_function("https://h/a")], served[delivery_function(AMQP)]
     assert set(served) == {"f", "g", delivery_function("https://h/a"), delivery_function(AMQP)}
     assert (webhook.invoker, webhook.timeout_s, webhook.retry.max_attempts) == ("deliver", 2, 4)

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from sqlalchemy import delete
 
-from broker.config import parse_config
-from broker.poller import PollerContext, SystemTimer
-from broker.settings import Settings
+from broker.config.settings import Settings
+from broker.loading import parse_config
+from broker.sources.pollers import PollerContext, SystemTimer
 from broker.store.schema import object_files
 from pollers.s3.directory import create
 from tests.support.stores import migrated_engine

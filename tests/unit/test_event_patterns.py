@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from broker.event_patterns import PatternError, compile_pattern
+from broker.events.patterns import PatternError, compile_pattern
 
 
 def matches(pattern: dict[str, Any], event: dict[str, Any]) -> bool:

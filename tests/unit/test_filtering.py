@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from broker.filtering import FilterError, compile_filters
+from broker.events.filters import FilterError, compile_filters
 
 
 def kafka(*patterns: Any) -> Any:

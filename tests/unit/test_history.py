@@ -13,8 +13,9 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker import ids
-from broker.config import parse_config
 from broker.errors import NotFoundError, UsageError
+from broker.functions.delivery import served_functions
+from broker.loading import parse_config
 from broker.models import Enqueued, NewInvocation, Origin, State
 from broker.store import history
 from broker.store.history import RedriveStatus
@@ -147,14 +148,14 @@ functions:
 
 async def test_register_functions_upserts_and_deletes(engine: AsyncEngine) -> None:
     config = parse_config(yaml.safe_load(CONFIG))
-    await history.register_functions(engine, config, T0)
+    await history.register_functions(engine, served_functions(config), T0)
     async with engine.begin() as conn:
         await conn.execute(update(functions).where(functions.c.name == "a").values(throttles=7))
 
     changed = parse_config(
         {"functions": {"a": {"handler": "m:a2"}, "b": {"handler": "m:b"}, "c": {"handler": "m:c"}}}
     )
-    await history.register_functions(engine, changed, T0 + timedelta(hours=1))
+    await history.register_functions(engine, served_functions(changed), T0 + timedelta(hours=1))
 
     async with engine.connect() as conn:
         rows = {row.name: row for row in await conn.execute(select(functions))}
@@ -167,12 +168,14 @@ async def test_register_functions_upserts_and_deletes(engine: AsyncEngine) -> No
     assert rows["a"].updated_at == T0 + timedelta(hours=1)
     assert rows["b"].updated_at == T0  # unchanged configuration is not rewritten
 
-    await history.register_functions(engine, parse_config({}), T0)
+    await history.register_functions(engine, served_functions(parse_config({})), T0)
     assert await history.list_functions(engine) == []
 
 
 async def test_list_functions_counts(engine: AsyncEngine) -> None:
-    await history.register_functions(engine, parse_config(yaml.safe_load(CONFIG)), T0)
+    await history.register_functions(
+        engine, served_functions(parse_config(yaml.safe_load(CONFIG))), T0
+    )
     for state in (State.PENDING, State.PENDING, State.RUNNING, State.SUCCEEDED, State.FAILED):
         await add_invocation(engine, function="a", state=state)
     await add_invocation(engine, function="other", state=State.PENDING)

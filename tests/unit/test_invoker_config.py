@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from broker.config import load_config
-from broker.dispatcher import response_limited
+from broker.dispatch.dispatcher import response_limited
 from broker.errors import ConfigError
+from broker.loading import load_config
 from broker.models import FunctionError, Success
 from broker.store.pools import percentile
 

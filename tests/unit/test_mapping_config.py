@@ -7,15 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from broker.config import load_config
-from broker.errors import ConfigError
-from broker.mapping_config import (
+from broker.config.mappings import (
     AmqpSource,
     KafkaSource,
     RedisStreamSource,
     SourceKind,
     parse_source,
 )
+from broker.errors import ConfigError
+from broker.loading import load_config
 
 FUNCTIONS = "functions:\n  process: {handler: 'm:f'}\n  audit: {handler: 'm:g'}\n"
 

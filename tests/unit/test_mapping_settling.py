@@ -6,15 +6,15 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from broker.batch_events import KafkaRecord, encode_event, event_items, kafka_event
-from broker.catalog import Deployed
-from broker.config import FunctionConfig
-from broker.mapping_settling import (
+from broker.config.models import FunctionConfig
+from broker.dispatch.batches import (
     MappingPolicy,
     mapping_source,
     not_to_run,
     settle_mapping_attempt,
 )
+from broker.events.batches import KafkaRecord, encode_event, event_items, kafka_event
+from broker.functions.catalog import Deployed
 from broker.models import (
     FunctionError,
     FunctionLimits,

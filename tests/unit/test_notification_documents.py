@@ -7,7 +7,9 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from broker.batch_events import (
+from broker.config.mappings import MappingConfig
+from broker.config.settings import Settings
+from broker.events.batches import (
     AmqpMessage,
     KafkaRecord,
     StreamEntry,
@@ -17,10 +19,8 @@ from broker.batch_events import (
     rabbitmq_event,
     redis_streams_event,
 )
-from broker.config import parse_config
-from broker.mapping_config import MappingConfig
+from broker.loading import parse_config
 from broker.models import Origin
-from broker.settings import Settings
 from pollers.batching import Batch, Record
 from pollers.s3.documents import NotificationDocuments, Planned
 from pollers.s3.invocations import notified

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from broker.config import load_config
+from broker.config.mappings import MappingConfig
 from broker.errors import ConfigError
-from broker.mapping_config import MappingConfig
+from broker.loading import load_config
 from broker.store.mappings import _hash
 
 HEAD = """functions:

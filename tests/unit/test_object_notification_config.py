@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from broker.config import load_config
+from broker.config.settings import Settings
 from broker.errors import ConfigError
-from broker.poller import kinds_in
-from broker.settings import Settings
+from broker.loading import load_config
+from broker.sources.pollers import kinds_in
 
 HEAD = """functions:
   thumbs: {handler: "m:thumbs"}

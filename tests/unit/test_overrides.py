@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from broker.catalog import Deployed
-from broker.config import FunctionConfig, ScheduleConfig
+from broker.config.models import FunctionConfig, ScheduleConfig
+from broker.config.settings import Settings
+from broker.functions.catalog import Deployed
+from broker.functions.overrides import effective
 from broker.models import FunctionLimits
-from broker.overrides import effective
-from broker.settings import Settings
 from pollers.schedule.source import SOURCE
 
 SLOT = datetime(2026, 11, 24, 5, tzinfo=UTC)

@@ -7,9 +7,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broker.config import parse_config
 from broker.errors import NotFoundError
-from broker.pool_stats import PoolStats
+from broker.functions.delivery import served_functions
+from broker.loading import parse_config
+from broker.observability.pools import PoolStats
 from broker.store.function_logs import function_logs
 from broker.store.history import register_functions
 from broker.store.pools import (
@@ -51,7 +52,7 @@ async def test_durations_are_percentiles_of_the_latest_attempts(engine: AsyncEng
 
 async def test_logs_are_oldest_first_and_followable(engine: AsyncEngine) -> None:
     config = parse_config({"functions": {"resize": {"handler": "m:f"}}})
-    await register_functions(engine, config, NOW)
+    await register_functions(engine, served_functions(config), NOW)
     invocation = await add_invocation(engine, function="resize", request_id="req-1")
     await add_attempt(engine, invocation, 1, log_excerpt="first\nsecond")
     await add_attempt(engine, invocation, 2, log_excerpt=None)  # printed nothing

@@ -17,8 +17,8 @@ from typing import Any, Protocol
 import pytest
 
 import invokers.context
-from broker.config import FunctionConfig
-from broker.invoker import InvokeRequest, InvokerInitError
+from broker.config.models import FunctionConfig
+from broker.functions.invoker import InvokeRequest, InvokerInitError
 from broker.models import FunctionError, Outcome, Success, SystemFault
 from invokers.context import LambdaContext
 from invokers.python import PythonInvoker

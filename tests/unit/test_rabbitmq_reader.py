@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from broker.mapping_config import MappingConfig
+from broker.config.mappings import MappingConfig
 from pollers.rabbitmq import RabbitReader
 
 

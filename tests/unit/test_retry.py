@@ -8,7 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from broker.config import Backoff, RetryPolicy
+from broker.config.models import Backoff, RetryPolicy
+from broker.destinations.records import invocation_record
+from broker.dispatch.retry import backoff_delay, decide, is_expired
 from broker.models import (
     Condition,
     FunctionError,
@@ -18,8 +20,6 @@ from broker.models import (
     Success,
     SystemFault,
 )
-from broker.records import invocation_record
-from broker.retry import backoff_delay, decide, is_expired
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 ERROR = FunctionError("ValueError", "boom", ("trace",))

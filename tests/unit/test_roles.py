@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import pytest
 
-from broker.config import parse_config
+from broker.config.roles import ROLE_OF_POLLER, ROLES
+from broker.config.settings import load_settings
 from broker.errors import UsageError
-from broker.poller import POLLERS, kinds_in
-from broker.roles import ROLE_OF_POLLER, ROLES
-from broker.settings import load_settings
+from broker.loading import parse_config
+from broker.sources.pollers import POLLERS, kinds_in
 
 
 def test_every_process_has_every_role_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from broker.s3_events import (
+from broker.events.s3 import (
     S3DocumentError,
     S3Filter,
     dedup_key,

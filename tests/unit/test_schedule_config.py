@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from broker.config import load_config
 from broker.errors import ConfigError
+from broker.loading import load_config
 
 HEAD = """functions:
   build_report:

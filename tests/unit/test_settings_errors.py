@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from broker.config.settings import load_settings
 from broker.errors import UsageError
-from broker.settings import load_settings
 
 
 def test_a_setting_without_a_flag_names_only_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:

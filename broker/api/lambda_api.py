@@ -1,0 +1,302 @@
+"""Lambda's Invoke API over HTTP, so that AWS SDKs and the AWS CLI invoke functions unchanged.
+
+``POST /2015-03-31/functions/{FunctionName}/invocations`` on
+``EVENTWIRE_API_LISTEN`` (off unless set; port 0 picks a free one, logged as
+``Lambda API: listening on http://…``), served by the ``api`` role::
+
+    aws lambda invoke --endpoint-url http://127.0.0.1:9001 --function-name resize out.json
+    boto3.client("lambda", endpoint_url="http://127.0.0.1:9001").invoke(FunctionName="resize")
+
+As in Lambda:
+
+* ``X-Amz-Invocation-Type: RequestResponse`` (the default) enqueues a
+  synchronous invocation (no retries), waits for it and answers 200 with the
+  function's result; a function error is 200 too, with ``X-Amz-Function-Error:
+  Unhandled`` and Lambda's error document as the body.
+  ``X-Amz-Log-Type: Tail`` adds ``X-Amz-Log-Result``: the base64 of the last
+  4 KB the function logged.
+* ``Event`` enqueues an asynchronous invocation (retries, destinations, DLQ)
+  and answers 202 once it is durably queued; ``DryRun`` checks the function
+  and payload and answers 204.
+* The function is a name, ``name:$LATEST`` or a function ARN; Eventwire has
+  no versions or aliases, so any other qualifier is not found.
+* Errors are Lambda's: 404 ``ResourceNotFoundException``, 400
+  ``InvalidRequestContentException`` (not JSON) or
+  ``InvalidParameterValueException``, 413 ``RequestTooLargeException``, 503
+  ``ServiceException`` when the store cannot take the invocation, each named
+  in ``x-amzn-ErrorType``, which the SDKs raise as that exception.
+
+``GET /2015-03-31/functions`` (ListFunctions) and ``GET
+/2015-03-31/functions/{FunctionName}`` (GetFunction) describe the registered
+functions as Lambda's FunctionConfiguration, for tools that look before they
+invoke.
+
+Every answer to an invoke carries ``x-amzn-RequestId`` and ``X-Eventwire-Invocation-Id``
+(``eventwire invocations show ID``). ``X-Eventwire-Idempotency-Key`` makes a
+repeated call the same invocation. Requests are not authenticated (SDKs sign
+them; the signature is not checked): listen on a loopback or private address.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import math
+import sys
+from collections.abc import Callable
+from datetime import UTC
+from typing import Any
+
+from sqlalchemy import Row, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from broker.config.models import Limits
+from broker.errors import PayloadError, PayloadTooLargeError, UnknownFunctionError, UsageError
+from broker.functions.invoke import Finished, check_payload, enqueue_api_call, wait_finished
+from broker.http.listen import AppServer
+from broker.models import State
+from broker.queue.base import InvocationQueue
+from broker.sources.pollers import PollerContext
+from broker.store.history import AttemptRow, last_attempt
+from broker.store.schema import functions
+
+try:
+    from aiohttp import web
+except ImportError:  # pragma: no cover - depends on the installed extras
+    raise UsageError(
+        "the Lambda API (EVENTWIRE_API_LISTEN) needs aiohttp: pip install 'eventwire[http]'"
+    ) from None
+
+log = logging.getLogger("eventwire.api")
+
+PATH = "/2015-03-31/functions/{name}/invocations"
+LOG_TAIL_BYTES = 4096
+WAIT_SLACK_S = 60.0
+"""A synchronous call waits this long past the function's timeout for its invocation
+to be leased, run and settled before answering 504 (the invocation stays queued)."""
+INVOCATION_TYPES = ("RequestResponse", "Event", "DryRun")
+
+
+def create(context: PollerContext) -> LambdaApi:
+    """The Lambda API on ``EVENTWIRE_API_LISTEN`` (the poller registry asks only when set)."""
+    listen = context.settings.api_listen
+    assert listen is not None
+    return LambdaApi(
+        context.engine,
+        context.queue,
+        context.config.limits,
+        listen,
+        context.settings.function_arn,
+    )
+
+
+class LambdaApi(AppServer):
+    """The HTTP server of Lambda's Invoke API (run by ``serve`` like a poller)."""
+
+    name = "lambda-api"
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        queue: InvocationQueue,
+        limits: Limits,
+        listen: str,
+        arn: Callable[[str], str],
+    ) -> None:
+        super().__init__(listen)
+        self.engine = engine
+        self.queue = queue
+        self.limits = limits
+        self.arn = arn
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=self.limits.sync_payload_bytes + 1)
+        app.router.add_post(PATH, self._invoke)
+        app.router.add_get("/2015-03-31/functions", self._list)
+        app.router.add_get("/2015-03-31/functions/", self._list)
+        app.router.add_get("/2015-03-31/functions/{name}", self._get)
+        await self.serve(app, "EVENTWIRE_API_LISTEN")
+        log.info("Lambda API: listening on %s%s", self.url, PATH.format(name="{name}"))
+
+    async def _list(self, request: web.Request) -> web.Response:
+        rows = await _registered(self.engine)
+        return web.json_response({"Functions": [self._configuration(row) for row in rows]})
+
+    async def _get(self, request: web.Request) -> web.Response:
+        try:
+            row = await _function(
+                self.engine,
+                function_name(request.match_info["name"], request.query.get("Qualifier")),
+            )
+        except UnknownFunctionError as exc:
+            return _error(404, "ResourceNotFoundException", str(exc))
+        answer: dict[str, Any] = {
+            "Configuration": self._configuration(row),
+            "Code": {"RepositoryType": "Eventwire"},
+        }
+        if row.reserved_concurrency is not None:
+            answer["Concurrency"] = {"ReservedConcurrentExecutions": row.reserved_concurrency}
+        return web.json_response(answer)
+
+    def _configuration(self, row: Row[Any]) -> dict[str, Any]:
+        """Lambda's FunctionConfiguration of a registered function, as far as it applies."""
+        config: dict[str, Any] = row.config or {}
+        updated = row.updated_at.astimezone(UTC)
+        configuration: dict[str, Any] = {
+            "FunctionName": row.name,
+            "FunctionArn": self.arn(row.name),
+            "Timeout": math.ceil(row.timeout_s),
+            "LastModified": updated.strftime("%Y-%m-%dT%H:%M:%S.")
+            + f"{updated.microsecond // 1000:03d}+0000",
+            "Version": "$LATEST",
+            "State": "Active",
+            "LastUpdateStatus": "Successful",
+            "PackageType": "Zip",
+            "Description": f"eventwire {row.invoker} function",
+        }
+        if config.get("handler"):
+            configuration["Handler"] = config["handler"]
+            configuration["Runtime"] = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        elif row.invoker != "python":
+            configuration["Runtime"] = "provided"
+        if config.get("memory"):
+            configuration["MemorySize"] = config["memory"]
+        return configuration
+
+    async def _invoke(self, request: web.Request) -> web.Response:
+        kind = request.headers.get("X-Amz-Invocation-Type", "RequestResponse")
+        if kind not in INVOCATION_TYPES:
+            return _error(
+                400,
+                "InvalidParameterValueException",
+                f"X-Amz-Invocation-Type {kind!r}: expected one of {', '.join(INVOCATION_TYPES)}",
+            )
+        sync = kind != "Event"
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _too_large(request.content_length, self.limits.sync_payload_bytes)
+        payload = body or b"{}"
+        try:
+            name = function_name(request.match_info["name"], request.query.get("Qualifier"))
+            timeout_s = float((await _function(self.engine, name)).timeout_s)
+            check_payload(payload, sync=sync, limits=self.limits)
+            if kind == "DryRun":
+                return web.Response(status=204)
+            key = request.headers.get("X-Eventwire-Idempotency-Key") or None
+            invocation_id = await enqueue_api_call(
+                self.queue, name, payload, sync=sync, idempotency_key=key
+            )
+        except UnknownFunctionError as exc:
+            return _error(404, "ResourceNotFoundException", str(exc))
+        except PayloadTooLargeError as exc:
+            return _error(413, "RequestTooLargeException", str(exc))
+        except PayloadError as exc:
+            return _error(400, "InvalidRequestContentException", str(exc))
+        except Exception as exc:  # the store or queue cannot take it: the caller may try again
+            log.error(
+                "Lambda API: could not enqueue an invocation of %s (%s)",
+                request.match_info["name"],
+                exc,
+            )
+            return _error(503, "ServiceException", "could not store the invocation; try again")
+        ids = {"x-amzn-RequestId": invocation_id, "X-Eventwire-Invocation-Id": invocation_id}
+        if not sync:
+            return web.Response(status=202, headers=ids)
+        finished = await wait_finished(self.engine, invocation_id, timeout_s + WAIT_SLACK_S)
+        if finished is None:
+            return _error(
+                504,
+                "ServiceException",
+                f"invocation {invocation_id} did not finish in time; it stays queued",
+                ids,
+            )
+        return await self._answer(finished, request, ids)
+
+    async def _answer(
+        self, finished: Finished, request: web.Request, ids: dict[str, str]
+    ) -> web.Response:
+        headers = {**ids, "X-Amz-Executed-Version": "$LATEST"}
+        tail = request.headers.get("X-Amz-Log-Type") == "Tail"
+        last: AttemptRow | None = None
+        if tail or finished.state is not State.SUCCEEDED:  # the last attempt has the rest
+            last = await last_attempt(self.engine, finished.id)
+        if tail:
+            logged = (last.log_excerpt or "") if last is not None else ""
+            headers["X-Amz-Log-Result"] = base64.b64encode(
+                logged.encode()[-LOG_TAIL_BYTES:]
+            ).decode()
+        if finished.state is State.SUCCEEDED:
+            body = finished.result if finished.result is not None else b"null"
+        else:
+            headers["X-Amz-Function-Error"] = "Unhandled"
+            document: dict[str, Any] = {
+                "errorMessage": finished.error_message,
+                "errorType": finished.error_type,
+                "requestId": finished.id,
+                "stackTrace": list(last.error_trace) if last is not None else [],
+            }
+            body = json.dumps(document).encode()
+        return web.Response(status=200, body=body, headers=headers, content_type="application/json")
+
+
+def function_name(given: str, qualifier: str | None) -> str:
+    """The function a request names: ``name``, ``name:qualifier`` or a function ARN
+    (``arn:aws:lambda:region:account:function:name[:qualifier]``); any qualifier but
+    ``$LATEST`` is not found."""
+    name = given
+    if given.startswith("arn:"):
+        _, found, name = given.partition(":function:")
+        if not found:
+            raise UnknownFunctionError(f"{given!r} is not a function ARN")
+    name, _, suffix = name.partition(":")
+    for wanted in (suffix, qualifier):
+        if wanted and wanted != "$LATEST":
+            raise UnknownFunctionError(
+                f"function not found: {name}:{wanted} (Eventwire functions have no versions "
+                "or aliases; use $LATEST or none)"
+            )
+    return name
+
+
+async def _registered(engine: AsyncEngine, name: str | None = None) -> list[Row[Any]]:
+    """The registered functions (the one named ``name``), by name."""
+    f = functions.c
+    query = select(
+        f.name, f.invoker, f.config, f.timeout_s, f.reserved_concurrency, f.updated_at
+    ).order_by(f.name)
+    if name is not None:
+        query = query.where(f.name == name)
+    async with engine.connect() as conn:
+        rows: list[Row[Any]] = list(await conn.execute(query))
+        await conn.rollback()
+    return rows
+
+
+async def _function(engine: AsyncEngine, name: str) -> Row[Any]:
+    """The registered function ``name``."""
+    found = await _registered(engine, name)
+    if not found:
+        raise UnknownFunctionError(f"function not found: {name}")
+    return found[0]
+
+
+def _too_large(size: int | None, limit: int) -> web.Response:
+    shown = f"{size:,} bytes" if size is not None else "larger"
+    return _error(
+        413,
+        "RequestTooLargeException",
+        f"request payload is {shown}; the limit for synchronous invocations is {limit:,} bytes",
+    )
+
+
+def _error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    """An error as Lambda answers it: the SDKs raise ``code`` with ``message``."""
+    return web.json_response(
+        {"Type": "User", "message": message},
+        status=status,
+        headers={**(headers or {}), "x-amzn-ErrorType": code},
+    )

@@ -1,0 +1,5 @@
+"""The Lambda event model: the batch events handlers receive from Kafka, RabbitMQ
+and Redis Streams, their batch responses (``batchItemFailures``), S3 notification
+records, and the event patterns and filters that select records.
+
+Pure data and parsing: imports only the domain model."""
