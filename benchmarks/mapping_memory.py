@@ -243,12 +243,13 @@ def serve_without_pause() -> None:
     """``serve`` reading every partition whatever its lanes hold (the control pass)."""
     from pollers.kafka import MAX_RECORDS_PER_FETCH, KafkaReader
 
-    async def everything(self: KafkaReader, consumer: Any, run: Any, wait_s: float) -> Any:
-        return await consumer.getmany(
+    async def everything(self: KafkaReader, run: Any, wait_s: float) -> Any:
+        got = await self.consumer.getmany(
             timeout_ms=int(wait_s * 1000), max_records=MAX_RECORDS_PER_FETCH
         )
+        return self.fetched(got)
 
-    KafkaReader._read = everything  # type: ignore[method-assign]
+    KafkaReader.read = everything  # type: ignore[method-assign]
 
 
 def main() -> None:

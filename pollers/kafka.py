@@ -24,7 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -33,8 +34,9 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from broker.config.mappings import KafkaSource, MappingConfig, SourceKind
 from broker.events.batches import KafkaEventWriter
 from broker.sources.pollers import PollerContext
-from pollers.batching import Record, Shaper, Taken
-from pollers.mapping_runner import READ_AHEAD_BATCHES, MappingPoller, MappingRun, SourceError
+from pollers.batching import Record, Shaper
+from pollers.mapping_run import READ_AHEAD_BATCHES, MappingRun, SourceError
+from pollers.mapping_runner import MappingPoller
 
 log = logging.getLogger("eventwire.mappings.kafka")
 
@@ -42,8 +44,6 @@ MAX_RECORDS_PER_FETCH = 5000
 TOPIC_CHECK_S = 5.0
 LAG_CHECK_S = 1.0
 SESSION_TIMEOUT_MS = 6000
-ROOM_CHECK_S = 0.005
-"""While batches wait for room in their lanes, the reader looks again this often."""
 COMMIT_INTERVAL_S = 0.2
 """Offsets of enqueued records are committed at most this often (one round trip each)."""
 
@@ -60,9 +60,8 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped in
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         # What was enqueued is committed before the partitions move (the next owner need
         # not replay it); records read but not enqueued are read again by that owner.
-        await self.reader.until_enqueued()
-        if self.reader.consumer is not None:
-            await self.reader.commit(self.reader.consumer, set(revoked))
+        await self.run.until_sent()
+        await self.reader.commit(set(revoked))
         self.run.batcher.forget([_name(tp) for tp in revoked])
         for tp in revoked:
             self.reader.committed.pop(tp, None)
@@ -75,11 +74,16 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped in
         # Their previous owner may have ended batches early since this run began: the
         # loop loads those cuts before it adds what it reads next (not here, where an
         # await would let records already fetched slip past).
-        self.reader.assigned.update(names)
+        self.reader.newly_assigned.update(names)
         await self.reader.start_at_timestamp(list(assigned))
 
 
 class KafkaReader:
+    """A mapping's Kafka consumer, as :func:`pollers.mapping_loop.pump` drives it."""
+
+    lanes = None  # a lane per partition
+    overlap = True  # the next fetch goes on while an enqueue waits on the queue
+
     def __init__(self, mapping: MappingConfig, context: PollerContext) -> None:
         source = mapping.parsed_source
         assert isinstance(source, KafkaSource)
@@ -91,15 +95,19 @@ class KafkaReader:
         """Per partition, the offset after the last record enqueued (or filtered out)."""
         self.uncommitted: dict[TopicPartition, int] = {}
         """Offsets of :attr:`enqueued` not committed yet."""
-        self.consumer: AIOKafkaConsumer | None = None
-        self.assigned: set[str] = set()
-        """Partitions assigned since the loop last took them over (:meth:`MappingRun.take_over`)."""
+        self._consumer: AIOKafkaConsumer | None = None
+        self.newly_assigned: set[str] = set()
+        """Partitions assigned since the loop last asked (:meth:`assigned`)."""
         self.partitions: dict[str, TopicPartition] = {}
         """Partitions read from, by name (``topic-N``)."""
-        self._enqueuing: asyncio.Task[None] | None = None
-        """The enqueue under way: while it waits on the queue, the loop reads on."""
+        self._committed_at = self._lag_checked_at = self._topic_checked_at = time.monotonic()
 
-    async def run(self, run: MappingRun) -> None:
+    @property
+    def consumer(self) -> AIOKafkaConsumer:
+        assert self._consumer is not None, "the reader is not open"
+        return self._consumer
+
+    async def open(self, run: MappingRun) -> None:
         position = self.mapping.starting_position
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.servers,
@@ -114,133 +122,104 @@ class KafkaReader:
             session_timeout_ms=SESSION_TIMEOUT_MS,
             heartbeat_interval_ms=SESSION_TIMEOUT_MS // 3,
         )
-        self.consumer = consumer
         try:
             await consumer.start()
         except KafkaError as exc:
             await consumer.stop()
             raise SourceError(f"cannot reach Kafka at {self.servers}: {exc}") from None
+        self._consumer = consumer
         try:
             if self.source.topic not in await consumer.topics():
                 raise SourceError(f"topic {self.source.topic!r} does not exist on {self.servers}")
-            consumer.subscribe([self.source.topic], listener=_Rebalance(self, run))
-            run.connected = True
-            log.info("mapping %s: reading %s", self.mapping.name, self.source.uri)
-            await self._loop(consumer, run)
-        finally:
-            run.connected = False
-            await self._abandon_enqueue()
+        except BaseException:
+            await self.close()
+            raise
+        consumer.subscribe([self.source.topic], listener=_Rebalance(self, run))
+        log.info("mapping %s: reading %s", self.mapping.name, self.source.uri)
+
+    async def close(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
             await consumer.stop()
 
-    async def start_at_timestamp(self, assigned: list[TopicPartition]) -> None:
-        """With ``at_timestamp``, partitions the group has no offset for start at that time."""
-        if self.mapping.starting_position != "at_timestamp" or self.consumer is None:
-            return
-        assert self.mapping.starting_timestamp is not None
-        fresh = [tp for tp in assigned if await self.consumer.committed(tp) is None]
-        if fresh:
-            await self._seek(self.consumer, fresh, self.mapping.starting_timestamp.timestamp())
+    async def check(self, run: MappingRun, now: float) -> None:
+        if self.uncommitted and now - self._committed_at >= COMMIT_INTERVAL_S:
+            self._committed_at = now
+            await self.commit()
+        if now - self._lag_checked_at >= LAG_CHECK_S:
+            self._lag_checked_at = now
+            self._measure(run)
+        if now - self._topic_checked_at >= TOPIC_CHECK_S:
+            self._topic_checked_at = now
+            if not self.consumer.partitions_for_topic(self.source.topic):
+                raise SourceError(f"topic {self.source.topic!r} is gone from {self.servers}")
 
-    async def _seek(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition], at: float) -> None:
-        found = await consumer.offsets_for_times({tp: int(at * 1000) for tp in tps})
-        for tp in tps:
-            hit = found.get(tp)
-            if hit is None:
-                await consumer.seek_to_end(tp)
-            else:
-                consumer.seek(tp, hit.offset)
+    async def read(self, run: MappingRun, wait_s: float) -> dict[str, list[Record]]:
+        """Records of the partitions with room for them, waiting up to ``wait_s`` for some.
 
-    async def _loop(self, consumer: AIOKafkaConsumer, run: MappingRun) -> None:
-        batcher = run.batcher
-        topic_checked = lag_checked = committed_at = time.monotonic()
-        while not run.stopping.is_set():
-            if run.seek_wanted.is_set():
-                await self.enqueued_so_far()
-                await self._apply_seek(consumer, run)
-            # A window that ran out before this step closed its batch, unless the lane had no
-            # room: either way there is nothing to do before ROOM_CHECK_S.
-            deadline = batcher.next_deadline()
-            wait_s = (
-                0.1
-                if deadline is None
-                else min(0.1, max(ROOM_CHECK_S, deadline - time.monotonic()))
-            )
-            if batcher.held_back():
-                wait_s = ROOM_CHECK_S  # batches wait for room: look again soon
-            data = await self._read(consumer, run, wait_s)
-            if self.assigned:
-                assigned, self.assigned = sorted(self.assigned), set()
-                await run.take_over(assigned)
-            now = time.monotonic()
-            for tp, messages in data.items():
-                name = _name(tp)
-                self.partitions[name] = tp
-                batcher.extend(name, _records(name, messages), now)
-            # Enqueues go one at a time, in order. The next step's read overlaps one, and
-            # so do its take and the shaping of its events: its enqueue starts at once and
-            # waits for this one only to send (the lanes' depths count both).
-            taken, lanes = await run.take(now)
-            previous = self._enqueuing
-            if taken.batches or taken.checkpoint:
-                self._enqueuing = asyncio.create_task(
-                    self._enqueue(run, taken, lanes, after=previous)
-                )
-            if previous is not None:
-                await previous
-            if self.uncommitted and now - committed_at >= COMMIT_INTERVAL_S:
-                committed_at = now
-                await self.commit(consumer)
-            if now - lag_checked >= LAG_CHECK_S:
-                lag_checked = now
-                self._measure(consumer, run)
-            if now - topic_checked >= TOPIC_CHECK_S:
-                topic_checked = now
-                if not consumer.partitions_for_topic(self.source.topic):
-                    raise SourceError(f"topic {self.source.topic!r} is gone from {self.servers}")
-        await self.enqueued_so_far()
-        await self.commit(consumer)  # stopping: what was enqueued need not be read again
+        No more than there is room for: the consumer keeps the rest as fetched (undecoded),
+        rather than as Python objects waiting in the batcher."""
+        consumer = self.consumer
+        limit = READ_AHEAD_BATCHES * run.mapping.batch_size
+        assigned = consumer.assignment()
+        room = {tp: limit - run.batcher.waiting(_name(tp)) for tp in assigned}
+        room = {tp: n for tp, n in room.items() if n > 0}
+        timeout_ms = int(wait_s * 1000)
+        most = min(MAX_RECORDS_PER_FETCH, max(run.mapping.batch_size, sum(room.values())))
+        got: dict[TopicPartition, list[Any]]
+        if len(room) == len(assigned):  # every one (or none yet: getmany waits for them)
+            got = await consumer.getmany(timeout_ms=timeout_ms, max_records=most)
+        elif not room:
+            await asyncio.sleep(wait_s)
+            return {}
+        else:
+            got = await consumer.getmany(*room, timeout_ms=timeout_ms, max_records=most)
+        return self.fetched(got)
 
-    async def _enqueue(
-        self,
-        run: MappingRun,
-        taken: Taken,
-        lanes: list[str],
-        *,
-        after: asyncio.Task[None] | None = None,
-    ) -> None:
-        """Enqueue what ``taken`` holds, once ``after`` (the enqueue before) has; then its
-        records may be committed."""
-        await run.enqueue(taken.batches, lanes, after=after)
-        for name, records in taken.checkpoint.items():
+    def fetched(self, got: Mapping[TopicPartition, list[Any]]) -> dict[str, list[Record]]:
+        """What ``getmany`` gave, as records per partition name."""
+        read = {}
+        for tp, messages in got.items():
+            name = _name(tp)
+            self.partitions[name] = tp
+            read[name] = _records(name, messages)
+        return read
+
+    def assigned(self) -> list[str]:
+        assigned, self.newly_assigned = sorted(self.newly_assigned), set()
+        return assigned
+
+    async def checkpoint(self, done: Mapping[str, list[Record]]) -> None:
+        """Their offsets are committed with the next commit (every ``COMMIT_INTERVAL_S``)."""
+        for name, records in done.items():
             offset = int(records[-1].position) + 1
             tp = self.partitions[name]
             self.enqueued[tp] = self.uncommitted[tp] = offset
 
-    async def enqueued_so_far(self) -> None:
-        """Wait for the enqueue under way, if any; raise what it raised."""
-        enqueuing, self._enqueuing = self._enqueuing, None
-        if enqueuing is not None:
-            await enqueuing
+    async def finish(self) -> None:
+        await self.commit()  # stopping: what was enqueued need not be read again
 
-    async def until_enqueued(self) -> None:
-        """Wait for the enqueue under way to end, however it ends (the loop raises its
-        error)."""
-        if self._enqueuing is not None:
-            await asyncio.wait([self._enqueuing])
+    async def start_at_timestamp(self, assigned: list[TopicPartition]) -> None:
+        """With ``at_timestamp``, partitions the group has no offset for start at that time."""
+        if self.mapping.starting_position != "at_timestamp" or self._consumer is None:
+            return
+        assert self.mapping.starting_timestamp is not None
+        fresh = [tp for tp in assigned if await self.consumer.committed(tp) is None]
+        if fresh:
+            await self._seek(fresh, self.mapping.starting_timestamp.timestamp())
 
-    async def _abandon_enqueue(self) -> None:
-        """The reader ends on an error: let the enqueue under way end too (what it enqueued
-        is not committed; read again, the idempotency keys keep it from running twice)."""
-        enqueuing, self._enqueuing = self._enqueuing, None
-        if enqueuing is not None:
-            enqueuing.cancel()
-            await asyncio.wait([enqueuing])
+    async def _seek(self, tps: list[TopicPartition], at: float) -> None:
+        found = await self.consumer.offsets_for_times({tp: int(at * 1000) for tp in tps})
+        for tp in tps:
+            hit = found.get(tp)
+            if hit is None:
+                await self.consumer.seek_to_end(tp)
+            else:
+                self.consumer.seek(tp, hit.offset)
 
-    async def commit(
-        self, consumer: AIOKafkaConsumer, only: set[TopicPartition] | None = None
-    ) -> None:
+    async def commit(self, only: set[TopicPartition] | None = None) -> None:
         """Commit the offsets of what was enqueued (of ``only`` those partitions)."""
-        assigned = consumer.assignment()
+        assigned = self.consumer.assignment()
         offsets = {
             tp: offset
             for tp, offset in self.uncommitted.items()
@@ -254,7 +233,7 @@ class KafkaReader:
         if not offsets:
             return
         try:
-            await consumer.commit(offsets)
+            await self.consumer.commit(offsets)
         except (CommitFailedError, KafkaError) as exc:
             # The partitions moved to another consumer: it reads them again from the last
             # commit, and the idempotency keys keep those batches from being enqueued twice.
@@ -262,34 +241,10 @@ class KafkaReader:
             return
         self.committed.update(offsets)
 
-    async def _read(
-        self, consumer: AIOKafkaConsumer, run: MappingRun, wait_s: float
-    ) -> dict[TopicPartition, list[Any]]:
-        """Records of the partitions with room for them, waiting up to ``wait_s`` for some.
-
-        No more than there is room for: the consumer keeps the rest as fetched (undecoded),
-        rather than as Python objects waiting in the batcher."""
-        limit = READ_AHEAD_BATCHES * run.mapping.batch_size
-        assigned = consumer.assignment()
-        room = {tp: limit - run.batcher.waiting(_name(tp)) for tp in assigned}
-        room = {tp: n for tp, n in room.items() if n > 0}
-        timeout_ms = int(wait_s * 1000)
-        most = min(MAX_RECORDS_PER_FETCH, max(run.mapping.batch_size, sum(room.values())))
-        if len(room) == len(assigned):  # every one (or none yet: getmany waits for them)
-            got: dict[TopicPartition, list[Any]] = await consumer.getmany(
-                timeout_ms=timeout_ms, max_records=most
-            )
-            return got
-        if not room:
-            await asyncio.sleep(wait_s)
-            return {}
-        got = await consumer.getmany(*room, timeout_ms=timeout_ms, max_records=most)
-        return got
-
-    def _measure(self, consumer: AIOKafkaConsumer, run: MappingRun) -> None:
+    def _measure(self, run: MappingRun) -> None:
         lag = 0
-        for tp in consumer.assignment():
-            high = consumer.highwater(tp)
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
             done = self.enqueued.get(tp, self.committed.get(tp))
             if high is not None and done is not None:
                 lag += max(0, high - done)
@@ -297,20 +252,18 @@ class KafkaReader:
         if lag == 0:
             run.iterator_age_ms = 0
 
-    async def _apply_seek(self, consumer: AIOKafkaConsumer, run: MappingRun) -> None:
-        seek = run.take_seek()
-        if seek is None:
-            return
+    async def seek(self, run: MappingRun, to: datetime) -> None:
+        consumer = self.consumer
         assigned = list(consumer.assignment())
         run.batcher.forget([_name(tp) for tp in assigned])
         self.uncommitted.clear()
-        await self._seek(consumer, assigned, seek.to.timestamp())
+        await self._seek(assigned, to.timestamp())
         offsets = {tp: await consumer.position(tp) for tp in assigned}
         if offsets:
             await consumer.commit(offsets)
             self.committed.update(offsets)
             self.enqueued.update(offsets)
-        log.info("mapping %s: sought %d partitions to %s", run.name, len(assigned), seek.to)
+        log.info("mapping %s: sought %d partitions to %s", run.name, len(assigned), to)
 
 
 def _records(partition: str, messages: Sequence[Any]) -> list[Record]:

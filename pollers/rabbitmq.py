@@ -26,8 +26,8 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Sequence
-from datetime import UTC, timedelta
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aio_pika
@@ -48,7 +48,8 @@ from broker.store.unacked import (
     record_unacked,
 )
 from pollers.batching import Batch, Record, Shaper
-from pollers.mapping_runner import READ_AHEAD_BATCHES, MappingPoller, MappingRun, SourceError
+from pollers.mapping_run import READ_AHEAD_BATCHES, MappingRun, SourceError
+from pollers.mapping_runner import MappingPoller
 
 log = logging.getLogger("eventwire.mappings.rabbitmq")
 
@@ -67,33 +68,41 @@ def message_key(message: AbstractIncomingMessage) -> str | None:
 
 
 class RabbitReader:
+    """A mapping's RabbitMQ consumer, as :func:`pollers.mapping_loop.pump` drives it."""
+
+    overlap = False  # a batch's messages are recorded, enqueued and acknowledged in turn
+
     def __init__(self, mapping: MappingConfig, context: PollerContext) -> None:
         source = mapping.parsed_source
         assert isinstance(source, AmqpSource)
         self.mapping = mapping
         self.source = source
         self.concurrency = mapping.max_concurrency or DEFAULT_CONCURRENCY
+        self.lanes = [f"mapping:{mapping.name}:{n}" for n in range(self.concurrency)]
         self.inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self.unacked: dict[str, AbstractIncomingMessage] = {}
         self.closed = asyncio.Event()
         self.close_reason = ""
+        self.connection: Any = None
         self.channel: Any = None
         self.context = context
         self.keys: dict[str, str] = {}
         """Message keys (:func:`message_key`) of what is unacknowledged, by position."""
         self.recorded: list[str] = []
         """Idempotency keys of invocations recorded as unacknowledged, acks not confirmed."""
+        self._checked_at = time.monotonic()
+        self._pruned_at = 0.0
 
-    async def run(self, run: MappingRun) -> None:
+    async def open(self, run: MappingRun) -> None:
         where = redact(self.source.url)
         try:
-            connection = await aio_pika.connect(self.source.url, timeout=10)
+            self.connection = await aio_pika.connect(self.source.url, timeout=10)
         except (OSError, AMQPError, TimeoutError) as exc:
             raise SourceError(
                 f"cannot use RabbitMQ at {where}: {exc or type(exc).__name__}"
             ) from None
         try:
-            channel = await connection.channel()
+            channel = await self.connection.channel()
             channel.close_callbacks.add(self._on_close)
             await channel.set_qos(prefetch_count=self.mapping.batch_size * (READ_AHEAD_BATCHES + 1))
             try:
@@ -104,15 +113,17 @@ class RabbitReader:
                     f"{self.source.vhost!r} at {where}"
                 ) from None
             await queue.consume(self.inbox.put)
-            run.before_enqueue = self._record
-            run.connected = True
-            log.info("mapping %s: consuming %s", run.name, self.source.queue)
-            self.channel = channel
-            await self._loop(run)
-        finally:
-            run.connected = False
-            if not await close_within(connection.close(), 5):
-                log.warning("mapping %s: the connection did not close in 5s; left", run.name)
+        except BaseException:
+            await self.close()
+            raise
+        run.before_enqueue = self._record
+        log.info("mapping %s: consuming %s", run.name, self.source.queue)
+        self.channel = channel
+
+    async def close(self) -> None:
+        connection, self.connection = self.connection, None
+        if connection is not None and not await close_within(connection.close(), 5):
+            log.warning("mapping %s: the connection did not close in 5s; left", self.mapping.name)
 
     def _on_close(self, _channel: Any, exc: BaseException | None = None) -> None:
         self.close_reason = str(exc) if exc else "closed"
@@ -133,44 +144,50 @@ class RabbitReader:
                 "any more"
             ) from None
 
-    async def _loop(self, run: MappingRun) -> None:
-        lanes = [run.lane(str(n)) for n in range(self.concurrency)]
-        checked = time.monotonic()
-        pruned = 0.0
-        while not run.stopping.is_set():
-            if time.monotonic() - checked > QUEUE_CHECK_S:
-                checked = time.monotonic()
-                await self._check_queue()
-            if time.monotonic() - pruned > PRUNE_EVERY_S:
-                pruned = time.monotonic()
-                await self._prune(run)
-            if self.closed.is_set():
-                raise SourceError(
-                    f"the channel to queue {self.source.queue!r} closed: {self.close_reason}"
-                )
-            full = await run.backed_up(lanes)
-            free = [lane for lane in lanes if lane not in full]
-            deadline = run.batcher.next_deadline()
-            wait_s = IDLE_WAIT_S if deadline is None else max(0.0, deadline - time.monotonic())
-            if free:
-                await self._gather(run, min(wait_s, IDLE_WAIT_S))
-            else:
-                await wait_set(run.stopping, IDLE_WAIT_S)
-                continue
-            taken, chosen = await run.take(time.monotonic(), lanes)
-            await run.enqueue(taken.batches, chosen)
-            for records in taken.checkpoint.values():
-                for record in records:
-                    self.keys.pop(record.position, None)
-                    message = self.unacked.pop(record.position, None)
-                    if message is not None:
-                        await message.ack()
-            if self.recorded:
-                # The queue answers on the channel after it has taken the acks before.
-                await self._check_queue()
-                await drop_unacked(self.context.engine, run.name, self.recorded)
-                self.recorded = []
-            run.lag = self.inbox.qsize() + len(self.unacked)
+    async def check(self, run: MappingRun, now: float) -> None:
+        run.lag = self.inbox.qsize() + len(self.unacked)
+        if now - self._checked_at > QUEUE_CHECK_S:
+            self._checked_at = now
+            await self._check_queue()
+        if now - self._pruned_at > PRUNE_EVERY_S:
+            self._pruned_at = now
+            await self._prune(run)
+        if self.closed.is_set():
+            raise SourceError(
+                f"the channel to queue {self.source.queue!r} closed: {self.close_reason}"
+            )
+
+    async def read(self, run: MappingRun, wait_s: float) -> dict[str, list[Record]]:
+        """What has arrived, waiting up to ``wait_s`` for the first message; nothing while
+        every lane is backed up."""
+        if len(await run.backed_up(self.lanes)) == len(self.lanes):
+            await wait_set(run.stopping, IDLE_WAIT_S)
+            return {}
+        records = await self._gather(run, wait_s)
+        return {self.source.queue: records} if records else {}
+
+    def assigned(self) -> list[str]:
+        return []  # a queue has no partitions to take over
+
+    async def checkpoint(self, done: Mapping[str, list[Record]]) -> None:
+        """Acknowledge the messages, then forget the record of their batches."""
+        for records in done.values():
+            for record in records:
+                self.keys.pop(record.position, None)
+                message = self.unacked.pop(record.position, None)
+                if message is not None:
+                    await message.ack()
+        if self.recorded:
+            # The queue answers on the channel after it has taken the acks before.
+            await self._check_queue()
+            await drop_unacked(self.context.engine, self.mapping.name, self.recorded)
+            self.recorded = []
+
+    async def seek(self, run: MappingRun, to: datetime) -> None:
+        """A queue has no position to seek to (``eventwire mappings seek`` refuses)."""
+
+    async def finish(self) -> None:
+        """Nothing to do: messages are acknowledged as they are enqueued."""
 
     async def _record(self, shaped: Sequence[tuple[Batch, list[NewInvocation]]]) -> None:
         """Record the invocations about to be enqueued with their messages' keys."""
@@ -191,7 +208,7 @@ class RabbitReader:
         if gone:
             log.info("mapping %s: forgot %d batches of consumers long gone", run.name, gone)
 
-    async def _gather(self, run: MappingRun, wait_s: float) -> None:
+    async def _gather(self, run: MappingRun, wait_s: float) -> list[Record]:
         """Take what has arrived, waiting up to ``wait_s`` for the first message."""
         first = None
         if wait_s > 0:
@@ -199,7 +216,7 @@ class RabbitReader:
                 async with asyncio.timeout(wait_s):  # not wait_for: see broker.aio.waits
                     first = await self.inbox.get()
             except TimeoutError:
-                return
+                return []
         arrived = [first] if first is not None else []
         limit = run.mapping.batch_size * 4
         while not self.inbox.empty() and limit > 0:
@@ -207,9 +224,7 @@ class RabbitReader:
             limit -= 1
         if any(m.redelivered for m in arrived):
             arrived = await self._already_enqueued(run, arrived)
-        now = time.monotonic()
-        for message in arrived:
-            self._add(run, message, now)
+        return [self._record_of(message) for message in arrived]
 
     async def _already_enqueued(
         self, run: MappingRun, arrived: list[AbstractIncomingMessage]
@@ -236,7 +251,7 @@ class RabbitReader:
         )  # fmt: skip
         return rest
 
-    def _add(self, run: MappingRun, message: AbstractIncomingMessage, now: float) -> None:
+    def _record_of(self, message: AbstractIncomingMessage) -> Record:
         position = message.message_id or f"~{uuid.uuid4().hex}"
         while position in self.unacked:  # the same id twice in flight: keep both
             position += "+"
@@ -247,7 +262,7 @@ class RabbitReader:
         item = _message(message, self.source)
         stamp = message.timestamp
         ms = int(stamp.timestamp() * 1000) if stamp else int(time.time() * 1000)
-        run.batcher.add(Record(self.source.queue, position, ms, message.body, item), now)
+        return Record(self.source.queue, position, ms, message.body, item)
 
 
 def _message(m: AbstractIncomingMessage, source: AmqpSource) -> AmqpMessage:

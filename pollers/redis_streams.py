@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -43,7 +43,8 @@ from broker.events.batches import (
 from broker.sources.pollers import PollerContext
 from broker.store.mappings import redact
 from pollers.batching import Record, Shaper
-from pollers.mapping_runner import MappingPoller, MappingRun, SourceError
+from pollers.mapping_run import MappingRun, SourceError
+from pollers.mapping_runner import MappingPoller
 
 log = logging.getLogger("eventwire.mappings.redis")
 
@@ -61,6 +62,11 @@ def before(ms: int) -> str:
 
 
 class RedisStreamReader:
+    """A mapping's stream reader, as :func:`pollers.mapping_loop.pump` drives it."""
+
+    lanes = None  # the stream's own lane
+    overlap = False
+
     def __init__(self, mapping: MappingConfig, context: PollerContext) -> None:
         source = mapping.parsed_source
         assert isinstance(source, RedisStreamSource)
@@ -70,35 +76,53 @@ class RedisStreamReader:
         self.consumer = context.owner
         self.lock = f"eventwire:mapping-lock:{mapping.name}:{source.stream}"
         self.lock_ttl_ms = int(mapping.claim_idle_s * 1000)
+        self.renew_s = self.lock_ttl_ms / 3000
+        self.where = redact(source.url)
+        self._client: aioredis.Redis | None = None
+        self.leading = False
+        self._renewed = 0.0
+        self._claimed: list[Record] = []
+        """Entries claimed on taking the lock, for the next read to give."""
+        self._taken_over: list[str] = []
 
-    async def run(self, run: MappingRun) -> None:
-        client = aioredis.Redis.from_url(self.source.url, socket_connect_timeout=5)
-        where = redact(self.source.url)
+    @property
+    def client(self) -> aioredis.Redis:
+        assert self._client is not None, "the reader is not open"
+        return self._client
+
+    @contextlib.contextmanager
+    def _talking(self) -> Iterator[None]:
+        """Redis failures as the mapping's ``failing`` reason."""
         try:
-            try:
-                await client.ping()
-                await self._create_group(client)
-            except (OSError, aioredis.RedisError) as exc:
-                raise SourceError(f"cannot use Redis at {where}: {exc}") from None
-            run.connected = True
-            try:
-                await self._lead_and_read(client, run)
-            except ResponseError as exc:
-                if "NOGROUP" in str(exc):
-                    raise SourceError(
-                        f"stream {self.source.stream!r} or its group {self.group!r} was deleted"
-                    ) from None
-                raise
-            except (OSError, aioredis.ConnectionError) as exc:
-                raise SourceError(f"lost Redis at {where}: {exc}") from None
-        finally:
-            run.connected = False
-            with contextlib.suppress(Exception):
-                if _text(await client.get(self.lock) or b"") == self.consumer:
-                    await client.delete(self.lock)  # the next reader need not wait
-            await client.aclose()
+            yield
+        except ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                raise SourceError(
+                    f"stream {self.source.stream!r} or its group {self.group!r} was deleted"
+                ) from None
+            raise
+        except (OSError, aioredis.ConnectionError) as exc:
+            raise SourceError(f"lost Redis at {self.where}: {exc}") from None
 
-    async def _create_group(self, client: aioredis.Redis) -> None:
+    async def open(self, run: MappingRun) -> None:
+        self._client = aioredis.Redis.from_url(self.source.url, socket_connect_timeout=5)
+        try:
+            await self.client.ping()
+            await self._create_group()
+        except (OSError, aioredis.RedisError) as exc:
+            await self.close()
+            raise SourceError(f"cannot use Redis at {self.where}: {exc}") from None
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        with contextlib.suppress(Exception):
+            if _text(await client.get(self.lock) or b"") == self.consumer:
+                await client.delete(self.lock)  # the next reader need not wait
+        await client.aclose()
+
+    async def _create_group(self) -> None:
         position = self.mapping.starting_position
         start = "$"
         if position == "trim_horizon":
@@ -107,133 +131,133 @@ class RedisStreamReader:
             assert self.mapping.starting_timestamp is not None
             start = before(int(self.mapping.starting_timestamp.timestamp() * 1000))
         try:
-            await client.xgroup_create(self.source.stream, self.group, id=start, mkstream=True)
+            await self.client.xgroup_create(self.source.stream, self.group, id=start, mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    async def _hold(self, client: aioredis.Redis) -> bool:
-        """Take or keep the stream's read lock."""
+    async def check(self, run: MappingRun, now: float) -> None:
+        """Take or keep the stream's read lock, every third of its time to live."""
+        if now - self._renewed <= self.renew_s:
+            return
+        self._renewed = now
+        with self._talking():
+            held = await self._hold()
+            if held and not self.leading:
+                log.info("mapping %s: reading %s", run.name, self.source.stream)
+                run.batcher.forget([self.source.stream])
+                self._taken_over = [self.source.stream]
+                self._claimed = await self._claim(run)
+            elif self.leading and not held:
+                log.warning(
+                    "mapping %s: lost the lock on %s to another process",
+                    run.name, self.source.stream,
+                )  # fmt: skip
+        self.leading = held
+
+    async def _hold(self) -> bool:
         me = self.consumer
-        if await client.set(self.lock, me, nx=True, px=self.lock_ttl_ms):
+        if await self.client.set(self.lock, me, nx=True, px=self.lock_ttl_ms):
             return True
-        if _text(await client.get(self.lock) or b"") == me:
-            await client.pexpire(self.lock, self.lock_ttl_ms)
+        if _text(await self.client.get(self.lock) or b"") == me:
+            await self.client.pexpire(self.lock, self.lock_ttl_ms)
             return True
         return False
 
-    async def _lead_and_read(self, client: aioredis.Redis, run: MappingRun) -> None:
-        leading = False
-        renewed = 0.0
-        renew_s = self.lock_ttl_ms / 3000
-        while not run.stopping.is_set():
-            now = time.monotonic()
-            if now - renewed > renew_s:
-                held = await self._hold(client)
-                renewed = now
-                if held and not leading:
-                    log.info("mapping %s: reading %s", run.name, self.source.stream)
-                    run.batcher.forget([self.source.stream])
-                    await run.take_over([self.source.stream])
-                    await self._claim(client, run)
-                elif leading and not held:
-                    log.warning(
-                        "mapping %s: lost the lock on %s to another process",
-                        run.name, self.source.stream,
-                    )  # fmt: skip
-                leading = held
-            if not leading:
-                await wait_set(run.stopping, renew_s)
-                continue
-            if run.seek_wanted.is_set():
-                await self._seek(client, run)
-            await self._step(client, run)
-
-    async def _claim(self, client: aioredis.Redis, run: MappingRun) -> None:
-        """Take over what earlier readers read and never acknowledged, in stream order."""
+    async def _claim(self, run: MappingRun) -> list[Record]:
+        """What earlier readers read and never acknowledged, in stream order."""
         cursor = "0-0"
-        claimed = 0
+        claimed: list[Record] = []
         while True:
-            answer = await client.xautoclaim(
+            answer = await self.client.xautoclaim(
                 self.source.stream, self.group, self.consumer, 0, cursor, count=1000
             )
             cursor, entries = _text(answer[0]), answer[1]
-            self._add(run, entries)
-            claimed += len(entries)
+            claimed += self._records(entries)
             if cursor == "0-0" or not entries:
                 break
         gone = [
             _text(c["name"])
-            for c in await client.xinfo_consumers(self.source.stream, self.group)
+            for c in await self.client.xinfo_consumers(self.source.stream, self.group)
             if _text(c["name"]) != self.consumer and int(c.get("pending", 0)) == 0
         ]
         for name in gone:
-            await client.xgroup_delconsumer(self.source.stream, self.group, name)
+            await self.client.xgroup_delconsumer(self.source.stream, self.group, name)
         if claimed:
             log.info(
                 "mapping %s: claimed %d entries of %s left pending by earlier readers",
-                run.name, claimed, self.source.stream,
+                run.name, len(claimed), self.source.stream,
             )  # fmt: skip
+        return claimed
 
-    def _add(self, run: MappingRun, entries: Sequence[Any]) -> None:
-        now = time.monotonic()
+    def assigned(self) -> list[str]:
+        taken_over, self._taken_over = self._taken_over, []
+        return taken_over
+
+    def _records(self, entries: Sequence[Any]) -> list[Record]:
         stream = self.source.stream
+        records = []
         for entry_id, fields in entries:
             if fields is None:  # deleted from the stream while pending
                 continue
             entry = StreamEntry(stream, _text(entry_id), fields)
             data = entry_fields(entry)
-            run.batcher.add(
-                Record(stream, entry.entry_id, entry_id_key(entry.entry_id)[0], None, entry, data),
-                now,
+            records.append(
+                Record(stream, entry.entry_id, entry_id_key(entry.entry_id)[0], None, entry, data)
             )
+        return records
 
-    async def _step(self, client: aioredis.Redis, run: MappingRun) -> None:
-        batcher = run.batcher
-        lane = run.lane(self.source.stream)
-        if await run.backed_up([lane]):
-            await self._deliver(client, run)
+    async def read(self, run: MappingRun, wait_s: float) -> dict[str, list[Record]]:
+        """New entries (``XREADGROUP >``); none while another process holds the lock or
+        the stream's lane is backed up."""
+        if not self.leading:
+            await wait_set(run.stopping, self.renew_s)
+            return {}
+        if await run.backed_up([run.lane(self.source.stream)]):
             await wait_set(run.stopping, IDLE_WAIT_S)
-            return
-        deadline = batcher.next_deadline()
-        wait_s = IDLE_WAIT_S if deadline is None else max(0.0, deadline - time.monotonic())
-        block_ms = int(min(wait_s, IDLE_WAIT_S) * 1000)
-        read: Any = await client.xreadgroup(
-            self.group,
-            self.consumer,
-            {self.source.stream: ">"},
-            count=max(run.mapping.batch_size, 100),
-            block=block_ms or None,
-        )
-        for _stream, entries in read or []:
-            self._add(run, entries)
-        await self._deliver(client, run)
-        if not read:
-            await self._measure(client, run)
+            return {}
+        records, self._claimed = self._claimed, []
+        with self._talking():
+            read: Any = await self.client.xreadgroup(
+                self.group,
+                self.consumer,
+                {self.source.stream: ">"},
+                count=max(run.mapping.batch_size, 100),
+                block=int(wait_s * 1000) or None,
+            )
+            for _stream, entries in read or []:
+                records += self._records(entries)
+            if not read:
+                await self._measure(run)
+        return {self.source.stream: records} if records else {}
 
-    async def _deliver(self, client: aioredis.Redis, run: MappingRun) -> None:
-        taken, lanes = await run.take(time.monotonic())
-        await run.enqueue(taken.batches, lanes)
-        ids = [r.position for records in taken.checkpoint.values() for r in records]
+    async def checkpoint(self, done: Mapping[str, list[Record]]) -> None:
+        ids = [r.position for records in done.values() for r in records]
         if ids:
-            await client.xack(self.source.stream, self.group, *ids)
+            with self._talking():
+                await self.client.xack(self.source.stream, self.group, *ids)
 
-    async def _measure(self, client: aioredis.Redis, run: MappingRun) -> None:
-        for group in await client.xinfo_groups(self.source.stream):
+    async def _measure(self, run: MappingRun) -> None:
+        for group in await self.client.xinfo_groups(self.source.stream):
             if _text(group.get("name", b"")) == self.group:
                 lag = group.get("lag")
                 run.lag = int(lag) + int(group.get("pending", 0)) if lag is not None else None
                 if run.lag == 0:
                     run.iterator_age_ms = 0
 
-    async def _seek(self, client: aioredis.Redis, run: MappingRun) -> None:
-        seek = run.take_seek()
-        if seek is None:
+    async def seek(self, run: MappingRun, to: datetime) -> None:
+        """The group reads from ``to`` on; only the lock's holder moves it."""
+        if not self.leading:
             return
         run.batcher.forget([self.source.stream])
-        ms = int(seek.to.timestamp() * 1000)
-        await client.xgroup_setid(self.source.stream, self.group, before(ms))
-        log.info("mapping %s: sought %s to %s", run.name, self.source.stream, seek.to)
+        with self._talking():
+            await self.client.xgroup_setid(
+                self.source.stream, self.group, before(int(to.timestamp() * 1000))
+            )
+        log.info("mapping %s: sought %s to %s", run.name, self.source.stream, to)
+
+    async def finish(self) -> None:
+        """Nothing to do: entries are acknowledged as they are enqueued."""
 
 
 def shaper(mapping: MappingConfig) -> Shaper:

@@ -53,7 +53,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.config.models import Limits
 from broker.errors import PayloadError, PayloadTooLargeError, UnknownFunctionError, UsageError
-from broker.functions.invoke import Finished, check_payload, enqueue_api_call, wait_finished
+from broker.functions.invoking import Finished, check_payload, enqueue_api_call, wait_finished
 from broker.http.listen import AppServer
 from broker.models import State
 from broker.queue.base import InvocationQueue

@@ -13,7 +13,7 @@ from rich.text import Text
 from broker.cli.common import err_console, open_store, print_json, run, settings
 from broker.config.models import Limits
 from broker.errors import UsageError
-from broker.functions.invoke import Finished, submit, wait_finished
+from broker.functions.invoking import Finished, submit, wait_finished
 from broker.loading import load_config
 from broker.models import State
 from broker.queue import open_queue

@@ -3,7 +3,7 @@
 One loop per process leases as many invocations as it has free slots (the
 global ``concurrency``; reserved concurrency per function is enforced by the
 queue, across processes), runs each in its own task, and hands the outcome to
-the :class:`~broker.dispatch.settler.Settler`; a run's slot is free as soon as its
+the :class:`~broker.dispatch.settlement_writer.Settler`; a run's slot is free as soon as its
 outcome is handed over (up to ``concurrency`` outcomes may wait to be written).
 A run in a lane keeps its slot instead and asks for the lane's next invocation
 with its settlement: the next batch of a Kafka partition starts as its
@@ -27,10 +27,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from broker.dispatch.batches import is_mapping_batch, not_to_run, settle_mapping_attempt
+from broker.dispatch.mapping_batches import is_mapping_batch, not_to_run, settle_mapping_attempt
 from broker.dispatch.retry import STORE_BACKOFF, backoff_delay, is_expired
-from broker.dispatch.settler import Settler
-from broker.dispatch.settling import settle_attempt
+from broker.dispatch.settlement import settle_attempt
+from broker.dispatch.settlement_writer import Settler
 from broker.functions.catalog import Catalog, Deployed
 from broker.functions.invoker import INVOKER_GRACE_S, InvokeRequest
 from broker.functions.overrides import effective

@@ -327,7 +327,7 @@ async def test_a_slow_function_pauses_reading_instead_of_filling_the_queue(
 
     from broker.store.mappings import list_mappings
     from broker.store.schema import invocations
-    from pollers.mapping_runner import MAX_PENDING_BATCHES
+    from pollers.mapping_run import MAX_PENDING_BATCHES
 
     f = fn()
     gate = handlers.GATES[f] = asyncio.Event()

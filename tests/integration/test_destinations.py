@@ -29,7 +29,7 @@ from broker.destinations.external import (
 )
 from broker.destinations.kafka import KafkaSender
 from broker.destinations.webhook import SIGNATURE_HEADER, verify_signature
-from broker.functions.invoke import submit
+from broker.functions.invoking import submit
 from broker.models import Condition, State
 from broker.service import Service
 from broker.store.deliveries import list_destinations

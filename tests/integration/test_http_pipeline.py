@@ -12,7 +12,7 @@ from aiohttp import web
 from sqlalchemy import func, select
 
 from broker.config.models import Limits
-from broker.functions.invoke import submit
+from broker.functions.invoking import submit
 from broker.models import State
 from broker.store.engine import create_engine
 from broker.store.schema import attempts, invocations

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from broker.config.models import Limits
 from broker.errors import PayloadError, UnknownFunctionError
 from broker.functions.delivery import served_functions
-from broker.functions.invoke import submit
+from broker.functions.invoking import submit
 from broker.loading import parse_config
 from broker.queue.sqlite import SqliteQueue
 from broker.store.history import register_functions

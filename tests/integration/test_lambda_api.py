@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 from sqlalchemy import func, select
 
 from broker.api.lambda_api import LambdaApi
-from broker.functions.invoke import wait_finished
+from broker.functions.invoking import wait_finished
 from broker.models import State
 from broker.service import Service
 from broker.store.history import get_invocation

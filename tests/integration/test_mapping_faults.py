@@ -289,7 +289,7 @@ async def test_a_batch_enqueued_but_never_acknowledged_is_not_invoked_again(
     along with newer messages: they must not be invoked again in a batch of another shape."""
     import aio_pika
 
-    from pollers.mapping_runner import MappingRun
+    from pollers.mapping_run import MappingRun
 
     name = fn()
     original = MappingRun.enqueue

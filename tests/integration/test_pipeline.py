@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.config.models import Limits
 from broker.dispatch import dispatcher
-from broker.functions.invoke import submit, wait_finished
 from broker.functions.invoker import INVOKERS
+from broker.functions.invoking import submit, wait_finished
 from broker.ids import new_id
 from broker.models import NewInvocation, State
 from broker.service import Service

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Sequence
 
 from broker.cli.main import main
 from pollers.batching import Batch
-from pollers.mapping_runner import MappingRun
+from pollers.mapping_run import MappingRun
 
 
 def crash_after(batches_enqueued: int) -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from broker.config.models import FunctionConfig
-from broker.dispatch.batches import (
+from broker.dispatch.mapping_batches import (
     MappingPolicy,
     mapping_source,
     not_to_run,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pollers.mapping_runner import (
+from pollers.mapping_run import (
     DEPTH_REFRESH_S,
     FULL_REFRESH_S,
     MAX_PENDING_BATCHES,

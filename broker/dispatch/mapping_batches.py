@@ -43,7 +43,7 @@ from typing import Any
 from broker.config.models import Backoff
 from broker.destinations import FollowOns, parse_destination
 from broker.dispatch.retry import SYSTEM_BACKOFF, Decision, backoff_delay
-from broker.dispatch.settling import attempt_status
+from broker.dispatch.settlement import attempt_status
 from broker.events.batch_results import (
     BatchOutcome,
     MappingCondition,
