@@ -60,8 +60,10 @@ def serving(store: Store, tmp_path: Path, retention: str) -> Iterator[tuple[dict
 
 
 def test_serve_prunes_what_finished_past_the_retention(store: Store, tmp_path: Path) -> None:
-    with serving(store, tmp_path, "2s") as (env, id):
-        wait_for(lambda: state(id, env) is None, 30, "the invocation pruned")
+    # Long enough for each `invocations show` (a second or two on a busy machine) to see
+    # the invocation before it goes: pruned a retention (and a tenth) after it finished.
+    with serving(store, tmp_path, "8s") as (env, id):
+        wait_for(lambda: state(id, env) is None, 45, "the invocation pruned")
 
 
 def test_invocations_prune_deletes_what_finished_before(store: Store, tmp_path: Path) -> None:
