@@ -37,9 +37,10 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -53,6 +54,12 @@ from broker.ids import new_id
 from broker.loading import parse_config
 from broker.models import NewInvocation, State
 from broker.observability.logs import configure
+from broker.observability.metrics import (
+    DROP_REASONS,
+    ERROR_REASONS,
+    FunctionMetrics,
+    Metrics,
+)
 from broker.queue import InvocationQueue, open_queue
 from broker.queue.redis import connect
 from broker.service import Service
@@ -165,6 +172,7 @@ BACKENDS: dict[str, Backend] = {
 class Result:
     backend: str
     n: int
+    metrics: bool
     invocations_per_s: float
     """End to end: n completions / (service start → n-th completion)."""
     enqueue_per_s: float
@@ -187,6 +195,8 @@ class Options:
     n: int
     concurrency: int
     latency_samples: int
+    metrics: bool = True
+    """False: the dispatcher's figures go nowhere (:func:`unmeasured`), to show their cost."""
 
 
 def percentile(values: Sequence[float], pct: float) -> float:
@@ -251,11 +261,46 @@ class Serving:
             await asyncio.sleep(0.002)
 
 
+class _Nowhere:
+    """A counter, gauge or histogram that keeps nothing."""
+
+    def inc(self, amount: float = 1) -> None: ...
+
+    def dec(self, amount: float = 1) -> None: ...
+
+    def observe(self, amount: float) -> None: ...
+
+
+class _Unmeasured(Metrics):
+    def function(self, name: str) -> FunctionMetrics:
+        nowhere: Any = _Nowhere()
+        return FunctionMetrics(
+            invocations=nowhere,
+            errors=dict.fromkeys(ERROR_REASONS, nowhere),
+            duration=nowhere,
+            concurrent=nowhere,
+            event_age=nowhere,
+            retries=nowhere,
+            dropped=dict.fromkeys(DROP_REASONS, nowhere),
+            dead_letters=nowhere,
+        )
+
+    def received_from(self, name: str, source: str) -> Any:
+        return _Nowhere()
+
+
+def unmeasured() -> Metrics:
+    """Metrics whose figures go nowhere: the service without the cost of measuring."""
+    return _Unmeasured()
+
+
 @asynccontextmanager
-async def serving(settings: Settings) -> AsyncIterator[Serving]:
+async def serving(settings: Settings, *, metrics: bool = True) -> AsyncIterator[Serving]:
     """A service for the no-op function, in this event loop; yields once it is leasing."""
     config = parse_config({"functions": {FUNCTION: {"handler": HANDLER}}})
     service = Service(settings, config, migrate=True)
+    if not metrics:
+        service.metrics = unmeasured()
     task = asyncio.create_task(service.run(handle_signals=False), name="bench-service")
     started = asyncio.create_task(service.started.wait())
     done, _ = await asyncio.wait({task, started}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
@@ -352,7 +397,7 @@ async def run_backend(name: str, store: Store, options: Options) -> Result:
             commands = await redis_commands(store.queue_url)
             batched_per_s = await enqueue_batched(client, n, BATCH_SIZE)
             say(name, f"enqueue, {BATCH_SIZE} per call", f"{batched_per_s:,.0f}/s ({n:,})")
-            async with serving(settings) as running:
+            async with serving(settings, metrics=options.metrics) as running:
                 per_s, cpu_us = await drain(running, n)
                 say(name, "end to end", f"{per_s:,.0f}/s ({n:,}), {cpu_us:.0f} µs CPU each")
                 t_done = time.perf_counter()
@@ -371,6 +416,7 @@ async def run_backend(name: str, store: Store, options: Options) -> Result:
     return Result(
         backend=name,
         n=n,
+        metrics=options.metrics,
         invocations_per_s=round(per_s, 1),
         enqueue_per_s=round(batched_per_s, 1),
         enqueue_single_per_s=round(single_per_s, 1),
@@ -389,6 +435,7 @@ def table(results: Sequence[Result]) -> Table:
     out = Table(title="Eventwire throughput (no-op handler, one serve process)")
     out.add_column("backend")
     out.add_column("n", justify="right")
+    out.add_column("metrics")
     out.add_column("end-to-end inv/s", justify="right")
     out.add_column(f"enqueue/s (batched {BATCH_SIZE})", justify="right")
     out.add_column("enqueue/s (one at a time)", justify="right")
@@ -400,6 +447,7 @@ def table(results: Sequence[Result]) -> Table:
         out.add_row(
             r.backend,
             f"{r.n:,}",
+            "on" if r.metrics else "off",
             f"{r.invocations_per_s:,.0f}",
             f"{r.enqueue_per_s:,.0f}",
             f"{r.enqueue_single_per_s:,.0f}",
@@ -428,6 +476,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--latency-samples", type=int, default=200, help="idle invocations timed one by one"
     )
+    parser.add_argument(
+        "--metrics",
+        choices=["on", "off", "both"],
+        default="on",
+        help="both: each backend with metrics off, then on, to show what they cost",
+    )
     args = parser.parse_args(argv)
     if args.n < 1 or args.concurrency < 1 or args.latency_samples < 1:
         parser.error("-n, --concurrency and --latency-samples must be at least 1")
@@ -435,15 +489,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 async def run(
-    names: Sequence[str], options: Options, env: Mapping[str, str], *, as_json: bool
+    names: Sequence[str],
+    options: Options,
+    env: Mapping[str, str],
+    *,
+    as_json: bool,
+    kinds: Sequence[bool] = (True,),
 ) -> None:
     results = []
     for name in names:
-        async with BACKENDS[name](env) as store:
-            result = await run_backend(name, store, options)
-        results.append(result)
-        if as_json:
-            print(json.dumps(asdict(result)), flush=True)
+        for metrics in kinds:
+            async with BACKENDS[name](env) as store:
+                result = await run_backend(name, store, replace(options, metrics=metrics))
+            results.append(result)
+            if as_json:
+                print(json.dumps(asdict(result)), flush=True)
     if not as_json:
         console = Console()
         if not console.is_terminal:
@@ -457,7 +517,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
     names = list(BACKENDS) if args.backend == "all" else [args.backend]
     options = Options(n=args.n, concurrency=args.concurrency, latency_samples=args.latency_samples)
-    loop.run(run(names, options, dict(os.environ), as_json=args.json))  # as serve does
+    kinds = {"on": (True,), "off": (False,), "both": (False, True)}[args.metrics]
+    loop.run(run(names, options, dict(os.environ), as_json=args.json, kinds=kinds))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from broker.functions.catalog import Catalog
 from broker.functions.delivery import served_functions
 from broker.functions.pools import PoolPublisher
 from broker.history.process import copying_history
+from broker.observability.metrics import Metrics, serving_metrics
 from broker.observability.pools import PoolReporter
 from broker.queue import open_queue
 from broker.queue.sql import Clock, utcnow
@@ -71,6 +72,9 @@ class Service:
         self.timer: Timer = timer or SystemTimer()
         self.dispatcher: Dispatcher | None = None
         self.pollers: list[Poller] = []
+        self.metrics = Metrics()
+        self.metrics_url: str | None = None
+        """Where ``GET /metrics`` answers besides the API listener, once started."""
         self._stop = asyncio.Event()
 
     def stop(self) -> None:
@@ -106,33 +110,44 @@ class Service:
                             shutdown_grace_s=self.settings.shutdown_grace_s,
                             poll_interval_s=self.settings.poll_interval_s,
                             settle_batch=self.settings.settle_batch,
+                            metrics=self.metrics,
                         )
                     context = PollerContext(
-                        self.settings, self.config, engine, queue, self.owner, self.timer
+                        self.settings,
+                        self.config,
+                        engine,
+                        queue,
+                        self.owner,
+                        self.timer,
+                        self.metrics,
                     )
                     self.pollers = create_pollers(context, roles)
                     for poller in self.pollers:
                         await poller.start()
                     if self._stop.is_set():
                         return
-                    if handle_signals:
-                        _install_signals(self.stop)
-                    self._log_serving(catalog)
-                    if self.tune_gc:
-                        loop.tune_gc()
-                    self.started.set()
-                    pools = {
-                        name: deployed.invoker
-                        for name, deployed in (catalog or {}).items()
-                        if isinstance(deployed.invoker, PoolReporter)
-                    }
-                    # Who runs the functions prunes their history.
-                    retention = self.settings.history_retention_s if catalog is not None else None
-                    async with (
-                        PoolPublisher(engine, pools, self.owner, self.clock).running(),
-                        HistoryPruner(engine, retention, self.clock).running(),
-                    ):
-                        await self._run_all()
+                    listen = self.settings.metrics_listen
+                    with serving_metrics(self.metrics, listen) as self.metrics_url:
+                        if handle_signals:
+                            _install_signals(self.stop)
+                        self._log_serving(catalog)
+                        if self.tune_gc:
+                            loop.tune_gc()
+                        self.started.set()
+                        pools = {
+                            name: deployed.invoker
+                            for name, deployed in (catalog or {}).items()
+                            if isinstance(deployed.invoker, PoolReporter)
+                        }
+                        # Who runs the functions prunes their history.
+                        retention = (
+                            self.settings.history_retention_s if catalog is not None else None
+                        )
+                        async with (
+                            PoolPublisher(engine, pools, self.owner, self.clock).running(),
+                            HistoryPruner(engine, retention, self.clock).running(),
+                        ):
+                            await self._run_all()
             finally:
                 if catalog is not None:
                     await catalog.close()

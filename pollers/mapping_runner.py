@@ -30,6 +30,7 @@ from broker.aio.waits import close_within, wait_set
 from broker.config.mappings import MappingConfig, SourceKind
 from broker.config.models import Backoff
 from broker.dispatch.retry import backoff_delay
+from broker.observability.logs import log_fields
 from broker.sources.pollers import PollerContext
 from broker.store.mappings import (
     DISABLED,
@@ -142,6 +143,10 @@ class MappingPoller:
     # ------------------------------------------------------------ one mapping
 
     async def _supervise(self, state: _Mapping) -> None:
+        with log_fields(mapping=state.config.name, function=state.config.function):
+            await self._supervised(state)
+
+    async def _supervised(self, state: _Mapping) -> None:
         failures = 0
         name = state.config.name
         assert state.changed is not None

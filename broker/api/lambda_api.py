@@ -56,6 +56,7 @@ from broker.errors import PayloadError, PayloadTooLargeError, UnknownFunctionErr
 from broker.functions.invoking import Finished, check_payload, enqueue_api_call, wait_finished
 from broker.http.listen import AppServer
 from broker.models import State
+from broker.observability.metrics import CONTENT_TYPE_LATEST, Metrics
 from broker.queue.base import InvocationQueue
 from broker.sources.pollers import PollerContext
 from broker.store.history import AttemptRow, last_attempt
@@ -88,6 +89,7 @@ def create(context: PollerContext) -> LambdaApi:
         context.config.limits,
         listen,
         context.settings.function_arn,
+        context.metrics,
     )
 
 
@@ -103,8 +105,10 @@ class LambdaApi(AppServer):
         limits: Limits,
         listen: str,
         arn: Callable[[str], str],
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__(listen)
+        self.metrics = metrics or Metrics()
         self.engine = engine
         self.queue = queue
         self.limits = limits
@@ -116,8 +120,15 @@ class LambdaApi(AppServer):
         app.router.add_get("/2015-03-31/functions", self._list)
         app.router.add_get("/2015-03-31/functions/", self._list)
         app.router.add_get("/2015-03-31/functions/{name}", self._get)
+        app.router.add_get("/metrics", self._metrics)
         await self.serve(app, "EVENTWIRE_API_LISTEN")
         log.info("Lambda API: listening on %s%s", self.url, PATH.format(name="{name}"))
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        """This process's figures in the Prometheus text format."""
+        return web.Response(
+            body=self.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
 
     async def _list(self, request: web.Request) -> web.Response:
         rows = await _registered(self.engine)

@@ -67,6 +67,15 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    metrics_listen: Annotated[
+        str | None,
+        typer.Option(
+            metavar="HOST:PORT",
+            help="Answer GET /metrics (Prometheus) on host:port, besides the API listener "
+            "[env: EVENTWIRE_METRICS_LISTEN; default off]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the configured functions, mappings and schedules until SIGINT/SIGTERM."""
     ctx.find_root().meta["overrides"].update(
@@ -74,6 +83,7 @@ def serve(
         concurrency=concurrency,
         roles=roles,
         api_listen=api_listen,
+        metrics_listen=metrics_listen,
         shutdown_grace=shutdown_grace,
         log_level=log_level,
         log_format=log_format,

@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     http_listen: Listen = "127.0.0.1:8080"
     # Where `serve` takes Lambda Invoke API calls (broker.api.lambda_api); off unless set.
     api_listen: Listen | None = None
+    # Where `serve` answers GET /metrics (Prometheus) besides the API listener; off unless set.
+    metrics_listen: Listen | None = None
 
     @property
     def role_set(self) -> frozenset[str]:

@@ -34,7 +34,17 @@ from broker.dispatch.settlement_writer import Settler
 from broker.functions.catalog import Catalog, Deployed
 from broker.functions.invoker import INVOKER_GRACE_S, InvokeRequest
 from broker.functions.overrides import effective
-from broker.models import FunctionError, FunctionLimits, Lease, Outcome, Success, SystemFault
+from broker.models import (
+    Condition,
+    FunctionError,
+    FunctionLimits,
+    Lease,
+    Outcome,
+    Success,
+    SystemFault,
+)
+from broker.observability.logs import log_fields
+from broker.observability.metrics import Metrics
 from broker.queue.base import InvocationQueue
 
 log = logging.getLogger("eventwire.dispatch")
@@ -73,8 +83,10 @@ class Dispatcher:
         poll_interval_s: float = 1.0,
         settle_batch: int = 256,
         rng: random.Random | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.queue = queue
+        self.metrics = metrics or Metrics()
         self.catalog = catalog
         self.owner = owner
         self.clock = clock
@@ -211,22 +223,28 @@ class Dispatcher:
     # ------------------------------------------------------------ running one
 
     async def _run_one(self, held: _Running) -> None:
+        inv = held.lease.invocation
+        mapping = inv.source.get("mapping") if is_mapping_batch(inv) else None
+        position = inv.source.get("position", {}) if mapping is not None else {}
+        with log_fields(
+            function=inv.function,
+            request_id=inv.request_id,
+            invocation_id=inv.id,
+            attempt=inv.attempts,
+            mapping=mapping.get("name") if mapping is not None else None,
+            partition=position.get("partition"),
+        ):
+            await self._run_attempt(held)
+
+    async def _run_attempt(self, held: _Running) -> None:
         lease = held.lease
         inv = lease.invocation
         function = effective(self.catalog[inv.function], inv.source)
         started_at = self.clock()
         self.stats.started += 1
         t0 = time.perf_counter()
-        outcome: Outcome | None
         mapping = is_mapping_batch(inv)
-        if mapping:
-            expired = not_to_run(inv, started_at) is not None
-        else:
-            expired = is_expired(inv, function.config.retry, started_at)
-        if expired:
-            outcome = None
-        else:
-            outcome = await self._invoke(function, held, started_at)
+        outcome = await self._attempt(held, function, started_at, mapping)
         duration_ms = (time.perf_counter() - t0) * 1000
         # In a lane, the slot stays with the run until its settlement is written, and
         # passes to the lane's next invocation.
@@ -250,6 +268,9 @@ class Dispatcher:
             if not ok:
                 self.stats.leases_lost += 1
             self._count(decision.state.value, inv.function, inv.id, outcome, decision.retry_at)
+            if ok and not inv.sync:
+                self._measure_end(inv.function, decision.state.value, decision.condition,
+                                  settlement.dead_letter is not None)  # fmt: skip
         finally:
             self._running.pop(lease.token, None)
             if held.submitted and chain_s is None:
@@ -266,6 +287,35 @@ class Dispatcher:
                     log.warning("stopping: could not release a lease (%s); it will expire", exc)
             else:
                 self._start(chained)
+
+    async def _attempt(
+        self, held: _Running, function: Deployed, started_at: datetime, mapping: bool
+    ) -> Outcome | None:
+        """The attempt's outcome; None for an event too old to run (it is not invoked)."""
+        inv = held.lease.invocation
+        figures = self.metrics.function(inv.function)
+        if mapping:
+            expired = not_to_run(inv, started_at) is not None
+        else:
+            expired = is_expired(inv, function.config.retry, started_at)
+            if not inv.sync:
+                if inv.attempts <= 1:
+                    self.metrics.received_from(inv.function, inv.origin.value).inc()
+                age_s = (started_at - inv.first_enqueued_at).total_seconds()
+                figures.event_age.observe(max(0.0, age_s))
+        if expired:
+            return None
+        figures.concurrent.inc()
+        t0 = time.perf_counter()
+        try:
+            outcome = await self._invoke(function, held, started_at)
+        finally:
+            figures.concurrent.dec()
+        figures.invocations.inc()
+        figures.duration.observe(time.perf_counter() - t0)
+        if not isinstance(outcome, Success):
+            figures.errors[_error_reason(outcome)].inc()
+        return outcome
 
     async def _invoke(self, function: Deployed, held: _Running, started_at: datetime) -> Outcome:
         inv = held.lease.invocation
@@ -323,6 +373,18 @@ class Dispatcher:
             log.warning("✗ %s %s failed for good (%s)", function, invocation_id, reason)
         elif not isinstance(outcome, Success):  # pragma: no cover - no other states
             log.error("unexpected state %s for %s", state, invocation_id)
+
+    def _measure_end(
+        self, function: str, state: str, condition: Condition | None, dead_lettered: bool
+    ) -> None:
+        figures = self.metrics.function(function)
+        if state == "pending":
+            figures.retries.inc()
+        elif state == "failed":
+            too_old = condition is Condition.EVENT_AGE_EXCEEDED
+            figures.dropped["max_event_age" if too_old else "retries_exhausted"].inc()
+            if dead_lettered:
+                figures.dead_letters.inc()
 
     # ------------------------------------------------------------ leases over time
 
@@ -387,3 +449,10 @@ def response_limited(outcome: Outcome, limit: int) -> Outcome:
             log=outcome.log,
         )
     return outcome
+
+
+def _error_reason(outcome: Outcome) -> str:
+    """``eventwire_errors_total{reason}`` of an outcome that is not a success."""
+    if isinstance(outcome, FunctionError):
+        return "timeout" if outcome.error_type == "Task.TimedOut" else "error"
+    return "system"

@@ -1,3 +1,4 @@
-"""Watching Eventwire: structured logs and the live figures of warm process pools.
+"""Watching Eventwire: Prometheus metrics, structured logs with the fields of the work
+they are about, and the live figures of warm process pools.
 
-Imports only the domain model."""
+Imports only the domain model (and prometheus-client)."""

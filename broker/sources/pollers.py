@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -21,6 +21,7 @@ from broker.aio.waits import wait_set
 from broker.config.roles import ROLE_OF_POLLER
 from broker.config.settings import Settings
 from broker.errors import UsageError
+from broker.observability.metrics import Metrics
 from broker.queue.base import InvocationQueue
 
 if TYPE_CHECKING:
@@ -87,6 +88,7 @@ class PollerContext:
     queue: InvocationQueue
     owner: str
     timer: Timer
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 PollerFactory = Callable[[PollerContext], Poller]

@@ -1,0 +1,176 @@
+"""The Prometheus metrics of one ``serve`` process, each under its Lambda meaning.
+
+A :class:`Metrics` holds its own registry, so that several services in one
+process (as in tests) keep their figures apart. ``/metrics`` on the API
+listener serves it, and so does ``metrics.listen`` (``EVENTWIRE_METRICS_LISTEN``)
+for a process without the API. Each process reports what it ran; Prometheus
+adds the processes up. Invocations that run in a process pool are counted
+here, by the dispatcher that hands them to the pool.
+
+The figures of one function's attempts are bound to it once
+(:meth:`Metrics.function`), so that the dispatcher's hot path does no label
+lookups.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest, start_wsgi_server
+
+from broker.errors import UsageError
+
+__all__ = ["CONTENT_TYPE_LATEST", "FunctionMetrics", "Metrics", "serving_metrics"]
+
+log = logging.getLogger("eventwire.metrics")
+
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+"""Seconds, up to Lambda's longest timeout (15 minutes)."""
+AGE_BUCKETS = (0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600)
+"""Seconds, up to Lambda's longest maximum event age (6 hours)."""
+
+ERROR_REASONS = ("error", "timeout", "system")
+"""``eventwire_errors_total{reason}``: the function raised or returned an error; it ran
+past its timeout; the invoker or the broker failed around it."""
+DROP_REASONS = ("max_event_age", "retries_exhausted")
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionMetrics:
+    """One function's figures, bound to its label."""
+
+    invocations: Counter
+    errors: dict[str, Counter]
+    duration: Histogram
+    concurrent: Gauge
+    event_age: Histogram
+    retries: Counter
+    dropped: dict[str, Counter]
+    dead_letters: Counter
+
+
+class Metrics:
+    """Every figure a ``serve`` process exposes."""
+
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        self.invocations = Counter(
+            "eventwire_invocations",
+            "Attempts a function ran (Lambda's Invocations).",
+            ["function"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "eventwire_errors",
+            "Attempts that ended in an error, a timeout or a system error (Lambda's Errors).",
+            ["function", "reason"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "eventwire_duration_seconds",
+            "How long each attempt ran (Lambda's Duration).",
+            ["function"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.concurrent = Gauge(
+            "eventwire_concurrent_executions",
+            "Attempts running now in this process (Lambda's ConcurrentExecutions).",
+            ["function"],
+            registry=registry,
+        )
+        self.received = Counter(
+            "eventwire_async_events_received",
+            "Asynchronous events taken up, counted at their first attempt by the process "
+            "that runs it, whoever enqueued them (Lambda's AsyncEventsReceived).",
+            ["function", "source"],
+            registry=registry,
+        )
+        self.event_age = Histogram(
+            "eventwire_async_event_age_seconds",
+            "From an asynchronous event's first enqueue to the start of each of its attempts "
+            "(Lambda's AsyncEventAge).",
+            ["function"],
+            buckets=AGE_BUCKETS,
+            registry=registry,
+        )
+        self.retries = Counter(
+            "eventwire_retries",
+            "Attempts that failed and are to be tried again.",
+            ["function"],
+            registry=registry,
+        )
+        self.dropped = Counter(
+            "eventwire_async_events_dropped",
+            "Events given up without a successful run, by reason; the DLQ and an on-failure "
+            "destination get them first (Lambda's AsyncEventsDropped).",
+            ["function", "reason"],
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "eventwire_dead_letters",
+            "Events given up and kept in the dead-letter queue (every one is, unless a "
+            "redrive finishes it).",
+            ["function"],
+            registry=registry,
+        )
+        self._functions: dict[str, FunctionMetrics] = {}
+        self._received: dict[tuple[str, str], Counter] = {}
+
+    def function(self, name: str) -> FunctionMetrics:
+        """The figures of function ``name``, bound once."""
+        bound = self._functions.get(name)
+        if bound is None:
+            bound = self._functions[name] = FunctionMetrics(
+                invocations=self.invocations.labels(name),
+                errors={r: self.errors.labels(name, r) for r in ERROR_REASONS},
+                duration=self.duration.labels(name),
+                concurrent=self.concurrent.labels(name),
+                event_age=self.event_age.labels(name),
+                retries=self.retries.labels(name),
+                dropped={r: self.dropped.labels(name, r) for r in DROP_REASONS},
+                dead_letters=self.dead_letters.labels(name),
+            )
+        return bound
+
+    def received_from(self, name: str, source: str) -> Counter:
+        """``eventwire_async_events_received_total`` of ``name`` from ``source`` (its origin:
+        api, schedule, destination, redrive, notification)."""
+        bound = self._received.get((name, source))
+        if bound is None:
+            bound = self._received[name, source] = self.received.labels(name, source)
+        return bound
+
+    def exposition(self) -> bytes:
+        """The Prometheus text format (``CONTENT_TYPE_LATEST``)."""
+        return generate_latest(self.registry)
+
+
+@contextmanager
+def serving_metrics(metrics: Metrics, listen: str | None) -> Iterator[str | None]:
+    """``GET /metrics`` on ``listen`` (``host:port``) while open, answered from a thread of
+    its own; gives the URL (None without ``listen``)."""
+    if listen is None:
+        yield None
+        return
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    try:
+        server, thread = start_wsgi_server(int(port), host, registry=metrics.registry)
+    except OSError as exc:
+        raise UsageError(
+            f"metrics listen {listen}: {exc.strerror or exc} (EVENTWIRE_METRICS_LISTEN)"
+        ) from None
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{server.server_address[1]}/metrics"
+    log.info("metrics: serving on %s", url)
+    try:
+        yield url
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
