@@ -38,6 +38,7 @@ from broker.observability.pools import PoolReporter
 from broker.queue import open_queue
 from broker.queue.sql import Clock, utcnow
 from broker.sources.pollers import Poller, PollerContext, SystemTimer, Timer, create_pollers
+from broker.store.backlog import BacklogGauges
 from broker.store.engine import UNREACHABLE, create_engine, redacted, unusable
 from broker.store.history import register_functions
 from broker.store.mappings import register_mappings
@@ -143,9 +144,11 @@ class Service:
                         retention = (
                             self.settings.history_retention_s if catalog is not None else None
                         )
+                        scraped = listen is not None or self.settings.api_listen is not None
                         async with (
                             PoolPublisher(engine, pools, self.owner, self.clock).running(),
                             HistoryPruner(engine, retention, self.clock).running(),
+                            BacklogGauges(engine, self.metrics, self.clock).running(scraped),
                         ):
                             await self._run_all()
             finally:

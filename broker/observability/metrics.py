@@ -118,6 +118,26 @@ class Metrics:
             ["function"],
             registry=registry,
         )
+        self.pending = Gauge(
+            "eventwire_pending_invocations",
+            "Invocations waiting to run, as the store holds them: every process that "
+            "refreshes it reports the same figure (aggregate with max, not sum).",
+            ["function"],
+            registry=registry,
+        )
+        self.oldest_pending_age = Gauge(
+            "eventwire_oldest_pending_age_seconds",
+            "How long the longest-waiting pending invocation has waited since its first "
+            "enqueue; 0 with none pending (the store's view, as eventwire_pending_invocations).",
+            ["function"],
+            registry=registry,
+        )
+        self.dlq_size = Gauge(
+            "eventwire_dlq_size",
+            "Dead letters kept and not redriven (the store's view).",
+            ["function"],
+            registry=registry,
+        )
         self._functions: dict[str, FunctionMetrics] = {}
         self._received: dict[tuple[str, str], Counter] = {}
 
@@ -144,6 +164,14 @@ class Metrics:
         if bound is None:
             bound = self._received[name, source] = self.received.labels(name, source)
         return bound
+
+    def set_backlog(
+        self, function: str, *, pending: int, oldest_age_s: float, dead_letters: int
+    ) -> None:
+        """The store's backlog of ``function`` (:mod:`broker.store.backlog` refreshes it)."""
+        self.pending.labels(function).set(pending)
+        self.oldest_pending_age.labels(function).set(oldest_age_s)
+        self.dlq_size.labels(function).set(dead_letters)
 
     def exposition(self) -> bytes:
         """The Prometheus text format (``CONTENT_TYPE_LATEST``)."""

@@ -16,7 +16,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import ColumnElement, bindparam, case, delete, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    bindparam,
+    case,
+    delete,
+    func,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -25,7 +34,7 @@ from broker.config.models import FunctionConfig
 from broker.errors import NotFoundError, UsageError
 from broker.ids import new_id
 from broker.models import Condition, Enqueued, NewInvocation, Origin, State
-from broker.store.schema import ACTIVE, attempts, dead_letters, functions, invocations
+from broker.store.schema import ACTIVE, UTCDateTime, attempts, dead_letters, functions, invocations
 
 MIN_PREFIX = 8
 REDRIVE_CHUNK = 500
@@ -49,6 +58,8 @@ class FunctionRow:
     running: int
     dead_letters: int
     throttles: int
+    oldest_pending_at: datetime | None = None
+    """When the longest-waiting pending invocation was first enqueued."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,6 +181,10 @@ async def list_functions(engine: AsyncEngine) -> list[FunctionRow]:
             invocations.c.function,
             func.count(case((state == State.PENDING.value, 1))).label("pending"),
             func.count(case((state == State.RUNNING.value, 1))).label("running"),
+            type_coerce(
+                func.min(case((state == State.PENDING.value, invocations.c.first_enqueued_at))),
+                UTCDateTime,
+            ).label("oldest_pending_at"),
         )
         .where(ACTIVE)
         .group_by(invocations.c.function)
@@ -194,6 +209,7 @@ async def list_functions(engine: AsyncEngine) -> list[FunctionRow]:
             func.coalesce(active.c.running, 0).label("running"),
             func.coalesce(dead.c.dead_letters, 0).label("dead_letters"),
             f.throttles,
+            active.c.oldest_pending_at,
         )
         .outerjoin(active, active.c.function == f.name)
         .outerjoin(dead, dead.c.function == f.name)
