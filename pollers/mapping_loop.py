@@ -101,8 +101,11 @@ async def _read_until_stopped(run: MappingRun, source: Source) -> None:
         read = await source.read(run, _wait_s(batcher))
         await run.take_over(source.assigned())
         now = time.monotonic()
+        polled = 0
         for partition, records in read.items():
             batcher.extend(partition, records, now)
+            polled += len(records)
+        run.measure_step(polled)
         # The next step's read overlaps this enqueue where the source allows it, and so do
         # its take and the shaping of its events: its enqueue waits for this one only to
         # send (the lanes' depths count both).

@@ -96,6 +96,9 @@ class MappingRun:
         self.iterator_age_ms: int | None = None
         self.enqueued = 0
         self.invocations = 0
+        self.figures = context.metrics.mapping(mapping.name)
+        self._filtered = 0
+        """Of the batcher's records filtered out, those counted in :attr:`figures`."""
         self._policy = MappingPolicy(
             name=mapping.name,
             max_retry_attempts=mapping.max_retry_attempts,
@@ -118,6 +121,25 @@ class MappingRun:
         self._pace = RefreshPace()
         self._in_flight: asyncio.Task[None] | None = None
         """The send under way (:meth:`send`): its enqueue, then its checkpoint."""
+
+    def measure_step(self, polled: int) -> None:
+        """One step of the loop read ``polled`` records: count them, and what the filters
+        left out of them, and whether batches wait for room."""
+        figures = self.figures
+        if polled:
+            figures.polled.inc(polled)
+        filtered = self.batcher.filtered
+        if filtered != self._filtered:
+            figures.filtered.inc(filtered - self._filtered)
+            self._filtered = filtered
+        figures.paused.set(1 if self.batcher.held_back() else 0)
+
+    def measure_position(self) -> None:
+        """The lag and iterator age the source last measured, as gauges."""
+        if self.lag is not None:
+            self.figures.lag.set(self.lag)
+        if self.iterator_age_ms is not None:
+            self.figures.iterator_age.set(self.iterator_age_ms / 1000)
 
     @property
     def name(self) -> str:
@@ -249,7 +271,9 @@ class MappingRun:
     def _enqueued(self, batches: Sequence[Batch], invocations: int) -> None:
         newest = max(r.timestamp_ms for r in batches[-1].records)
         self.iterator_age_ms = max(0, int(time.time() * 1000) - newest)
-        self.enqueued += sum(len(b.records) for b in batches)
+        records = sum(len(b.records) for b in batches)
+        self.enqueued += records
+        self.figures.enqueued.inc(records)
         self.invocations += invocations
 
     def _invocations(self, batch: Batch, lane: str) -> list[NewInvocation]:

@@ -231,6 +231,8 @@ class MappingPoller:
 
     async def _report(self, state: _Mapping, final: bool = False) -> None:
         run = state.run
+        if run is not None:
+            run.measure_position()
         status = state.status
         if run is not None and run.connected:
             status, state.status, state.reason = RUNNING, RUNNING, None

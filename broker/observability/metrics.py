@@ -24,7 +24,13 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest, s
 
 from broker.errors import UsageError
 
-__all__ = ["CONTENT_TYPE_LATEST", "FunctionMetrics", "Metrics", "serving_metrics"]
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "FunctionMetrics",
+    "MappingMetrics",
+    "Metrics",
+    "serving_metrics",
+]
 
 log = logging.getLogger("eventwire.metrics")
 
@@ -51,6 +57,18 @@ class FunctionMetrics:
     retries: Counter
     dropped: dict[str, Counter]
     dead_letters: Counter
+
+
+@dataclass(frozen=True, slots=True)
+class MappingMetrics:
+    """One event source mapping's figures, bound to its label."""
+
+    polled: Counter
+    filtered: Counter
+    enqueued: Counter
+    lag: Gauge
+    iterator_age: Gauge
+    paused: Gauge
 
 
 class Metrics:
@@ -138,6 +156,35 @@ class Metrics:
             ["function"],
             registry=registry,
         )
+        self.mapping_records = Counter(
+            "eventwire_mapping_records",
+            "Records a mapping read (outcome polled: Lambda's PolledEventCount), left out by "
+            "its filters (filtered: FilteredOutEventCount) and enqueued in batches (enqueued).",
+            ["mapping", "outcome"],
+            registry=registry,
+        )
+        self.mapping_lag = Gauge(
+            "eventwire_mapping_lag",
+            "Records at the source not enqueued yet: Kafka's offset lag over the partitions "
+            "this process reads (Lambda's OffsetLag), a stream's lag and pending entries, "
+            "the messages a RabbitMQ consumer holds.",
+            ["mapping"],
+            registry=registry,
+        )
+        self.mapping_iterator_age = Gauge(
+            "eventwire_mapping_iterator_age_seconds",
+            "Age of the newest record enqueued when it was (Lambda's IteratorAge); 0 once "
+            "the mapping has caught up.",
+            ["mapping"],
+            registry=registry,
+        )
+        self.mapping_paused = Gauge(
+            "eventwire_mapping_backpressure",
+            "1 while a mapping holds batches back because their lanes are full.",
+            ["mapping"],
+            registry=registry,
+        )
+        self._mappings: dict[str, MappingMetrics] = {}
         self._functions: dict[str, FunctionMetrics] = {}
         self._received: dict[tuple[str, str], Counter] = {}
 
@@ -154,6 +201,21 @@ class Metrics:
                 retries=self.retries.labels(name),
                 dropped={r: self.dropped.labels(name, r) for r in DROP_REASONS},
                 dead_letters=self.dead_letters.labels(name),
+            )
+        return bound
+
+    def mapping(self, name: str) -> MappingMetrics:
+        """The figures of mapping ``name``, bound once."""
+        bound = self._mappings.get(name)
+        if bound is None:
+            records = self.mapping_records
+            bound = self._mappings[name] = MappingMetrics(
+                polled=records.labels(name, "polled"),
+                filtered=records.labels(name, "filtered"),
+                enqueued=records.labels(name, "enqueued"),
+                lag=self.mapping_lag.labels(name),
+                iterator_age=self.mapping_iterator_age.labels(name),
+                paused=self.mapping_paused.labels(name),
             )
         return bound
 
