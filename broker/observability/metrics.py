@@ -29,6 +29,7 @@ __all__ = [
     "FunctionMetrics",
     "MappingMetrics",
     "Metrics",
+    "ScheduleMetrics",
     "serving_metrics",
 ]
 
@@ -69,6 +70,20 @@ class MappingMetrics:
     lag: Gauge
     iterator_age: Gauge
     paused: Gauge
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleMetrics:
+    """One schedule's figures, bound to its label."""
+
+    fires: Counter
+    missed: Counter
+    skipped: Counter
+    lateness: Histogram
+
+
+LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600)
+"""Seconds past its slot a schedule fired (a catch-up fires hours late)."""
 
 
 class Metrics:
@@ -185,6 +200,33 @@ class Metrics:
             registry=registry,
         )
         self._mappings: dict[str, MappingMetrics] = {}
+        self.schedule_fires = Counter(
+            "eventwire_schedule_fires",
+            "Slots a schedule enqueued an invocation for (by the leading scheduler).",
+            ["schedule"],
+            registry=registry,
+        )
+        self.schedule_missed = Counter(
+            "eventwire_schedule_missed",
+            "Slots a schedule let pass without running them (catch_up none or latest, or "
+            "past its catch-up window).",
+            ["schedule"],
+            registry=registry,
+        )
+        self.schedule_skipped = Counter(
+            "eventwire_schedule_skipped",
+            "Slots not run because the previous run was still going (overlap skip).",
+            ["schedule"],
+            registry=registry,
+        )
+        self.schedule_lateness = Histogram(
+            "eventwire_schedule_lateness_seconds",
+            "How long after its slot each fire enqueued its invocation.",
+            ["schedule"],
+            buckets=LATENESS_BUCKETS,
+            registry=registry,
+        )
+        self._schedules: dict[str, ScheduleMetrics] = {}
         self._functions: dict[str, FunctionMetrics] = {}
         self._received: dict[tuple[str, str], Counter] = {}
 
@@ -216,6 +258,18 @@ class Metrics:
                 lag=self.mapping_lag.labels(name),
                 iterator_age=self.mapping_iterator_age.labels(name),
                 paused=self.mapping_paused.labels(name),
+            )
+        return bound
+
+    def schedule(self, name: str) -> ScheduleMetrics:
+        """The figures of schedule ``name``, bound once."""
+        bound = self._schedules.get(name)
+        if bound is None:
+            bound = self._schedules[name] = ScheduleMetrics(
+                fires=self.schedule_fires.labels(name),
+                missed=self.schedule_missed.labels(name),
+                skipped=self.schedule_skipped.labels(name),
+                lateness=self.schedule_lateness.labels(name),
             )
         return bound
 

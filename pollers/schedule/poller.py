@@ -146,6 +146,7 @@ class SchedulePoller:
         )
         if plan.missed:
             self.stats.missed += len(plan.missed)
+            self.context.metrics.schedule(name).missed.inc(len(plan.missed))
             log.warning(
                 "⏭ %s: %d missed slots not run (catch_up %s), %s … %s",
                 name,
@@ -188,6 +189,7 @@ class SchedulePoller:
                 if not overlap_allows(schedule.overlap, state):
                     skipped += 1
                     self.stats.skipped += 1
+                    self.context.metrics.schedule(name).skipped.inc()
                     log.info(
                         "⏭ %s: slot %s not run: the previous run %s is still %s (overlap %s)",
                         name,
@@ -230,6 +232,9 @@ class SchedulePoller:
     ) -> None:
         if created:
             self.stats.fired += 1
+            figures = self.context.metrics.schedule(name)
+            figures.fires.inc()
+            figures.lateness.observe(max(0.0, (self.timer.now() - slot).total_seconds()))
         log.info(
             "⏰ %s: slot %s → %s %s%s",
             name,

@@ -8,13 +8,14 @@ import asyncio
 import re
 from pathlib import Path
 
-from tests.acceptance.test_metrics import scrape, value
+from tests.acceptance.test_metrics import scrape
 from tests.support.kafka import (  # noqa: F401
     create_topic,
     kafka_bootstrap,
     produce_numbered,
     unique_topic,
 )
+from tests.support.metrics import value
 from tests.support.processes import Serve, clean_env, wait_for
 
 RECORDS = 1_000

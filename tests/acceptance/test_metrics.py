@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.metrics import Samples, parse, value
 from tests.support.processes import Serve, clean_env, eventwire, wait_for
 from tests.support.stores import Store, store_for
 
@@ -41,8 +41,6 @@ functions:
     retry: {max_attempts: 1}
 """
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
@@ -53,16 +51,7 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 def scrape(url: str) -> Samples:
     with urllib.request.urlopen(url, timeout=10) as answer:
         assert answer.headers["Content-Type"].startswith("text/plain")
-        text = answer.read().decode()
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
+        return parse(answer.read().decode())
 
 
 def invoke(function: str, env: dict[str, str]) -> str:

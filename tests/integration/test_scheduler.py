@@ -25,6 +25,7 @@ from broker.store.engine import create_engine
 from broker.store.schedules import get_schedule, list_schedules, set_state
 from broker.store.schema import invocations, leader_leases
 from pollers.schedule.poller import SchedulePoller
+from tests.support.metrics import figure
 from tests.support.stores import BACKENDS, database_url, migrate
 from tests.support.timer import FakeTimer
 
@@ -133,9 +134,16 @@ async def test_each_slot_fires_once_with_the_scheduled_event(store: Store) -> No
             "payload": {"kind": "daily"},
         },
     }
-    async with scheduler(store, schedules, timer):
+    async with scheduler(store, schedules, timer) as poller:
         await timer.settled()
         await step(timer, 20, 15)  # five minutes, in 20-second passes
+    metrics = poller.context.metrics
+    assert figure(metrics, "eventwire_schedule_fires_total", schedule="ping") == 5
+    assert figure(metrics, "eventwire_schedule_fires_total", schedule="nightly") == 1
+    # Passes every 20 s: each slot fired within 20 s of its time, none later.
+    lateness = "eventwire_schedule_lateness_seconds_bucket"
+    assert figure(metrics, lateness, schedule="ping", le="60.0") == 5
+    assert figure(metrics, "eventwire_schedule_lateness_seconds_count", schedule="ping") == 5
     rows = await fired(store)
     assert keys(rows) == [
         *minutes(1, 2, 3, 4, 5),
@@ -229,12 +237,14 @@ async def test_missed_slots_follow_catch_up(
     async with scheduler(store, schedules, timer):
         await timer.settled()
     timer.advance(2 * 3600)  # down for two hours: 12:10 … 14:00 came and went
-    async with scheduler(store, schedules, timer):
+    async with scheduler(store, schedules, timer) as poller:
         await timer.settled()
     slots = [r["key"].split("T")[1][:5] for r in await fired(store)]
     assert slots == [*expected, "14:00"]  # 14:00 is on time
     row = await get_schedule(store.engine, "ten")
     assert row.missed == 11 - len(expected)
+    missed = figure(poller.context.metrics, "eventwire_schedule_missed_total", schedule="ten")
+    assert missed == 11 - len(expected)
 
 
 async def mark(store: Store, key: str, state: str, attempts: int) -> None:
@@ -249,7 +259,7 @@ async def mark(store: Store, key: str, state: str, attempts: int) -> None:
 async def test_overlap_skip_waits_for_the_previous_run(store: Store) -> None:
     timer = FakeTimer(START)
     schedules = {"ping": {"expression": "rate(1 minute)", "function": "ping", "overlap": "skip"}}
-    async with scheduler(store, schedules, timer):
+    async with scheduler(store, schedules, timer) as poller:
         await timer.settled()
         await step(timer, 60, 1)  # 12:01 fires
         await mark(store, minutes(1)[0], "running", 1)
@@ -259,6 +269,8 @@ async def test_overlap_skip_waits_for_the_previous_run(store: Store) -> None:
     assert keys(await fired(store)) == minutes(1, 3)
     row = await get_schedule(store.engine, "ping")
     assert row.skipped == 1
+    skipped = figure(poller.context.metrics, "eventwire_schedule_skipped_total", schedule="ping")
+    assert skipped == 1
 
 
 async def test_overlap_buffer_one_queues_one_behind_a_running_one(sqlite_store: Store) -> None:
