@@ -20,6 +20,7 @@ from broker.cli import (
     mappings,
     schedules,
     serve,
+    top,
 )
 from broker.cli.app import App
 from broker.cli.common import print_error
@@ -68,6 +69,7 @@ app.command("serve")(serve.serve)
 app.command("migrate")(serve.migrate)
 app.command("invoke")(invoke.invoke)
 app.command("logs")(logs.logs)
+app.command("top")(top.top)
 app.add_typer(functions.app, name="functions")
 app.add_typer(invocations.app, name="invocations")
 app.add_typer(dlq.app, name="dlq")

@@ -175,6 +175,7 @@ attempts = Table(
     Column("error_trace", JSON),
     Column("log_excerpt", Text),  # what the function wrote during the attempt, capped
     Index("ix_attempts_invocation_id", "invocation_id", "number", unique=True),
+    Index("ix_attempts_started_at", "started_at"),
 )
 
 dead_letters = Table(

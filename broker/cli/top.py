@@ -1,0 +1,176 @@
+"""``eventwire top``: a live view of what runs, read from the store every second.
+
+Per function: attempts and errors per second over the last minute, p50 and p99
+duration of the latest attempts, pending and running invocations, how long the
+oldest pending one has waited, and the DLQ; per mapping its state, lag and
+iterator age; the schedules due next. ``--once --json`` prints one snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import typer
+from rich.console import Group
+from rich.live import Live
+
+from broker.cli.common import JsonOption, open_store, print_json, run, settings
+from broker.cli.output import duration, emit, iso, table, when
+from broker.config.settings import Settings
+from broker.store.activity import recent_activity
+from broker.store.history import list_functions
+from broker.store.mappings import list_mappings
+from broker.store.pools import recent_durations
+from broker.store.schedules import list_schedules
+
+WINDOW = timedelta(minutes=1)
+"""Rates are over the attempts started in this last stretch."""
+SCHEDULES_SHOWN = 10
+FUNCTION_COLUMNS = [
+    "FUNCTION", "INV/S", "ERR/S", "ERR %", "P50", "P99", "PENDING", "RUNNING", "RESERVED",
+    "OLDEST", "DLQ",
+]  # fmt: skip
+
+
+async def snapshot(config: Settings, now: datetime | None = None) -> dict[str, Any]:
+    """One view of the store: functions, mappings, the schedules due next."""
+    async with open_store(config, reader=True) as engine:
+        now = now or datetime.now(UTC)
+        rows = await list_functions(engine)
+        activity = await recent_activity(engine, now - WINDOW)
+        durations = await recent_durations(engine, [row.name for row in rows])
+        mappings = await list_mappings(engine)
+        schedules = await list_schedules(engine)
+    window_s = WINDOW.total_seconds()
+    functions = []
+    for row in rows:
+        done = activity.get(row.name)
+        attempts, errors = (done.attempts, done.errors) if done else (0, 0)
+        oldest = row.oldest_pending_at
+        functions.append(
+            {
+                "name": row.name,
+                "invocations_per_s": round(attempts / window_s, 3),
+                "errors_per_s": round(errors / window_s, 3),
+                "error_rate": round(errors / attempts, 3) if attempts else 0.0,
+                "p50_ms": durations[row.name].p50_ms,
+                "p99_ms": durations[row.name].p99_ms,
+                "pending": row.pending,
+                "running": row.running,
+                "reserved_concurrency": row.reserved_concurrency,
+                "oldest_pending_age_s": round((now - oldest).total_seconds(), 3) if oldest else 0,
+                "dead_letters": row.dead_letters,
+            }
+        )
+    due = sorted(
+        (s for s in schedules if s.next_slot_at is not None),
+        key=lambda s: s.next_slot_at or now,
+    )[:SCHEDULES_SHOWN]
+    return {
+        "at": iso(now),
+        "functions": functions,
+        "mappings": [
+            {
+                "name": m.name,
+                "kind": m.kind,
+                "status": m.status,
+                "lag": m.lag,
+                "iterator_age_ms": m.iterator_age_ms,
+            }
+            for m in mappings
+        ],
+        "schedules": [
+            {"name": s.name, "function": s.function, "next_slot_at": iso(s.next_slot_at)}
+            for s in due
+        ],
+    }
+
+
+def view(data: dict[str, Any]) -> Group:
+    def ms(value: float | None) -> str:
+        return "-" if value is None else duration(value)
+
+    parts: list[Any] = [
+        table(
+            FUNCTION_COLUMNS,
+            (
+                [
+                    f["name"],
+                    f"{f['invocations_per_s']:.2f}",
+                    f"{f['errors_per_s']:.2f}",
+                    f"{f['error_rate'] * 100:.0f}",
+                    ms(f["p50_ms"]),
+                    ms(f["p99_ms"]),
+                    f["pending"],
+                    f["running"],
+                    "-" if f["reserved_concurrency"] is None else f["reserved_concurrency"],
+                    f"{f['oldest_pending_age_s']:.0f}s" if f["pending"] else "-",
+                    f["dead_letters"],
+                ]
+                for f in data["functions"]
+            ),
+            title=f"eventwire top — {data['at'][:19]}Z (rates over the last minute)",
+        )
+    ]
+    if data["mappings"]:
+        parts.append(
+            table(
+                ["MAPPING", "KIND", "STATUS", "LAG", "ITERATOR AGE"],
+                (
+                    [
+                        m["name"],
+                        m["kind"],
+                        m["status"],
+                        "-" if m["lag"] is None else m["lag"],
+                        "-" if m["iterator_age_ms"] is None else duration(m["iterator_age_ms"]),
+                    ]
+                    for m in data["mappings"]
+                ),
+            )
+        )
+    if data["schedules"]:
+        parts.append(
+            table(
+                ["SCHEDULE", "FUNCTION", "NEXT"],
+                (
+                    [s["name"], s["function"], when(datetime.fromisoformat(s["next_slot_at"]))]
+                    for s in data["schedules"]
+                ),
+            )
+        )
+    return Group(*parts)
+
+
+def top(
+    ctx: typer.Context,
+    once: Annotated[bool, typer.Option("--once", help="Print one snapshot and exit.")] = False,
+    as_json: bool = JsonOption,
+    interval: Annotated[
+        float,
+        typer.Option(metavar="SECONDS", min=0.2, help="Seconds between refreshes."),
+    ] = 1.0,
+) -> None:
+    """A live view of functions, mappings and schedules, refreshed every second (Ctrl-C
+    ends it). Works against any store: it reads what every serve process wrote."""
+    config = settings(ctx)
+    if as_json and not once:
+        raise typer.BadParameter("--json prints one snapshot: use it with --once")
+    if once:
+        data = run(snapshot(config))
+        if as_json:
+            print_json(data)
+        else:
+            emit(view(data))
+        return
+    with contextlib.suppress(KeyboardInterrupt):
+        run(_live(config, interval))
+
+
+async def _live(config: Settings, interval: float) -> None:
+    with Live(view(await snapshot(config)), auto_refresh=False, screen=False) as live:
+        while True:
+            await asyncio.sleep(interval)
+            live.update(view(await snapshot(config)), refresh=True)
