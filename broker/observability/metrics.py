@@ -20,7 +20,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest, start_wsgi_server
+from prometheus_client.registry import Collector
 
 from broker.errors import UsageError
 
@@ -227,6 +229,8 @@ class Metrics:
             registry=registry,
         )
         self._schedules: dict[str, ScheduleMetrics] = {}
+        self._throttles: dict[str, int] = {}
+        registry.register(_StoredCounters(self._throttles))
         self._functions: dict[str, FunctionMetrics] = {}
         self._received: dict[tuple[str, str], Counter] = {}
 
@@ -282,9 +286,16 @@ class Metrics:
         return bound
 
     def set_backlog(
-        self, function: str, *, pending: int, oldest_age_s: float, dead_letters: int
+        self,
+        function: str,
+        *,
+        pending: int,
+        oldest_age_s: float,
+        dead_letters: int,
+        throttles: int = 0,
     ) -> None:
         """The store's backlog of ``function`` (:mod:`broker.store.backlog` refreshes it)."""
+        self._throttles[function] = throttles
         self.pending.labels(function).set(pending)
         self.oldest_pending_age.labels(function).set(oldest_age_s)
         self.dlq_size.labels(function).set(dead_letters)
@@ -318,3 +329,29 @@ def serving_metrics(metrics: Metrics, listen: str | None) -> Iterator[str | None
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+class _StoredCounters(Collector):
+    """``eventwire_throttles_total``: the store's count, kept across every process and
+    restart (Lambda's Throttles), as a counter."""
+
+    def __init__(self, throttles: dict[str, int]) -> None:
+        self.throttles = throttles
+
+    def describe(self) -> list[Metric]:
+        return [self._family()]
+
+    def collect(self) -> list[Metric]:
+        family = self._family()
+        for function, count in list(self.throttles.items()):
+            family.add_metric([function], count)
+        return [family]
+
+    @staticmethod
+    def _family() -> CounterMetricFamily:
+        return CounterMetricFamily(
+            "eventwire_throttles",
+            "Leases a function's reserved concurrency (or the account's) held back, in all "
+            "(Lambda's Throttles; the store's view, the same in every process).",
+            labels=["function"],
+        )

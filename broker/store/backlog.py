@@ -61,6 +61,7 @@ class BacklogGauges:
                 pending=row.pending,
                 oldest_age_s=max(0.0, (now - oldest).total_seconds()) if oldest else 0.0,
                 dead_letters=row.dead_letters,
+                throttles=row.throttles,
             )
 
     async def _run(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -192,5 +193,15 @@ def test_the_backlog_gauges_rise_and_fall(store: Store, tmp_path: Path) -> None:
         _, oldest, _ = wait_for(waiting, 30, "invocations seen pending")
         assert oldest > 0
         assert wait_for(lambda: backlog() == (0, 0, 1), 60, "the backlog drained")
+        # The queue counts throttles in the store (across processes; one process caps its
+        # own leases first); /metrics shows the store's count.
+        database = store.settings()["database_url"].removeprefix("sqlite+aiosqlite:///")
+        with sqlite3.connect(database) as conn:
+            conn.execute("UPDATE functions SET throttles = 7 WHERE name = 'queued'")
+        wait_for(
+            lambda: value(scrape(url), "eventwire_throttles_total", function="queued") == 7,
+            30,
+            "the store's throttles",
+        )
     finally:
         assert serve.stop() == 0, serve.log()
