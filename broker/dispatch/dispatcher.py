@@ -27,11 +27,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from broker.destinations.external import redacted
 from broker.dispatch.mapping_batches import is_mapping_batch, not_to_run, settle_mapping_attempt
 from broker.dispatch.retry import STORE_BACKOFF, backoff_delay, is_expired
 from broker.dispatch.settlement import settle_attempt
 from broker.dispatch.settlement_writer import Settler
 from broker.functions.catalog import Catalog, Deployed
+from broker.functions.delivery import INVOKER as DELIVERY_INVOKER
 from broker.functions.invoker import INVOKER_GRACE_S, InvokeRequest
 from broker.functions.overrides import effective
 from broker.models import (
@@ -315,6 +317,8 @@ class Dispatcher:
         figures.duration.observe(time.perf_counter() - t0)
         if not isinstance(outcome, Success):
             figures.errors[_error_reason(outcome)].inc()
+            if function.config.invoker == DELIVERY_INVOKER:
+                self.metrics.delivery_failures.labels(redacted(function.config.url or "")).inc()
         return outcome
 
     async def _invoke(self, function: Deployed, held: _Running, started_at: datetime) -> Outcome:

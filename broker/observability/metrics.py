@@ -229,6 +229,13 @@ class Metrics:
             registry=registry,
         )
         self._schedules: dict[str, ScheduleMetrics] = {}
+        self.delivery_failures = Counter(
+            "eventwire_destination_delivery_failures",
+            "Attempts to deliver an invocation record to an external destination (a queue, "
+            "topic, stream or webhook) that failed (Lambda's DestinationDeliveryFailures).",
+            ["destination"],
+            registry=registry,
+        )
         self._throttles: dict[str, int] = {}
         registry.register(_StoredCounters(self._throttles))
         self._functions: dict[str, FunctionMetrics] = {}

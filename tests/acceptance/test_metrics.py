@@ -205,3 +205,32 @@ def test_the_backlog_gauges_rise_and_fall(store: Store, tmp_path: Path) -> None:
         )
     finally:
         assert serve.stop() == 0, serve.log()
+
+
+def test_a_destination_that_refuses_counts_delivery_failures(store: Store, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    webhook = f"http://127.0.0.1:{port}/hook"
+    config = tmp_path / "eventwire.yaml"
+    config.write_text(
+        f"functions:\n  ok:\n    handler: tests.handlers:echo\n    on_success: {webhook}\n"
+    )
+    env = clean_env(**store.env())
+    serve = Serve(config, env, tmp_path / "serve.log", "--metrics-listen", "127.0.0.1:0")
+    try:
+        serve.wait_serving()
+        url = wait_for(
+            lambda: re.search(r"metrics: serving on (\S+)", serve.log()), 30, "the metrics URL"
+        ).group(1)
+        invoke("ok", env)
+        name = "eventwire_destination_delivery_failures_total"
+        wait_for(
+            lambda: value(scrape(url), name, destination=webhook) >= 2,
+            30,
+            "two failed deliveries (the first attempt and a retry)",
+        )
+    finally:
+        assert serve.stop() == 0, serve.log()
