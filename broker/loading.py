@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from broker.config.errors import KeyPath, describe_validation_error
+from broker.config.errors import KeyPath, config_error, describe_validation_error
 from broker.config.mappings import check_mappings
 from broker.config.models import ProjectConfig
 from broker.config.notifications import check_object_notifications
@@ -63,18 +63,12 @@ def parse_config(
     return config
 
 
-def _failure(source: str, lines: Mapping[KeyPath, int], path: KeyPath, message: str) -> ConfigError:
-    line = next((lines[path[:end]] for end in range(len(path), 0, -1) if path[:end] in lines), None)
-    where = f"{source}:{line}" if line else source
-    return ConfigError(f"{where}: {'.'.join(path)}: {message}")
-
-
 def _check_expressions(config: ProjectConfig, source: str, lines: Mapping[KeyPath, int]) -> None:
     for name, schedule in config.schedules.items():
         try:
             check_expression(schedule.expression)
         except ValueError as exc:
-            raise _failure(source, lines, ("schedules", name, "expression"), str(exc)) from None
+            raise config_error(source, lines, ("schedules", name, "expression"), str(exc)) from None
 
 
 def _destination_uris(config: ProjectConfig) -> Iterator[tuple[KeyPath, str]]:
@@ -101,9 +95,9 @@ def _check_references(config: ProjectConfig, source: str, lines: Mapping[KeyPath
         try:
             target = parse_destination(uri).function
         except ValueError as exc:
-            raise _failure(source, lines, path, str(exc)) from None
+            raise config_error(source, lines, path, str(exc)) from None
         if target is not None and path[-1] != "dead_letter" and target not in config.functions:
-            raise _failure(
+            raise config_error(
                 source,
                 lines,
                 path,
@@ -112,7 +106,7 @@ def _check_references(config: ProjectConfig, source: str, lines: Mapping[KeyPath
             )
     for name, schedule in config.schedules.items():
         if schedule.function not in config.functions:
-            raise _failure(
+            raise config_error(
                 source,
                 lines,
                 ("schedules", name, "function"),

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
+
+from broker.errors import ConfigError
 
 KeyPath = tuple[str, ...]
 
@@ -19,8 +22,7 @@ def describe_validation_error(
     """``file:line: dotted.key: what is wrong; what was expected`` for the first error."""
     error = exc.errors()[0]
     path = tuple(str(part) for part in error["loc"])
-    line = _nearest_line(path, lines)
-    where = f"{source}:{line}" if line else source
+    where = _where(source, nearest_line(path, lines))
     dotted = ".".join(path) or "(top level)"
     return f"{where}: {dotted}: {_explain(error, root, path)}"
 
@@ -70,7 +72,20 @@ def _unwrap(annotation: Any) -> Any:
     return annotation
 
 
-def _nearest_line(path: KeyPath, lines: dict[KeyPath, int]) -> int | None:
+def config_error(
+    source: str, lines: Mapping[KeyPath, int], path: KeyPath, message: str
+) -> ConfigError:
+    """``file:line: dotted.key: message`` for the key at ``path``, at the nearest line
+    known for it or a key above it: what every check of the file raises."""
+    return ConfigError(f"{_where(source, nearest_line(path, lines))}: {'.'.join(path)}: {message}")
+
+
+def _where(source: str, line: int | None) -> str:
+    return f"{source}:{line}" if line else source
+
+
+def nearest_line(path: KeyPath, lines: Mapping[KeyPath, int]) -> int | None:
+    """The line of ``path`` in the file, else of the nearest key above it."""
     for end in range(len(path), 0, -1):
         if path[:end] in lines:
             return lines[path[:end]]

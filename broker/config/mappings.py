@@ -40,8 +40,8 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from broker.config.durations import parse_duration
+from broker.config.errors import config_error
 from broker.config.notifications import MappingNotifications, mapping_notifications
-from broker.errors import ConfigError
 from broker.events.filters import FilterError, RecordFilter, compile_filters
 
 KeyPath = tuple[str, ...]
@@ -334,9 +334,7 @@ def check_mappings(
         problem = _problem(mapping, index, functions, seen)
         if problem is not None:
             path, message = problem
-            line = _line(path, lines)
-            where = f"{source}:{line}" if line else source
-            raise ConfigError(f"{where}: {'.'.join(path)}: {message}")
+            raise config_error(source, lines, path, message)
         seen[mapping.name] = index
 
 
@@ -406,11 +404,4 @@ def _notifications_problem(mapping: MappingConfig, at: KeyPath) -> tuple[KeyPath
             "applies to redis stream sources only (a Kafka record's value or a RabbitMQ "
             "message's body is the document)"
         )
-    return None
-
-
-def _line(path: KeyPath, lines: Mapping[KeyPath, int]) -> int | None:
-    for end in range(len(path), 0, -1):
-        if path[:end] in lines:
-            return lines[path[:end]]
     return None

@@ -34,7 +34,7 @@ from typing import Annotated
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from broker.config.durations import parse_duration
-from broker.errors import ConfigError
+from broker.config.errors import config_error
 from broker.events.s3 import DEFAULT_EVENTS, S3Filter, check_event_patterns
 
 KeyPath = tuple[str, ...]
@@ -188,9 +188,7 @@ def check_object_notifications(
         problem = _problem(notification, index, functions, seen)
         if problem is not None:
             path, message = problem
-            line = next((lines[path[:n]] for n in range(len(path), 0, -1) if path[:n] in lines), 0)
-            where = f"{source}:{line}" if line else source
-            raise ConfigError(f"{where}: {'.'.join(path)}: {message}")
+            raise config_error(source, lines, path, message)
         seen[notification.name] = index
 
 

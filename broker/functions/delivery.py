@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
+from broker.config.errors import config_error
 from broker.config.models import DestinationConfig, FunctionConfig
 from broker.destinations import SCHEMES, parse_destination
 from broker.destinations.external import (
@@ -34,7 +35,6 @@ from broker.destinations.external import (
     redacted,
     unwrap,
 )
-from broker.errors import ConfigError
 from broker.functions.invoker import InvokeRequest, InvokerInitError
 from broker.models import FunctionError, Outcome, Success
 
@@ -119,9 +119,7 @@ def check_destinations(
     """Raise a :class:`ConfigError` naming the key of a destination setting that does not fit."""
 
     def fail(path: tuple[str, ...], message: str) -> None:
-        line = lines.get(path) or lines.get(path[:-1])
-        where = f"{source}:{line}" if line else source
-        raise ConfigError(f"{where}: {'.'.join(path)}: {message}")
+        raise config_error(source, lines, path, message)
 
     for name, function in config.functions.items():
         if function.invoker == INVOKER:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from broker.errors import ConfigError
+from broker.config.errors import config_error
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -59,9 +59,7 @@ def check_invoker_keys(
 
     def fail(key: str | None, message: str) -> None:
         path = ("functions", name, key) if key else ("functions", name)
-        line = lines.get(path) or lines.get(("functions", name))
-        where = f"{source}:{line}" if line else source
-        raise ConfigError(f"{where}: {'.'.join(path)}: {message}")
+        raise config_error(source, lines, path, message)
 
     for field in sorted(function.model_fields_set):
         key = type(function).model_fields[field].alias or field
