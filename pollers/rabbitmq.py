@@ -78,7 +78,8 @@ class RabbitReader:
         self.mapping = mapping
         self.source = source
         self.concurrency = mapping.max_concurrency or DEFAULT_CONCURRENCY
-        self.lanes = [f"mapping:{mapping.name}:{n}" for n in range(self.concurrency)]
+        self.lanes: list[str] = []
+        """The queue's parallel lanes (``run.lane("0")`` …), known once opened."""
         self.inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self.unacked: dict[str, AbstractIncomingMessage] = {}
         self.closed = asyncio.Event()
@@ -94,6 +95,7 @@ class RabbitReader:
         self._pruned_at = 0.0
 
     async def open(self, run: MappingRun) -> None:
+        self.lanes = [run.lane(str(n)) for n in range(self.concurrency)]
         where = redact(self.source.url)
         try:
             self.connection = await aio_pika.connect(self.source.url, timeout=10)
