@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Group
 from rich.live import Live
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.cli.common import JsonOption, open_store, print_json, run, settings
 from broker.cli.output import duration, emit, iso, table, when
@@ -35,15 +36,14 @@ FUNCTION_COLUMNS = [
 ]  # fmt: skip
 
 
-async def snapshot(config: Settings, now: datetime | None = None) -> dict[str, Any]:
+async def snapshot(engine: AsyncEngine, now: datetime | None = None) -> dict[str, Any]:
     """One view of the store: functions, mappings, the schedules due next."""
-    async with open_store(config, reader=True) as engine:
-        now = now or datetime.now(UTC)
-        rows = await list_functions(engine)
-        activity = await recent_activity(engine, now - WINDOW)
-        durations = await recent_durations(engine, [row.name for row in rows])
-        mappings = await list_mappings(engine)
-        schedules = await list_schedules(engine)
+    now = now or datetime.now(UTC)
+    rows = await list_functions(engine)
+    activity = await recent_activity(engine, now - WINDOW)
+    durations = await recent_durations(engine, [row.name for row in rows])
+    mappings = await list_mappings(engine)
+    schedules = await list_schedules(engine)
     window_s = WINDOW.total_seconds()
     functions = []
     for row in rows:
@@ -159,7 +159,7 @@ def top(
     if as_json and not once:
         raise typer.BadParameter("--json prints one snapshot: use it with --once")
     if once:
-        data = run(snapshot(config))
+        data = run(_once(config))
         if as_json:
             print_json(data)
         else:
@@ -169,8 +169,15 @@ def top(
         run(_live(config, interval))
 
 
+async def _once(config: Settings) -> dict[str, Any]:
+    async with open_store(config, reader=True) as engine:
+        return await snapshot(engine)
+
+
 async def _live(config: Settings, interval: float) -> None:
-    with Live(view(await snapshot(config)), auto_refresh=False, screen=False) as live:
-        while True:
-            await asyncio.sleep(interval)
-            live.update(view(await snapshot(config)), refresh=True)
+    """Open the store once (its schema checked once), then read it every ``interval``."""
+    async with open_store(config, reader=True) as engine:
+        with Live(view(await snapshot(engine)), auto_refresh=False, screen=False) as live:
+            while True:
+                await asyncio.sleep(interval)
+                live.update(view(await snapshot(engine)), refresh=True)
