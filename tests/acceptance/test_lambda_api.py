@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,9 +30,8 @@ def served(tmp_path: Path) -> Iterator[tuple[Any, dict[str, str]]]:
     serve = Serve(config, env, tmp_path / "serve.log", "--api-listen", "127.0.0.1:0")
     try:
         serve.wait_serving()
-        found = re.search(r"Lambda API: listening on (http://\S+)/2015-03-31/", serve.log())
-        assert found, serve.log()
-        client = lambda_client(found.group(1))
+        url = serve.logged(r"Lambda API: listening on (http://\S+)/2015-03-31/", "the API URL")
+        client = lambda_client(url)
         yield client, env
     finally:
         serve.stop()

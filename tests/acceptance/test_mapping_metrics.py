@@ -5,7 +5,6 @@ caught up."""
 from __future__ import annotations
 
 import asyncio
-import re
 from pathlib import Path
 
 from tests.acceptance.test_metrics import scrape
@@ -15,7 +14,7 @@ from tests.support.kafka import (  # noqa: F401
     produce_numbered,
     unique_topic,
 )
-from tests.support.metrics import value
+from tests.support.metrics import METRICS_URL, value
 from tests.support.processes import Serve, clean_env, wait_for
 
 RECORDS = 1_000
@@ -47,9 +46,7 @@ mappings:
     serve = Serve(config, env, tmp_path / "serve.log", "--metrics-listen", "127.0.0.1:0")
     try:
         serve.wait_serving()
-        url = wait_for(
-            lambda: re.search(r"metrics: serving on (\S+)", serve.log()), 30, "the metrics URL"
-        ).group(1)
+        url = serve.logged(METRICS_URL, "the metrics URL")
 
         def records() -> dict[str, float]:
             samples = scrape(url)

@@ -10,7 +10,6 @@ listener's ``/metrics`` with ``prometheus_client.parser``.
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 import urllib.request
 from collections.abc import AsyncIterator
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.metrics import Samples, parse, value
+from tests.support.metrics import METRICS_URL, Samples, parse, value
 from tests.support.processes import Serve, clean_env, eventwire, wait_for
 from tests.support.stores import Store, store_for
 
@@ -73,14 +72,8 @@ def test_metrics_count_what_serve_did(store: Store, tmp_path: Path) -> None:
     serve = Serve(config, env, tmp_path / "serve.log", "--metrics-listen", "127.0.0.1:0")
     try:
         serve.wait_serving()
-        metrics_url = wait_for(
-            lambda: re.search(r"metrics: serving on (\S+)", serve.log()), 30, "the metrics URL"
-        ).group(1)
-        api_url = wait_for(
-            lambda: re.search(r"Lambda API: listening on (http://[^/\s]+)", serve.log()),
-            30,
-            "the API URL",
-        ).group(1)
+        metrics_url = serve.logged(METRICS_URL, "the metrics URL")
+        api_url = serve.logged(r"Lambda API: listening on (http://[^/\s]+)", "the API URL")
         before = scrape(metrics_url)
         assert value(before, "eventwire_invocations_total", function="ok") == 0
         for id in [invoke(f, env) for f in ("ok", "ok", "pooled", "kept", "lost", "late")]:
@@ -171,9 +164,7 @@ def test_the_backlog_gauges_rise_and_fall(store: Store, tmp_path: Path) -> None:
     serve = Serve(config, env, tmp_path / "serve.log", "--metrics-listen", "127.0.0.1:0")
     try:
         serve.wait_serving()
-        url = wait_for(
-            lambda: re.search(r"metrics: serving on (\S+)", serve.log()), 30, "the metrics URL"
-        ).group(1)
+        url = serve.logged(METRICS_URL, "the metrics URL")
         for _ in range(3):
             invoke("queued", env)
         invoke("doomed", env)
@@ -222,9 +213,7 @@ def test_a_destination_that_refuses_counts_delivery_failures(store: Store, tmp_p
     serve = Serve(config, env, tmp_path / "serve.log", "--metrics-listen", "127.0.0.1:0")
     try:
         serve.wait_serving()
-        url = wait_for(
-            lambda: re.search(r"metrics: serving on (\S+)", serve.log()), 30, "the metrics URL"
-        ).group(1)
+        url = serve.logged(METRICS_URL, "the metrics URL")
         invoke("ok", env)
         name = "eventwire_destination_delivery_failures_total"
         wait_for(

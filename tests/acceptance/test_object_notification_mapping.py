@@ -82,10 +82,9 @@ async def test_minio_through_rabbitmq_and_a_webhook_is_invoked_once(
     serve = Serve(config, env, tmp_path / "serve.log")
     try:
         serve.wait_serving()
-        found = re.search(r"listening on (http://\S+)/notifications/", serve.log())
-        assert found, serve.log()
+        url = serve.logged(r"listening on (http://\S+)/notifications/", "the listener's URL")
         request = urllib.request.Request(
-            f"{found.group(1)}/notifications/uploads",
+            f"{url}/notifications/uploads",
             data=MINIO_GUIDE.encode(),
             headers={"Authorization": "Bearer t0ken"},
         )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -56,9 +55,8 @@ def served(tmp_path: Path) -> Iterator[Running]:
     serve = Serve(config, env, tmp_path / "serve.log")
     try:
         serve.wait_serving()
-        found = re.search(r"listening on (http://\S+)/notifications/", serve.log())
-        assert found, serve.log()
-        yield Running(found.group(1), env, serve)
+        url = serve.logged(r"listening on (http://\S+)/notifications/", "the listener's URL")
+        yield Running(url, env, serve)
     finally:
         serve.stop()
 

@@ -6,6 +6,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from broker.observability.metrics import Metrics
 
+METRICS_URL = r"metrics: serving on (\S+)"
+"""What ``serve --metrics-listen`` logs: its URL, for :meth:`Serve.logged`."""
+
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -76,6 +77,11 @@ class Serve:
         wait_for(lambda: "serving" in self.log() or self.process.poll() is not None, timeout_s)
         if self.process.poll() is not None:
             raise AssertionError(f"serve exited with {self.process.returncode}:\n{self.log()}")
+
+    def logged(self, pattern: str, what: str, timeout_s: float = 30) -> str:
+        """The first group of ``pattern`` once the log has it (an address serve prints)."""
+        found = wait_for(lambda: re.search(pattern, self.log()), timeout_s, what)
+        return str(found.group(1))
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
