@@ -13,5 +13,9 @@ def require(module: str, extra: str, needed_by: str) -> None:
 
     Only looks: the library is imported by the module that speaks it, when it is used.
     """
-    if importlib.util.find_spec(module) is None:
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a dotted name whose parent is missing
+        found = False
+    if not found:
         raise UsageError(f"{needed_by} needs {module}: pip install 'eventwire[{extra}]'")

@@ -35,6 +35,7 @@ from broker.functions.pools import PoolPublisher
 from broker.history.process import copying_history
 from broker.observability.metrics import Metrics, serving_metrics
 from broker.observability.pools import PoolReporter
+from broker.observability.tracing import NO_TRACING, Tracing
 from broker.queue import open_queue
 from broker.queue.sql import Clock, utcnow
 from broker.sources.pollers import Poller, PollerContext, SystemTimer, Timer, create_pollers
@@ -59,10 +60,13 @@ class Service:
         clock: Clock = utcnow,
         timer: Timer | None = None,
         tune_gc: bool = False,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         """``tune_gc``: once started, fit the garbage collector to a process that only
-        serves (:func:`broker.aio.loop.tune_gc`)."""
+        serves (:func:`broker.aio.loop.tune_gc`). ``tracing``: what makes the spans of
+        each invocation (:mod:`broker.observability.tracing`); shut down as it stops."""
         self.settings = settings
+        self.tracing = tracing
         self.tune_gc = tune_gc
         self.config = config
         self.config_path = config_path
@@ -96,7 +100,9 @@ class Service:
                 catalog = await Catalog.start(self.config, self.settings)
             try:
                 async with (
-                    open_queue(self.settings, engine, clock=self.clock) as queue,
+                    open_queue(
+                        self.settings, engine, clock=self.clock, tracing=self.tracing
+                    ) as queue,
                     copying_history(self.settings, self.owner)
                     if catalog is not None
                     else contextlib.nullcontext(),
@@ -112,6 +118,7 @@ class Service:
                             poll_interval_s=self.settings.poll_interval_s,
                             settle_batch=self.settings.settle_batch,
                             metrics=self.metrics,
+                            tracing=self.tracing,
                         )
                     context = PollerContext(
                         self.settings,
@@ -121,6 +128,7 @@ class Service:
                         self.owner,
                         self.timer,
                         self.metrics,
+                        self.tracing,
                     )
                     self.pollers = create_pollers(context, roles)
                     for poller in self.pollers:
@@ -156,6 +164,7 @@ class Service:
                     await catalog.close()
         finally:
             await engine.dispose()
+            self.tracing.shutdown()
         log.info("stopped")
 
     def _log_serving(self, catalog: Catalog | None) -> None:

@@ -30,6 +30,7 @@ from broker.errors import ConfigError
 from broker.functions.invoker import InvokeRequest, InvokerInitError
 from broker.http.headers import expand_headers, retry_after_s
 from broker.models import FunctionError, Outcome, Success, SystemFault
+from broker.observability.tracing import TRACEPARENT, xray_header
 from invokers.context import seconds_until
 
 try:
@@ -92,6 +93,9 @@ class HttpInvoker:
             "X-Eventwire-Request-Id": request.request_id,
             "X-Eventwire-Attempt": str(request.attempt),
         }
+        if request.traceparent is not None:  # traced: the endpoint continues the trace
+            headers[TRACEPARENT] = request.traceparent
+            headers["X-Amzn-Trace-Id"] = xray_header(request.traceparent) or ""
         try:
             async with asyncio.timeout(remaining_s):
                 async with self._session.post(

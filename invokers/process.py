@@ -52,6 +52,7 @@ from broker.functions.invoker import INVOKER_GRACE_S, InvokeRequest, InvokerInit
 from broker.functions.invoker_settings import process_concurrency
 from broker.models import FunctionError, Outcome, SystemFault
 from broker.observability.pools import PoolStats
+from broker.observability.tracing import xray_header
 from invokers.context import new_log_stream_name, seconds_until
 from invokers.runtime_api import RuntimeApiServer, Work
 from invokers.worker import Assignment, Launch, Worker, WorkerState
@@ -176,7 +177,7 @@ class ProcessInvoker:
                 payload=request.payload,
                 deadline_ms=int((time.time() + run_s) * 1000),
                 function_arn=request.function_arn,
-                trace_id=f"Root=1-{int(time.time()):08x}-{secrets.token_hex(12)};Sampled=0",
+                trace_id=xray_header(request.traceparent) or _untraced(),
             )
             assignment = Assignment(work, loop.create_future())
             if got.assign(assignment):
@@ -408,3 +409,8 @@ class ProcessInvoker:
 
 def _taken(worker: Worker) -> bool:
     return worker.state is not WorkerState.IDLE or worker.current is not None
+
+
+def _untraced() -> str:
+    """Lambda's trace header for an attempt not traced: a fresh root, not sampled."""
+    return f"Root=1-{int(time.time()):08x}-{secrets.token_hex(12)};Sampled=0"

@@ -258,3 +258,5 @@ def _checkpointable(part: _Partition) -> list[Record]:
 
 Shaper = Callable[[Sequence[Any]], bytes]
 """A mapping's event shaper: the payload of a batch from its records' items."""
+TraceOf = Callable[[Any], str | None]
+"""The W3C ``traceparent`` a record's item came with (a header, a field), if any."""

@@ -33,6 +33,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from broker.config.mappings import KafkaSource, MappingConfig, SourceKind
 from broker.events.batches import KafkaEventWriter
+from broker.observability.tracing import TRACEPARENT, header_traceparent
 from broker.sources.pollers import PollerContext
 from pollers.batching import Record, Shaper
 from pollers.mapping_run import READ_AHEAD_BATCHES, MappingRun, SourceError
@@ -272,6 +273,14 @@ def _records(partition: str, messages: Sequence[Any]) -> list[Record]:
     return [Record(partition, str(m.offset), m.timestamp, m.value, m) for m in messages]
 
 
+def traceparent(record: Any) -> str | None:
+    """The ``traceparent`` header of an aiokafka record."""
+    for key, value in record.headers or ():
+        if key == TRACEPARENT:
+            return header_traceparent(value)
+    return None
+
+
 def shaper(mapping: MappingConfig) -> Shaper:
     source = mapping.parsed_source
     assert isinstance(source, KafkaSource)
@@ -279,4 +288,4 @@ def shaper(mapping: MappingConfig) -> Shaper:
 
 
 def create(context: PollerContext) -> MappingPoller:
-    return MappingPoller(context, SourceKind.KAFKA, KafkaReader, shaper)
+    return MappingPoller(context, SourceKind.KAFKA, KafkaReader, shaper, traceparent)

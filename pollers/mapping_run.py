@@ -26,10 +26,11 @@ from broker.config.mappings import MappingConfig
 from broker.dispatch.mapping_batches import MappingPolicy, mapping_source
 from broker.ids import new_id
 from broker.models import NewInvocation, Origin
+from broker.observability.tracing import batch_context
 from broker.sources.pollers import PollerContext
 from broker.store.dead_letters import add_dead_letters
 from broker.store.mappings import Cut, load_cuts, save_cuts
-from pollers.batching import Batch, Batcher, Record, Shaper, Taken
+from pollers.batching import Batch, Batcher, Record, Shaper, Taken, TraceOf
 from pollers.s3.documents import NotificationDocuments
 
 log = logging.getLogger("eventwire.mappings")
@@ -74,11 +75,14 @@ class MappingRun:
         generation: int,
         cuts: dict[str, Cut],
         shape: Shaper,
+        trace_of: TraceOf | None = None,
     ) -> None:
+        """``trace_of``: read each record's trace context (when the service traces)."""
         self.mapping = mapping
         self.context = context
         self.generation = generation
         self.shape = shape
+        self.trace_of = trace_of
         self.batcher = Batcher(
             batch_size=mapping.batch_size,
             window_s=mapping.batch_window_s,
@@ -299,14 +303,24 @@ class MappingRun:
                     origin=Origin.MAPPING,
                     lane=lane,
                     idempotency_key=self._key(batch.partition, records),
-                    source=mapping_source(
-                        policy,
-                        {"partition": batch.partition, "first": first, "last": last},
-                        oversized=None if fits else len(payload),
+                    source=self._traced(
+                        mapping_source(
+                            policy,
+                            {"partition": batch.partition, "first": first, "last": last},
+                            oversized=None if fits else len(payload),
+                        ),
+                        records,
                     ),
                 )
             )
         return out
+
+    def _traced(self, source: dict[str, Any], records: Sequence[Record]) -> dict[str, Any]:
+        """``source`` with the trace context of its records: the one they share as the
+        parent of its spans, or links to each."""
+        if self.trace_of is None:
+            return source
+        return source | batch_context([self.trace_of(record.item) for record in records])
 
     def _key(self, partition: str, records: Sequence[Record]) -> str:
         """Ordered sources: the first and last position. A queue's messages have no position:

@@ -42,7 +42,7 @@ from broker.store.mappings import (
     load_cuts,
     report_status,
 )
-from pollers.batching import Shaper
+from pollers.batching import Shaper, TraceOf
 from pollers.mapping_loop import Source, pump
 from pollers.mapping_run import DocumentsRun, MappingRun, Seek, SourceError
 
@@ -77,11 +77,15 @@ class MappingPoller:
         kind: SourceKind,
         source: SourceFactory,
         shaper: Callable[[MappingConfig], Shaper],
+        trace_of: TraceOf | None = None,
     ) -> None:
+        """``trace_of``: the ``traceparent`` a record's item came with, read only when
+        the service traces."""
         self.name = f"mappings-{kind.value}"
         self.context = context
         self.source = source
         self.shaper = shaper
+        self.trace_of = trace_of if context.tracing.enabled else None
         self.mappings = {
             m.name: _Mapping(m, changed=asyncio.Event())
             for m in context.config.mappings
@@ -165,6 +169,7 @@ class MappingPoller:
                     generation=max(state.generation, 0),
                     cuts=cuts,
                     shape=self.shaper(state.config),
+                    trace_of=self.trace_of,
                 )
                 state.run = run
                 if state.desired == DISABLED or self._stop.is_set():

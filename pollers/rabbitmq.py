@@ -38,6 +38,7 @@ from broker.aio.waits import close_within, wait_set
 from broker.config.mappings import AmqpSource, MappingConfig, SourceKind
 from broker.events.batches import AmqpMessage, encode_event, event_source_arn, rabbitmq_event
 from broker.models import NewInvocation
+from broker.observability.tracing import TRACEPARENT, header_traceparent
 from broker.sources.pollers import PollerContext
 from broker.store.mappings import redact
 from broker.store.unacked import (
@@ -291,6 +292,11 @@ def _message(m: AbstractIncomingMessage, source: AmqpSource) -> AmqpMessage:
     )
 
 
+def traceparent(message: AmqpMessage) -> str | None:
+    """The ``traceparent`` header of an AMQP message."""
+    return header_traceparent(message.headers.get(TRACEPARENT))
+
+
 def shaper(mapping: MappingConfig) -> Shaper:
     arn = event_source_arn("amqp", mapping.name)
 
@@ -301,4 +307,4 @@ def shaper(mapping: MappingConfig) -> Shaper:
 
 
 def create(context: PollerContext) -> MappingPoller:
-    return MappingPoller(context, SourceKind.AMQP, RabbitReader, shaper)
+    return MappingPoller(context, SourceKind.AMQP, RabbitReader, shaper, traceparent)

@@ -40,6 +40,7 @@ from broker.events.batches import (
     event_source_arn,
     redis_streams_event,
 )
+from broker.observability.tracing import TRACEPARENT, header_traceparent
 from broker.sources.pollers import PollerContext
 from broker.store.mappings import redact
 from pollers.batching import Record, Shaper
@@ -260,6 +261,12 @@ class RedisStreamReader:
         """Nothing to do: entries are acknowledged as they are enqueued."""
 
 
+def traceparent(entry: StreamEntry) -> str | None:
+    """The ``traceparent`` field of a stream entry."""
+    fields = entry.fields
+    return header_traceparent(fields.get(TRACEPARENT) or fields.get(TRACEPARENT.encode()))
+
+
 def shaper(mapping: MappingConfig) -> Shaper:
     arn = event_source_arn("redis", mapping.name)
 
@@ -270,4 +277,4 @@ def shaper(mapping: MappingConfig) -> Shaper:
 
 
 def create(context: PollerContext) -> MappingPoller:
-    return MappingPoller(context, SourceKind.REDIS, RedisStreamReader, shaper)
+    return MappingPoller(context, SourceKind.REDIS, RedisStreamReader, shaper, traceparent)

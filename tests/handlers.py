@@ -126,3 +126,11 @@ def context_fields(event: Any, context: LambdaContext) -> dict[str, Any]:
         "memory_limit_in_mb": context.memory_limit_in_mb,
         "remaining_ms": context.get_remaining_time_in_millis(),
     }
+
+
+def current_trace(event: Any, context: LambdaContext) -> dict[str, str]:
+    """The trace and span the handler runs in, as OpenTelemetry's API sees them."""
+    from opentelemetry import trace
+
+    span = trace.get_current_span().get_span_context()
+    return {"trace_id": f"{span.trace_id:032x}", "span_id": f"{span.span_id:016x}"}

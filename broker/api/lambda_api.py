@@ -57,6 +57,7 @@ from broker.functions.invoking import Finished, check_payload, enqueue_api_call,
 from broker.http.listen import AppServer
 from broker.models import State
 from broker.observability.metrics import CONTENT_TYPE_LATEST, Metrics
+from broker.observability.tracing import incoming_traceparent
 from broker.queue.base import InvocationQueue
 from broker.sources.pollers import PollerContext
 from broker.store.history import AttemptRow, last_attempt
@@ -197,7 +198,12 @@ class LambdaApi(AppServer):
                 return web.Response(status=204)
             key = request.headers.get("X-Eventwire-Idempotency-Key") or None
             invocation_id = await enqueue_api_call(
-                self.queue, name, payload, sync=sync, idempotency_key=key
+                self.queue,
+                name,
+                payload,
+                sync=sync,
+                idempotency_key=key,
+                traceparent=incoming_traceparent(request.headers),
             )
         except UnknownFunctionError as exc:
             return _error(404, "ResourceNotFoundException", str(exc))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -10,6 +11,7 @@ from broker.aio import loop
 from broker.cli.common import console, run, settings
 from broker.loading import load_config
 from broker.observability import logs
+from broker.observability.trace_config import from_environment
 from broker.service import Service
 from broker.store.engine import UNREACHABLE, create_engine, unusable
 from broker.store.migrate import current_revision, upgrade
@@ -91,7 +93,15 @@ def serve(
     options = settings(ctx)
     project = load_config(options.config)
     logs.configure(options.log_level, options.log_format)
-    service = Service(options, project, config_path=options.config, migrate=migrate, tune_gc=True)
+    tracing = from_environment(os.environ)  # the standard OTEL_* variables, as the SDK reads
+    service = Service(
+        options,
+        project,
+        config_path=options.config,
+        migrate=migrate,
+        tune_gc=True,
+        tracing=tracing,
+    )
     loop.run(service.run())
 
 

@@ -47,6 +47,7 @@ from broker.models import (
 )
 from broker.observability.logs import log_fields
 from broker.observability.metrics import Metrics
+from broker.observability.tracing import NO_TRACING, TRACEPARENT, AttemptTrace, Tracing, trace_id
 from broker.queue.base import InvocationQueue
 
 log = logging.getLogger("eventwire.dispatch")
@@ -86,9 +87,11 @@ class Dispatcher:
         settle_batch: int = 256,
         rng: random.Random | None = None,
         metrics: Metrics | None = None,
+        tracing: Tracing = NO_TRACING,
     ) -> None:
         self.queue = queue
         self.metrics = metrics or Metrics()
+        self.tracing = tracing
         self.catalog = catalog
         self.owner = owner
         self.clock = clock
@@ -226,27 +229,31 @@ class Dispatcher:
 
     async def _run_one(self, held: _Running) -> None:
         inv = held.lease.invocation
-        mapping = inv.source.get("mapping") if is_mapping_batch(inv) else None
+        batch = is_mapping_batch(inv)
+        mapping = inv.source["mapping"] if batch else None
         position = inv.source.get("position", {}) if mapping is not None else {}
-        with log_fields(
-            function=inv.function,
-            request_id=inv.request_id,
-            invocation_id=inv.id,
-            attempt=inv.attempts,
-            mapping=mapping.get("name") if mapping is not None else None,
-            partition=position.get("partition"),
+        with (
+            log_fields(
+                function=inv.function,
+                request_id=inv.request_id,
+                invocation_id=inv.id,
+                attempt=inv.attempts,
+                mapping=mapping.get("name") if mapping is not None else None,
+                partition=position.get("partition"),
+                trace_id=trace_id(inv.source.get(TRACEPARENT)),
+            ),
+            self.tracing.attempt(inv) as trace,
         ):
-            await self._run_attempt(held)
+            await self._run_attempt(held, batch, trace)
 
-    async def _run_attempt(self, held: _Running) -> None:
+    async def _run_attempt(self, held: _Running, mapping: bool, trace: AttemptTrace) -> None:
         lease = held.lease
         inv = lease.invocation
         function = effective(self.catalog[inv.function], inv.source)
         started_at = self.clock()
         self.stats.started += 1
         t0 = time.perf_counter()
-        mapping = is_mapping_batch(inv)
-        outcome = await self._attempt(held, function, started_at, mapping)
+        outcome = await self._attempt(held, function, started_at, mapping, trace)
         duration_ms = (time.perf_counter() - t0) * 1000
         # In a lane, the slot stays with the run until its settlement is written, and
         # passes to the lane's next invocation.
@@ -259,6 +266,7 @@ class Dispatcher:
             settlement, decision = settle(
                 lease, outcome, function, started_at, duration_ms, self.clock(), self.rng
             )
+            settlement = trace.settled(settlement, outcome, decision.state.value)
             held.submitted = True
             if chain_s is None:
                 self._settling += 1
@@ -266,7 +274,8 @@ class Dispatcher:
                 self._slot_free.set()
             else:
                 settlement = replace(settlement, chain_lease_s=chain_s)
-            ok, chained = await self.settler.submit(settlement)
+            with trace.writing():
+                ok, chained = await self.settler.submit(settlement)
             if not ok:
                 self.stats.leases_lost += 1
             self._count(decision.state.value, inv.function, inv.id, outcome, decision.retry_at)
@@ -291,7 +300,12 @@ class Dispatcher:
                 self._start(chained)
 
     async def _attempt(
-        self, held: _Running, function: Deployed, started_at: datetime, mapping: bool
+        self,
+        held: _Running,
+        function: Deployed,
+        started_at: datetime,
+        mapping: bool,
+        trace: AttemptTrace,
     ) -> Outcome | None:
         """The attempt's outcome; None for an event too old to run (it is not invoked)."""
         inv = held.lease.invocation
@@ -310,7 +324,9 @@ class Dispatcher:
         figures.concurrent.inc()
         t0 = time.perf_counter()
         try:
-            outcome = await self._invoke(function, held, started_at)
+            with trace.invoking() as traceparent:
+                outcome = await self._invoke(function, held, started_at, traceparent)
+                trace.invoked(outcome)
         finally:
             figures.concurrent.dec()
         figures.invocations.inc()
@@ -321,7 +337,9 @@ class Dispatcher:
                 self.metrics.delivery_failures.labels(redacted(function.config.url or "")).inc()
         return outcome
 
-    async def _invoke(self, function: Deployed, held: _Running, started_at: datetime) -> Outcome:
+    async def _invoke(
+        self, function: Deployed, held: _Running, started_at: datetime, traceparent: str | None
+    ) -> Outcome:
         inv = held.lease.invocation
         timeout_s = function.config.timeout_s
         request = InvokeRequest(
@@ -332,6 +350,7 @@ class Dispatcher:
             payload=inv.payload,
             deadline=started_at + timedelta(seconds=timeout_s),
             attempt=inv.attempts,
+            traceparent=traceparent,
         )
         # The invoker owns the timeout; the heartbeat only cancels one that hangs past it.
         held.give_up_at = asyncio.get_running_loop().time() + timeout_s + INVOKER_GRACE_S

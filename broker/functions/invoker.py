@@ -43,6 +43,9 @@ class InvokeRequest:
     payload: bytes
     deadline: datetime
     attempt: int
+    traceparent: str | None = None
+    """The W3C trace context of the attempt's ``invoke`` span, when traced: invokers in
+    other processes pass it on (as Lambda's trace header, too)."""
 
 
 class InvokerInitError(Exception):

@@ -19,6 +19,7 @@ from broker.config.models import Limits
 from broker.errors import PayloadError, PayloadTooLargeError, UnknownFunctionError
 from broker.ids import new_id
 from broker.models import NewInvocation, Origin, State
+from broker.observability.tracing import with_parent
 from broker.queue.base import InvocationQueue
 from broker.store.schema import functions, invocations
 
@@ -87,9 +88,11 @@ async def enqueue_api_call(
     *,
     sync: bool,
     idempotency_key: str | None = None,
+    traceparent: str | None = None,
 ) -> str:
     """Enqueue one invocation of ``function`` (registered) with ``payload`` (checked):
-    what :func:`submit` does once it has checked both; answers its id."""
+    what :func:`submit` does once it has checked both; answers its id. ``traceparent``:
+    the trace context the call came with, the parent of the invocation's spans."""
     [enqueued] = await queue.enqueue(
         [
             NewInvocation(
@@ -99,6 +102,7 @@ async def enqueue_api_call(
                 origin=Origin.API,
                 sync=sync,
                 idempotency_key=idempotency_key,
+                source=with_parent({}, traceparent),
             )
         ]
     )

@@ -1,4 +1,5 @@
-"""Watching Eventwire: Prometheus metrics, structured logs with the fields of the work
+"""Watching Eventwire: Prometheus metrics, traces that follow each invocation (W3C trace
+context; OpenTelemetry only when configured), structured logs with the fields of the work
 they are about, and the live figures of warm process pools.
 
-Imports only the domain model (and prometheus-client)."""
+Imports only the domain model (and prometheus-client; OpenTelemetry in :mod:`.otel`)."""

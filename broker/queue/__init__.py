@@ -19,8 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from broker.config.settings import Settings
 from broker.errors import UsageError
 from broker.extras import require
+from broker.observability.tracing import NO_TRACING, Tracing
 from broker.queue.base import InvocationQueue
 from broker.queue.sql import Clock, utcnow
+from broker.queue.traced import TracedQueue
 from broker.store.engine import dialect_of
 
 __all__ = ["InvocationQueue", "is_redis", "open_queue", "require_redis"]
@@ -43,8 +45,18 @@ async def open_queue(
     engine: AsyncEngine,
     *,
     clock: Clock = utcnow,
+    tracing: Tracing = NO_TRACING,
 ) -> AsyncIterator[InvocationQueue]:
-    """The queue named by ``settings.effective_queue_url``, on ``engine`` when it is SQL."""
+    """The queue named by ``settings.effective_queue_url``, on ``engine`` when it is SQL;
+    its enqueues make spans when ``tracing`` is on."""
+    async with _open_backend(settings, engine, clock) as queue:
+        yield TracedQueue(queue, tracing) if tracing.enabled else queue
+
+
+@asynccontextmanager
+async def _open_backend(
+    settings: Settings, engine: AsyncEngine, clock: Clock
+) -> AsyncIterator[InvocationQueue]:
     url = settings.effective_queue_url
     if is_redis(url):
         require_redis()

@@ -22,6 +22,7 @@ from broker.config.roles import ROLE_OF_POLLER
 from broker.config.settings import Settings
 from broker.errors import UsageError
 from broker.observability.metrics import Metrics
+from broker.observability.tracing import NO_TRACING, Tracing
 from broker.queue.base import InvocationQueue
 
 if TYPE_CHECKING:
@@ -89,6 +90,8 @@ class PollerContext:
     owner: str
     timer: Timer
     metrics: Metrics = field(default_factory=Metrics)
+    tracing: Tracing = NO_TRACING
+    """Whether to read the trace context records come with (only when it is on)."""
 
 
 PollerFactory = Callable[[PollerContext], Poller]

@@ -34,6 +34,7 @@ from broker.config.models import FunctionConfig
 from broker.errors import NotFoundError, UsageError
 from broker.ids import new_id
 from broker.models import Condition, Enqueued, NewInvocation, Origin, State
+from broker.observability.tracing import TRACEPARENT, valid_traceparent, with_parent
 from broker.store.schema import ACTIVE, UTCDateTime, attempts, dead_letters, functions, invocations
 
 MIN_PREFIX = 8
@@ -393,13 +394,14 @@ def _redriven(letter: DeadLetterRow, edited: bytes | None) -> NewInvocation:
         source["function"] = letter.function
     if edited is not None:
         source["edited"] = True
+    # The redrive continues the event's trace (its enqueue span is the parent).
     return NewInvocation(
         id=new_id(),
         function=target,
         payload=edited if edited is not None else letter.payload,
         origin=Origin.REDRIVE,
         idempotency_key=f"redrive:{letter.id}",
-        source=source,
+        source=with_parent(source, valid_traceparent(letter.source.get(TRACEPARENT))),
     )
 
 

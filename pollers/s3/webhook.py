@@ -31,6 +31,7 @@ from broker.config.notifications import ObjectNotificationConfig
 from broker.errors import ConfigError, UsageError
 from broker.events.s3 import S3DocumentError
 from broker.http.listen import AppServer
+from broker.observability.tracing import incoming_traceparent, with_parent
 from broker.queue.base import InvocationQueue
 from broker.sources.pollers import PollerContext
 from pollers.s3.invocations import notified
@@ -104,7 +105,9 @@ class WebhookServer(AppServer):
                 function=config.function,
                 s3_filter=config.filter,
                 region=self.region,
-                source={"notification": config.name},
+                source=with_parent(
+                    {"notification": config.name}, incoming_traceparent(request.headers)
+                ),
             )
         except S3DocumentError as exc:
             return _error(400, f"not an S3 event notification document: {exc}")

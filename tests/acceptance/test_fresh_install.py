@@ -158,6 +158,9 @@ MISSING = [
         "notifications",
         id="notification-directory",
     ),
+    pytest.param(
+        "", {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}, "tracing", id="tracing"
+    ),
 ]
 
 

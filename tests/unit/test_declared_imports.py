@@ -49,6 +49,7 @@ EXTRA_OF = {
     "broker.api.lambda_api": "http",
     "pollers.s3.webhook": "notifications",
     "pollers.s3.directory": "notifications",
+    "broker.observability.otel": "tracing",
 }
 
 
@@ -169,7 +170,8 @@ def runtime_modules() -> list[str]:
 def test_the_extras_are_the_backends() -> None:
     """The extras the README and the one-line errors name, and no more."""
     assert extras() == {
-        "postgres", "redis", "kafka", "rabbitmq", "process", "http", "notifications", "dev",
+        "postgres", "redis", "kafka", "rabbitmq", "process", "http", "notifications", "tracing",
+        "dev",
     }  # fmt: skip
     assert set(EXTRA_OF.values()) <= extras()
     assert set(EXTRA_OF) <= set(sources()), set(EXTRA_OF) - set(sources())
