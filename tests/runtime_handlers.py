@@ -68,3 +68,8 @@ def nap(event: Any, context: Any) -> int:
     remaining = int(context.get_remaining_time_in_millis())
     time.sleep(event["s"])
     return remaining
+
+
+def trace_header(event: Any, context: Any) -> str:
+    """Lambda's trace header of this invocation, as the runtime sets it."""
+    return os.environ.get("_X_AMZN_TRACE_ID", "")

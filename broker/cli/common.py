@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -19,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.config.settings import Settings, load_settings
 from broker.errors import UsageError
+from broker.observability.trace_config import from_environment
+from broker.queue.base import InvocationQueue
 from broker.store.engine import UNREACHABLE, create_engine, dialect_of, unusable
 from broker.store.migrate import require_schema
 
@@ -58,6 +61,21 @@ async def open_store(config: Settings, *, reader: bool = False) -> AsyncIterator
         yield engine
     finally:
         await engine.dispose()
+
+
+@asynccontextmanager
+async def open_enqueuing(config: Settings, engine: AsyncEngine) -> AsyncIterator[InvocationQueue]:
+    """The queue of a command that enqueues (invoke, redrive, trigger): with ``OTEL_*``
+    set, each invocation's trace starts here, and its spans are exported before the
+    command ends."""
+    from broker.queue import open_queue  # the queue's modules, only for commands that enqueue
+
+    tracing = from_environment(os.environ)
+    try:
+        async with open_queue(config, engine, tracing=tracing) as queue:
+            yield queue
+    finally:
+        tracing.shutdown()
 
 
 def _require_sqlite_file(url: str) -> None:

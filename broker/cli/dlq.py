@@ -21,6 +21,7 @@ from broker.cli.common import (
     JsonOption,
     confirm_deletion,
     err_console,
+    open_enqueuing,
     open_store,
     print_json,
     run,
@@ -527,7 +528,6 @@ async def _check_target(engine: AsyncEngine, to: str | None) -> None:
 async def _redrive(
     config: Settings, request: _RedriveRequest, counted: _Counted
 ) -> list[RedriveResult]:
-    from broker.queue import open_queue
 
     async with open_store(config) as engine:
         await _check_target(engine, request.to)
@@ -538,7 +538,7 @@ async def _redrive(
         else:
             targets = await matching_ids(engine, request.where)
         pacer = Pacer(request.rate) if request.rate else None
-        async with open_queue(config, engine) as queue:
+        async with open_enqueuing(config, engine) as queue:
             with _progress(len(targets), counted) as progress:
                 return await redrive(
                     engine,

@@ -10,13 +10,12 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from broker.cli.common import err_console, open_store, print_json, run, settings
+from broker.cli.common import err_console, open_enqueuing, open_store, print_json, run, settings
 from broker.config.models import Limits
 from broker.errors import UsageError
 from broker.functions.invoking import Finished, submit, wait_finished
 from broker.loading import load_config
 from broker.models import State
-from broker.queue import open_queue
 
 
 def invoke(
@@ -57,7 +56,7 @@ def invoke(
     limits = load_config(config).limits if config else Limits()
 
     async def go() -> tuple[str, Finished | None]:
-        async with open_store(options) as engine, open_queue(options, engine) as queue:
+        async with open_store(options) as engine, open_enqueuing(options, engine) as queue:
             invocation_id = await submit(
                 engine,
                 queue,

@@ -16,7 +16,15 @@ import typer
 from rich.text import Text
 
 from broker.cli.app import App
-from broker.cli.common import JsonOption, err_console, open_store, print_json, run, settings
+from broker.cli.common import (
+    JsonOption,
+    err_console,
+    open_enqueuing,
+    open_store,
+    print_json,
+    run,
+    settings,
+)
 from broker.cli.output import emit, iso, styled, table, to_json
 from broker.config.models import check_timezone
 from broker.config.settings import Settings
@@ -381,7 +389,6 @@ async def _set(config: Settings, name: str, state: str) -> None:
 async def _enqueue(
     config: Settings, name: str, slots: list[datetime], *, manual: bool = False
 ) -> list[Fire]:
-    from broker.queue import open_queue
 
     async with open_store(config) as engine:
         row = await get_schedule(engine, name)
@@ -390,7 +397,7 @@ async def _enqueue(
         if manual:
             slots = [datetime.now(UTC)]
         fires: list[Fire] = []
-        async with open_queue(config, engine) as queue:
+        async with open_enqueuing(config, engine) as queue:
             for i in range(0, len(slots), CHUNK):
                 chunk = slots[i : i + CHUNK]
                 items = [source.invocation(name, schedule, config, s, manual=manual) for s in chunk]
