@@ -232,7 +232,8 @@ def from_environment(env: Mapping[str, str]) -> OtelTracing:
             f"expected {', '.join(EXPORTERS)} (comma-separated)"
         )
     attributes: dict[str, Any] = {}
-    if "OTEL_SERVICE_NAME" not in env:
+    named = "OTEL_SERVICE_NAME" in env or "service.name=" in env.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    if not named:
         attributes["service.name"] = "eventwire"
     provider = TracerProvider(resource=Resource.create(attributes))
     for name in names:
