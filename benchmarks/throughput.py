@@ -60,6 +60,7 @@ from broker.observability.metrics import (
     FunctionMetrics,
     Metrics,
 )
+from broker.observability.tracing import NO_TRACING, Tracing
 from broker.queue import InvocationQueue, open_queue
 from broker.queue.redis import connect
 from broker.service import Service
@@ -188,6 +189,7 @@ class Result:
     """Redis commands run per invocation, enqueue to recorded history (Redis only)."""
     history_lag_s: float | None = None
     """After the n-th completion, until the SQL history had all n (Redis only)."""
+    tracing: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +199,8 @@ class Options:
     latency_samples: int
     metrics: bool = True
     """False: the dispatcher's figures go nowhere (:func:`unmeasured`), to show their cost."""
+    tracing: bool = False
+    """True: each attempt makes its spans (:func:`discarding_tracing`), to show their cost."""
 
 
 def percentile(values: Sequence[float], pct: float) -> float:
@@ -294,11 +298,39 @@ def unmeasured() -> Metrics:
     return _Unmeasured()
 
 
+def discarding_tracing() -> Tracing:
+    """OpenTelemetry's tracing, spans batched as in production and then dropped: what
+    making them costs, without a collector's."""
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        BatchSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    from broker.observability.otel import OtelTracing
+
+    class Discard(SpanExporter):
+        def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Discard()))
+    return OtelTracing(provider)
+
+
 @asynccontextmanager
-async def serving(settings: Settings, *, metrics: bool = True) -> AsyncIterator[Serving]:
+async def serving(
+    settings: Settings, *, metrics: bool = True, tracing: bool = False
+) -> AsyncIterator[Serving]:
     """A service for the no-op function, in this event loop; yields once it is leasing."""
     config = parse_config({"functions": {FUNCTION: {"handler": HANDLER}}})
-    service = Service(settings, config, migrate=True)
+    service = Service(
+        settings,
+        config,
+        migrate=True,
+        tracing=discarding_tracing() if tracing else NO_TRACING,
+    )
     if not metrics:
         service.metrics = unmeasured()
     task = asyncio.create_task(service.run(handle_signals=False), name="bench-service")
@@ -397,7 +429,9 @@ async def run_backend(name: str, store: Store, options: Options) -> Result:
             commands = await redis_commands(store.queue_url)
             batched_per_s = await enqueue_batched(client, n, BATCH_SIZE)
             say(name, f"enqueue, {BATCH_SIZE} per call", f"{batched_per_s:,.0f}/s ({n:,})")
-            async with serving(settings, metrics=options.metrics) as running:
+            async with serving(
+                settings, metrics=options.metrics, tracing=options.tracing
+            ) as running:
                 per_s, cpu_us = await drain(running, n)
                 say(name, "end to end", f"{per_s:,.0f}/s ({n:,}), {cpu_us:.0f} µs CPU each")
                 t_done = time.perf_counter()
@@ -425,6 +459,7 @@ async def run_backend(name: str, store: Store, options: Options) -> Result:
         cpu_us_per_invocation=round(cpu_us, 1),
         redis_commands_per_invocation=round(commands / n, 2) if redis else None,
         history_lag_s=round(lag_s, 3) if redis else None,
+        tracing=options.tracing,
     )
 
 
@@ -436,6 +471,7 @@ def table(results: Sequence[Result]) -> Table:
     out.add_column("backend")
     out.add_column("n", justify="right")
     out.add_column("metrics")
+    out.add_column("tracing")
     out.add_column("end-to-end inv/s", justify="right")
     out.add_column(f"enqueue/s (batched {BATCH_SIZE})", justify="right")
     out.add_column("enqueue/s (one at a time)", justify="right")
@@ -448,6 +484,7 @@ def table(results: Sequence[Result]) -> Table:
             r.backend,
             f"{r.n:,}",
             "on" if r.metrics else "off",
+            "on" if r.tracing else "off",
             f"{r.invocations_per_s:,.0f}",
             f"{r.enqueue_per_s:,.0f}",
             f"{r.enqueue_single_per_s:,.0f}",
@@ -482,6 +519,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="on",
         help="both: each backend with metrics off, then on, to show what they cost",
     )
+    parser.add_argument(
+        "--tracing",
+        choices=["on", "off", "both"],
+        default="off",
+        help="on: each attempt makes its spans (batched, then dropped); both: off, then on",
+    )
     args = parser.parse_args(argv)
     if args.n < 1 or args.concurrency < 1 or args.latency_samples < 1:
         parser.error("-n, --concurrency and --latency-samples must be at least 1")
@@ -494,13 +537,15 @@ async def run(
     env: Mapping[str, str],
     *,
     as_json: bool,
-    kinds: Sequence[bool] = (True,),
+    kinds: Sequence[tuple[bool, bool]] = ((True, False),),
 ) -> None:
+    """Each backend once per ``kinds`` (metrics on?, tracing on?)."""
     results = []
     for name in names:
-        for metrics in kinds:
+        for metrics, tracing in kinds:
             async with BACKENDS[name](env) as store:
-                result = await run_backend(name, store, replace(options, metrics=metrics))
+                chosen = replace(options, metrics=metrics, tracing=tracing)
+                result = await run_backend(name, store, chosen)
             results.append(result)
             if as_json:
                 print(json.dumps(asdict(result)), flush=True)
@@ -517,7 +562,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.getLogger("sqlalchemy").setLevel(logging.WARNING)
     names = list(BACKENDS) if args.backend == "all" else [args.backend]
     options = Options(n=args.n, concurrency=args.concurrency, latency_samples=args.latency_samples)
-    kinds = {"on": (True,), "off": (False,), "both": (False, True)}[args.metrics]
+    choices = {"on": (True,), "off": (False,), "both": (False, True)}
+    kinds = [(m, t) for m in choices[args.metrics] for t in choices[args.tracing]]
     loop.run(run(names, options, dict(os.environ), as_json=args.json, kinds=kinds))
 
 

@@ -8,6 +8,8 @@ outcome is handed over (up to ``concurrency`` outcomes may wait to be written).
 A run in a lane keeps its slot instead and asks for the lane's next invocation
 with its settlement: the next batch of a Kafka partition starts as its
 predecessor's settlement is written, without a lease of its own.
+Each attempt runs within its spans (:mod:`broker.observability.tracing`: no-ops
+unless tracing is configured) and its log fields.
 A heartbeat extends the leases of long runs, and cancels a run whose invoker
 hangs past its deadline. ``stop()`` only sets an event; ``run()`` then stops
 leasing, lets running invocations finish for up to ``shutdown_grace_s``,
