@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.private_postgres import free_port
 from tests.support.processes import Serve, alive, children, clean_env, eventwire, wait_for
+from tests.support.services import free_port
 from tests.support.stores import Store, store_for
 
 CONFIG = """

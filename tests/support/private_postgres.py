@@ -11,14 +11,13 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
-from tests.support.services import in_ci
+from tests.support.services import free_port, in_ci
 
 
 def _bin_dir() -> Path | None:
@@ -27,13 +26,6 @@ def _bin_dir() -> Path | None:
         return Path(found[-1]).parent
     on_path = shutil.which("pg_ctl")
     return Path(on_path).parent if on_path else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class PrivatePostgres:

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.private_postgres import free_port
-from tests.support.services import in_ci
+from tests.support.services import free_port, in_ci
 
 
 class PrivateRedis:

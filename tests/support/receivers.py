@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -18,6 +17,8 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from tests.support.services import free_port
+
 Received = tuple[Any, dict[str, str]]
 
 
@@ -25,13 +26,6 @@ class Receiver(Protocol):
     def uri(self, channel: str) -> str: ...
 
     async def received(self, channel: str) -> list[Received]: ...
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # ---------------------------------------------------------------- webhook

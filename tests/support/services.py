@@ -41,3 +41,11 @@ def require(url: str, default_port: int, what: str) -> None:
     if in_ci():
         pytest.fail(f"{message}: CI must run every test (.ci/run starts the services)")
     pytest.skip(message)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port

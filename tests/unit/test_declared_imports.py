@@ -50,6 +50,7 @@ EXTRA_OF = {
     "pollers.s3.webhook": "notifications",
     "pollers.s3.directory": "notifications",
     "broker.observability.otel": "tracing",
+    "broker.aws.clients": "aws",
 }
 
 
@@ -170,7 +171,8 @@ def runtime_modules() -> list[str]:
 def test_the_extras_are_the_backends() -> None:
     """The extras the README and the one-line errors name, and no more."""
     assert extras() == {
-        "postgres", "redis", "kafka", "rabbitmq", "process", "http", "notifications", "tracing",
+        "postgres", "redis", "kafka", "rabbitmq", "process", "http", "notifications", "aws",
+        "tracing",
         "dev",
     }  # fmt: skip
     assert set(EXTRA_OF.values()) <= extras()
