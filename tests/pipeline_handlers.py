@@ -44,6 +44,12 @@ def fail(event: Any, context: Any) -> None:
     raise ValueError("boom")
 
 
+def fail_with(event: dict[str, Any], context: Any) -> None:
+    """Raises ``ValueError`` with the event's ``error``."""
+    calls.append(event)
+    raise ValueError(event["error"])
+
+
 def record(event: dict[str, Any], context: Any) -> None:
     records.append(event)
 

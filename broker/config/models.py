@@ -162,6 +162,27 @@ class DestinationConfig(_Model):
     signing_secret_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     headers: dict[str, str] = Field(default_factory=dict)
     tls_verify: bool = True
+    # sqs:// and sns:// only: where the client connects, instead of botocore's chain
+    endpoint_url: str | None = None
+    region: str | None = None
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not _ENDPOINT.match(value):
+            raise ValueError(f"expected http://HOST[:PORT] or https://HOST[:PORT], got {value!r}")
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is not None and not _REGION.match(value):
+            raise ValueError(f"expected a region like eu-west-1, got {value!r}")
+        return value
+
+
+_ENDPOINT = re.compile(r"^https?://[^/\s?#]+/?$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 
 
 class Limits(_Model):

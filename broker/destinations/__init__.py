@@ -29,6 +29,9 @@ SCHEMES: dict[str, str] = {
     "rediss": "broker.destinations.redis_stream",
     "http": "broker.destinations.webhook",
     "https": "broker.destinations.webhook",
+    "sqs": "broker.destinations.sqs_sns",
+    "sns": "broker.destinations.sqs_sns",
+    "arn": "broker.destinations.sqs_sns",
 }
 
 
@@ -37,6 +40,8 @@ class FollowOns:
     """What settling one invocation sets off, besides its own state change."""
 
     invocation_id: str
+    function: str = ""
+    """The function of the settled invocation (a FIFO destination's message group)."""
     enqueue: list[NewInvocation] = field(default_factory=list)
     dead_letter: bool = False
 
@@ -58,8 +63,9 @@ class DestinationModule(Protocol):
     def parse(self, uri: str) -> Destination: ...
 
 
-_FORMS = {"dlq": "dlq", "function": "function:NAME"} | {
-    s: f"{s}://…" for s in ("amqp", "amqps", "kafka", "redis", "rediss", "http", "https")
+_FORMS = {"dlq": "dlq", "function": "function:NAME", "arn": "arn:aws:sqs:…/arn:aws:sns:…"} | {
+    s: f"{s}://…"
+    for s in ("amqp", "amqps", "kafka", "redis", "rediss", "http", "https", "sqs", "sns")
 }
 
 

@@ -12,9 +12,11 @@ after its limit the delivery lands in the built-in DLQ with the reason.
 A delivery invocation's payload is the message it sends, wrapped so that
 headers travel with it (and survive a redrive from the DLQ)::
 
-    {"body": <the message, as JSON>, "headers": {"RequestID": "…"}}
+    {"body": <the message, as JSON>, "headers": {"RequestID": "…"}, "group": "fn"}
 
-(``body_base64`` instead of ``body`` for a message that is not JSON).
+(``body_base64`` instead of ``body`` for a message that is not JSON; ``group``, the
+function whose record or event it carries, only for targets that order messages by
+group: FIFO queues and topics).
 """
 
 from __future__ import annotations
@@ -78,14 +80,16 @@ class DeliveryFailed(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """What a delivery sends: a body, headers (attributes / stream fields), and its id."""
+    """What a delivery sends: a body, headers (attributes / stream fields), its id (the same
+    on every retry of one delivery), and its group (for FIFO targets; else empty)."""
 
     body: bytes
     headers: Mapping[str, str] = field(default_factory=dict)
     id: str = ""
+    group: str = ""
 
 
-def wrap(body: bytes, headers: Mapping[str, str] | None = None) -> bytes:
+def wrap(body: bytes, headers: Mapping[str, str] | None = None, group: str = "") -> bytes:
     """The payload of a delivery invocation that sends ``body`` with ``headers``."""
     envelope: dict[str, Any] = {}
     try:
@@ -94,6 +98,8 @@ def wrap(body: bytes, headers: Mapping[str, str] | None = None) -> bytes:
         envelope["body_base64"] = base64.b64encode(body).decode()
     if headers:
         envelope["headers"] = dict(headers)
+    if group:
+        envelope["group"] = group
     return json.dumps(envelope, separators=(",", ":")).encode()
 
 
@@ -112,7 +118,8 @@ def unwrap(payload: bytes, id: str = "") -> Message:
     headers = envelope.get("headers") or {}
     if not isinstance(headers, dict):
         raise ValueError("a delivery payload's headers must be an object of strings")
-    return Message(body, {str(k): str(v) for k, v in headers.items()}, id)
+    group = str(envelope.get("group") or "")
+    return Message(body, {str(k): str(v) for k, v in headers.items()}, id, group)
 
 
 def first_kilobyte(text: str) -> str:
@@ -148,12 +155,15 @@ class ExternalDestination:
     """A queue, topic, stream or webhook, addressed by ``uri``.
 
     ``kind`` is the registry scheme family (``amqp``, ``kafka``, ``redis``,
-    ``http``); ``options`` what its module parsed out of the URI.
+    ``http``, ``sqs``, ``sns``); ``options`` what its module parsed out of the URI.
+    ``grouped`` targets (FIFO queues and topics) get each message with the name of the
+    function it comes from as its group.
     """
 
     uri: str
     kind: str
     options: Mapping[str, Any] = field(default_factory=dict)
+    grouped: bool = False
 
     @property
     def function(self) -> str | None:
@@ -164,15 +174,18 @@ class ExternalDestination:
         return delivery_function(self.uri)
 
     def plan(self, record: bytes, follow_ons: FollowOns) -> None:
-        self._deliver(wrap(record), f"destination:{follow_ons.invocation_id}", follow_ons)
+        self._deliver(record, {}, f"destination:{follow_ons.invocation_id}", follow_ons)
 
     def plan_dead_letter(
         self, event: bytes, headers: Mapping[str, str], follow_ons: FollowOns
     ) -> None:
         """Send the original ``event`` with Lambda's dead-letter ``headers``."""
-        self._deliver(wrap(event, headers), f"dead-letter:{follow_ons.invocation_id}", follow_ons)
+        self._deliver(event, headers, f"dead-letter:{follow_ons.invocation_id}", follow_ons)
 
-    def _deliver(self, payload: bytes, key: str, follow_ons: FollowOns) -> None:
+    def _deliver(
+        self, body: bytes, headers: Mapping[str, str], key: str, follow_ons: FollowOns
+    ) -> None:
+        payload = wrap(body, headers, follow_ons.function if self.grouped else "")
         follow_ons.enqueue.append(
             NewInvocation(
                 id=new_id(),

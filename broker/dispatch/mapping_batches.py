@@ -207,7 +207,7 @@ def settle_mapping_attempt(
         dropped=int(inv.source.get("dropped", 0)),
         function_errors=inv.function_errors,
         system_errors=inv.system_errors,
-        follow_ons=FollowOns(invocation_id=inv.id),
+        follow_ons=FollowOns(invocation_id=inv.id, function=inv.function),
     )
     status = attempt_status(outcome)
     error: FunctionError | SystemFault | None = (

@@ -21,7 +21,7 @@ import contextlib
 import importlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
@@ -132,8 +132,9 @@ def check_destinations(
         if uri is not None and not isinstance(parse_destination(uri), ExternalDestination):
             fail(
                 ("functions", name, "dead_letter"),
-                f"expected a queue, topic, stream or webhook URI (amqp://, kafka://, redis://, "
-                f"https://), got {uri!r}; failed events always land in the built-in DLQ too",
+                f"expected a queue, topic, stream or webhook URI (sqs://, sns://, amqp://, "
+                f"kafka://, redis://, https://), got {uri!r}; failed events always land in the "
+                "built-in DLQ too",
             )
     used = external_uris(config)
     for uri, settings in config.destinations.items():
@@ -147,10 +148,25 @@ def check_destinations(
         assert isinstance(destination, ExternalDestination)
         if uri not in used:
             fail(path, "no function, schedule or mapping sends to this destination")
-        if destination.kind != "http":
-            for key in ("signing_secret_env", "headers", "tls_verify"):
+        for key, text in _misplaced_keys(destination, settings):
+            fail((*path, key), text)
+
+
+_KEYS_OF = {
+    ("http",): (("signing_secret_env", "headers", "tls_verify"), "webhooks (http:// and https://)"),
+    ("sqs", "sns"): (("endpoint_url", "region"), "SQS queues and SNS topics (sqs://, sns://)"),
+}
+
+
+def _misplaced_keys(
+    destination: ExternalDestination, settings: DestinationConfig
+) -> Iterator[tuple[str, str]]:
+    """The keys of ``settings`` that only another kind of destination takes, with why."""
+    for kinds, (keys, which) in _KEYS_OF.items():
+        if destination.kind not in kinds:
+            for key in keys:
                 if key in settings.model_fields_set:
-                    fail((*path, key), "only webhooks (http:// and https://) take this key")
+                    yield key, f"only {which} take this key"
 
 
 def sender_factory(uri: str) -> SenderFactory:

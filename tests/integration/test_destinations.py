@@ -1,4 +1,5 @@
-"""Destinations on real transports: RabbitMQ, Kafka, Redis streams and a local webhook.
+"""Destinations on real transports: RabbitMQ, Kafka, Redis streams, SQS and SNS (moto's
+server) and a local webhook.
 
 Each kind receives exactly Lambda's invocation record for a success, for
 retries exhausted and for an event too old to retry (decided by look-ahead),
@@ -38,6 +39,7 @@ from broker.store.history import list_dead_letters, list_functions, redrive
 from broker.store.schema import invocations
 from tests import pipeline_handlers as handlers
 from tests.support.kafka import create_topic, kafka_bootstrap, unique_topic  # noqa: F401
+from tests.support.moto import moto_server  # noqa: F401
 from tests.support.rabbitmq import RABBITMQ_URL
 from tests.support.receivers import (
     Receiver,
@@ -45,6 +47,8 @@ from tests.support.receivers import (
     declare_exchange,
     kafka_receiver,
     redis_receiver,
+    sns_receiver,
+    sqs_receiver,
     webhook_receiver,
 )
 from tests.support.service import running_service
@@ -73,10 +77,12 @@ async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
         yield value
 
 
-@pytest.fixture(params=["amqp", "kafka", "redis", "webhook"])
+@pytest.fixture(params=["amqp", "kafka", "redis", "webhook", "sqs", "sns"])
 def kind(request: pytest.FixtureRequest) -> str:
     if request.param == "kafka":  # started here, outside the test's event loop
         request.getfixturevalue("kafka_bootstrap")
+    if request.param in ("sqs", "sns"):
+        request.getfixturevalue("moto_server")
     return str(request.param)
 
 
@@ -88,6 +94,10 @@ def receiver_for(kind: str, request: pytest.FixtureRequest) -> AbstractAsyncCont
         return kafka_receiver(request.getfixturevalue("kafka_bootstrap"), CHANNELS)
     if kind == "redis":
         return redis_receiver(REDIS_URL)
+    if kind == "sqs":  # the success queue by URL, failures by ARN, dead letters by name
+        return sqs_receiver(request.getfixturevalue("moto_server"), CHANNELS)
+    if kind == "sns":
+        return sns_receiver(request.getfixturevalue("moto_server"), CHANNELS)
     return webhook_receiver()
 
 

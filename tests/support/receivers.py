@@ -1,7 +1,7 @@
 """What receives destination messages in tests: one kind per transport, one interface.
 
 A :class:`Receiver` names a destination URI per *channel* (``success``,
-``failure``, ``dead``: a routing key, topic, stream or path of its own) and
+``failure``, ``dead``: a routing key, topic, stream, queue or path of its own) and
 answers what each channel has received so far, as ``(body, headers)``.
 """
 
@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
+from tests.support.moto import REGION, MotoServer, SqsQueue, make_queue
 from tests.support.services import free_port
 
 Received = tuple[Any, dict[str, str]]
@@ -236,3 +237,109 @@ async def redis_receiver(url: str) -> AsyncIterator[RedisReceiver]:
             yield RedisReceiver(url, prefix, client)
         finally:
             await client.aclose()
+
+
+# ---------------------------------------------------------------- SQS and SNS (moto)
+
+
+@dataclass
+class SqsReceiver:
+    """A queue per channel on moto's server. The channels name their queue each in one of
+    the forms a destination takes: ``success`` by its URL (``sqs://HOST/ACCOUNT/NAME``),
+    ``failure`` by its ARN, any other by its bare name (``sqs://NAME``)."""
+
+    server: MotoServer
+    queues: dict[str, SqsQueue] = field(default_factory=dict)
+    got: dict[str, list[Received]] = field(default_factory=dict)
+    raw: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Each message as ``ReceiveMessage`` gave it, every attribute included."""
+
+    def uri(self, channel: str) -> str:
+        queue = self.queues[channel]
+        if channel == "success":
+            return queue.source_uri
+        if channel == "failure":
+            return queue.arn
+        return f"sqs://{queue.name}"
+
+    async def received(self, channel: str) -> list[Received]:
+        got = self.got.setdefault(channel, [])
+        for message in await receive_all(self.server, self.queues[channel].url):
+            self.raw.setdefault(channel, []).append(message)
+            got.append((json.loads(message["Body"]), attribute_values(message)))
+        return list(got)
+
+
+def attribute_values(message: dict[str, Any]) -> dict[str, str]:
+    return {k: v["StringValue"] for k, v in message.get("MessageAttributes", {}).items()}
+
+
+async def receive_all(server: MotoServer, url: str) -> list[dict[str, Any]]:
+    """Every message waiting on the queue at ``url``, received and deleted."""
+    from aiobotocore.session import get_session
+
+    found: list[dict[str, Any]] = []
+    async with get_session().create_client(
+        "sqs", region_name=REGION, endpoint_url=server.endpoint
+    ) as sqs:
+        while True:
+            answer = await sqs.receive_message(
+                QueueUrl=url,
+                MaxNumberOfMessages=10,
+                MessageAttributeNames=["All"],
+                AttributeNames=["All"],
+                WaitTimeSeconds=0,
+            )
+            messages = answer.get("Messages", [])
+            if not messages:
+                return found
+            found += messages
+            for message in messages:
+                await sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+
+@asynccontextmanager
+async def sqs_receiver(
+    server: MotoServer, channels: tuple[str, ...], *, fifo: bool = False
+) -> AsyncIterator[SqsReceiver]:
+    receiver = SqsReceiver(server)
+    for channel in channels:
+        receiver.queues[channel] = await make_queue(server, fifo=fifo)
+    yield receiver
+
+
+@dataclass
+class SnsReceiver:
+    """A topic per channel, each with a queue subscribed to it (raw message delivery, so
+    that the queue holds the message itself and its attributes, as a subscriber sees them)."""
+
+    queues: SqsReceiver
+    topics: dict[str, str] = field(default_factory=dict)
+
+    def uri(self, channel: str) -> str:
+        return f"sns://{self.topics[channel]}"
+
+    async def received(self, channel: str) -> list[Received]:
+        return await self.queues.received(channel)
+
+
+@asynccontextmanager
+async def sns_receiver(server: MotoServer, channels: tuple[str, ...]) -> AsyncIterator[SnsReceiver]:
+    from aiobotocore.session import get_session
+
+    async with sqs_receiver(server, channels) as queues:
+        receiver = SnsReceiver(queues)
+        async with get_session().create_client(
+            "sns", region_name=REGION, endpoint_url=server.endpoint
+        ) as sns:
+            for channel in channels:
+                name = f"eventwire-test-{uuid.uuid4().hex[:12]}"
+                arn = (await sns.create_topic(Name=name))["TopicArn"]
+                await sns.subscribe(
+                    TopicArn=arn,
+                    Protocol="sqs",
+                    Endpoint=queues.queues[channel].arn,
+                    Attributes={"RawMessageDelivery": "true"},
+                )
+                receiver.topics[channel] = arn
+        yield receiver

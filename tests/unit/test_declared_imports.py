@@ -51,6 +51,7 @@ EXTRA_OF = {
     "pollers.s3.directory": "notifications",
     "broker.observability.otel": "tracing",
     "broker.aws.clients": "aws",
+    "broker.destinations.sqs_sns": "aws",
 }
 
 

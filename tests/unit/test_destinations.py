@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from broker.aws.names import Queue, Topic
 from broker.destinations import parse_destination
 from broker.destinations.external import (
     ExternalDestination,
@@ -46,6 +47,32 @@ def error_of(tmp_path: Path, text: str) -> str:
         ("kafka://k1:9092/t?idempotent=false", "kafka", {"topic": "t", "idempotent": False}),
         ("redis://localhost:6379/0?stream=dlq&maxlen=500", "redis", {"stream": "dlq"}),
         ("https://hooks.internal/audit?x=1", "http", {"url": "https://hooks.internal/audit?x=1"}),
+        (
+            "sqs://sqs.eu-west-1.amazonaws.com/123456789012/orders",
+            "sqs",
+            {"queue": Queue("orders", "123456789012", "eu-west-1", "sqs.eu-west-1.amazonaws.com")},
+        ),
+        (
+            "arn:aws:sqs:eu-west-1:123456789012:orders",
+            "sqs",
+            {"queue": Queue("orders", "123456789012", "eu-west-1")},
+        ),
+        (
+            "sqs://arn:aws:sqs:eu-west-1:123456789012:orders",
+            "sqs",
+            {"queue": Queue("orders", "123456789012", "eu-west-1")},
+        ),
+        ("sqs://orders", "sqs", {"queue": Queue("orders")}),
+        (
+            "sns://arn:aws:sns:eu-west-1:123456789012:audit",
+            "sns",
+            {"topic": Topic("arn:aws:sns:eu-west-1:123456789012:audit", "eu-west-1", "audit")},
+        ),
+        (
+            "arn:aws:sns:eu-west-1:123456789012:audit",
+            "sns",
+            {"topic": Topic("arn:aws:sns:eu-west-1:123456789012:audit", "eu-west-1", "audit")},
+        ),
     ],
 )
 def test_uris_parse_into_their_target(uri: str, kind: str, options: dict[str, object]) -> None:
@@ -67,7 +94,14 @@ def test_uris_parse_into_their_target(uri: str, kind: str, options: dict[str, ob
         ("redis://localhost:6379/0", "names no stream"),
         ("redis://localhost/0?stream=s&maxlen=lots", "maxlen should be a positive number"),
         ("https:///path", "has no host"),
-        ("sqs://queue", "unknown destination 'sqs://queue'; expected one of: function:NAME, dlq"),
+        ("nats://queue", "unknown destination 'nats://queue'; expected one of: function:NAME, dlq"),
+        ("sqs://orders/", "names no queue; expected sqs://HOST/ACCOUNT/QUEUE"),
+        ("sqs://h/12345/orders", "account '12345' is not 12 digits"),
+        ("sqs://ord ers", "'ord ers' is not a queue name"),
+        ("arn:aws:sqs::123456789012:orders", "names no region"),
+        ("arn:aws:lambda:eu-west-1:123456789012:function:f", "is not a queue or topic ARN"),
+        ("sns://orders", "is not an SNS topic; expected sns://arn:aws:sns:REGION:ACCOUNT:TOPIC"),
+        ("arn:aws:sns:eu-west-1:123:audit", "is not an SNS topic"),
     ],
 )
 def test_bad_uris_say_what_was_expected(uri: str, message: str) -> None:
@@ -97,6 +131,32 @@ def test_destination_settings_must_fit_a_used_destination(tmp_path: Path) -> Non
     assert f":7: destinations.{AMQP}.signing_secret_env: only webhooks" in webhook_only
     wrong_retry = error_of(tmp_path, head + f"  '{AMQP}':\n    retry: {{max_atempts: 3}}\n")
     assert "unknown key 'max_atempts'" in wrong_retry
+    aws_only = error_of(tmp_path, head + f"  '{AMQP}':\n    endpoint_url: http://localhost:4566\n")
+    assert f":7: destinations.{AMQP}.endpoint_url: only SQS queues and SNS topics" in aws_only
+
+
+def test_sqs_and_sns_destinations_name_the_key_of_a_mistake(tmp_path: Path) -> None:
+    head = "functions:\n  f:\n    handler: m:f\n"
+    bad_queue = error_of(tmp_path, head + "    on_success: sqs://h/12345/orders\n")
+    assert bad_queue.endswith(
+        ":4: functions.f.on_success: destination 'sqs://h/12345/orders': 'sqs://h/12345/orders': "
+        "account '12345' is not 12 digits; expected sqs://HOST/ACCOUNT/QUEUE (the queue URL "
+        "with the sqs:// scheme) or arn:aws:sqs:REGION:ACCOUNT:QUEUE"
+    )
+    bad_topic = error_of(tmp_path, head + "    dead_letter: sns://audit\n")
+    assert ":4: functions.f.dead_letter: destination 'sns://audit' is not an SNS topic" in bad_topic
+    queue = "sqs://orders"
+    tail = f"    on_failure: {queue}\ndestinations:\n  {queue}:\n"
+    bad_endpoint = error_of(tmp_path, head + tail + "    endpoint_url: localhost:9324\n")
+    assert f":7: destinations.{queue}.endpoint_url: " in bad_endpoint
+    assert "expected http://HOST[:PORT] or https://HOST[:PORT], got 'localhost:9324'" in (
+        bad_endpoint
+    )
+    bad_region = error_of(tmp_path, head + tail + "    region: Ireland\n")
+    assert f":7: destinations.{queue}.region: " in bad_region
+    assert "expected a region like eu-west-1, got 'Ireland'" in bad_region
+    webhook_key = error_of(tmp_path, head + tail + "    signing_secret_env: S\n")
+    assert f":7: destinations.{queue}.signing_secret_env: only webhooks" in webhook_key
 
 
 def test_a_missing_transport_library_names_the_extra(
@@ -107,6 +167,11 @@ def test_a_missing_transport_library_names_the_extra(
     assert message.endswith(
         "functions.f.on_failure: amqp destinations need aio_pika: pip install 'eventwire[rabbitmq]'"
     )
+    monkeypatch.setitem(sys.modules, "aiobotocore", None)
+    message = error_of(tmp_path, "functions:\n  f:\n    handler: m:f\n    dead_letter: sqs://q\n")
+    assert message.endswith(
+        "functions.f.dead_letter: sqs destinations need aiobotocore: pip install 'eventwire[aws]'"
+    )
 
 
 def test_transport_libraries_are_not_imported_to_load_a_config() -> None:
@@ -114,8 +179,11 @@ def test_transport_libraries_are_not_imported_to_load_a_config() -> None:
         "import sys\n"
         "from broker.loading import parse_config\n"
         f"parse_config({{'functions': {{'f': {{'handler': 'm:f', 'on_failure': '{AMQP}',"
-        " 'on_success': 'kafka://k:9092/t', 'dead_letter': 'redis://r/0?stream=s'}}})\n"
-        "loaded = {'aio_pika', 'aiokafka', 'redis', 'aiohttp'} & set(sys.modules)\n"
+        " 'on_success': 'kafka://k:9092/t', 'dead_letter': 'redis://r/0?stream=s'},"
+        " 'g': {'handler': 'm:g', 'on_success': 'sqs://q', 'on_failure':"
+        " 'arn:aws:sns:eu-west-1:123456789012:t'}}})\n"
+        "loaded = {'aio_pika', 'aiokafka', 'redis', 'aiohttp', 'aiobotocore', 'botocore'}"
+        " & set(sys.modules)\n"
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])
@@ -154,6 +222,8 @@ def test_the_envelope_keeps_the_message_and_its_headers() -> None:
     assert unwrap(wrap(b"\xff\x00raw", headers)) == Message(b"\xff\x00raw", headers)
     with pytest.raises(ValueError, match="must be"):
         unwrap(b'{"n": 1}')
+    # A FIFO target's messages carry their group (the function) through a redrive too.
+    assert unwrap(wrap(record, group="ingest"), "id2") == Message(record, {}, "id2", "ingest")
 
 
 def test_error_messages_are_cut_to_one_kilobyte_between_characters() -> None:
