@@ -47,16 +47,19 @@ async def client(
     named_region: str | None = None,
     max_pool_connections: int = 10,
     read_timeout: float = 60.0,
+    max_attempts: int = 3,
 ) -> AsyncIterator[Any]:
     """An open aiobotocore client for ``service``; closed on exit. ``client.meta.endpoint_url``
     says where it connects (see :meth:`.names.Queue.url`).
 
-    ``read_timeout`` must exceed the longest long poll (20 s)."""
+    ``read_timeout`` must exceed the longest long poll (20 s). ``max_attempts`` counts each
+    call's tries, botocore's retries of throttling and connection errors included (1: the
+    caller retries)."""
     config = AioConfig(
         max_pool_connections=max_pool_connections,
         read_timeout=read_timeout,
         connect_timeout=10,
-        retries={"mode": "standard", "max_attempts": 3},
+        retries={"mode": "standard", "max_attempts": max_attempts},
     )
     session = get_session()
     async with session.create_client(

@@ -12,7 +12,9 @@ The endpoint, region and credentials come from botocore's chain
 letter's ``RequestID`` and ``ErrorMessage`` as ``String``, ``ErrorCode`` as ``Number``, as
 Lambda sets them. FIFO queues and topics (``.fifo``) get the function's name as
 ``MessageGroupId`` and the delivery's id, the same on every retry, as
-``MessageDeduplicationId``. aiobotocore is imported only when the first message is sent.
+``MessageDeduplicationId``. Each delivery attempt is one request (botocore does not retry
+it): a failure is retried by the destination's policy and counted. aiobotocore is imported
+only when the first message is sent.
 """
 
 from __future__ import annotations
@@ -145,6 +147,7 @@ class AwsSender:
                         self.endpoint,
                         named_region=self._named_region,
                         read_timeout=max(self.timeout_s, 1.0),
+                        max_attempts=1,  # the destination's retry policy retries, counted
                     )
                 )
             return self._client

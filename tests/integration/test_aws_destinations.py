@@ -10,6 +10,7 @@ arrives once it is created; a server that is down likewise.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,14 +18,22 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from broker.destinations.external import delivery_function
+from broker.store.deliveries import list_destinations
 from broker.store.engine import create_engine
-from broker.store.history import list_dead_letters
+from broker.store.history import AttemptRow, get_invocation, list_dead_letters, list_invocations
+from tests import mapping_handlers
 from tests import pipeline_handlers as handlers
 from tests.integration.test_destinations import invoke_async, settled_and_received
+from tests.support.mappings import mapping_service
+from tests.support.metrics import figure
 from tests.support.moto import REGION, MotoServer, make_queue, moto_server  # noqa: F401
-from tests.support.receivers import sns_receiver, sqs_receiver
+from tests.support.receivers import receive_all, sns_receiver, sqs_receiver
 from tests.support.redis_streams import RedisStream, redis_stream  # noqa: F401
 from tests.support.service import running_service
+from tests.support.services import free_port
+from tests.support.stores import Store
+from tests.support.waiting import eventually
 
 FAST_RETRY = {"max_attempts": 2, "backoff": {"initial": "20ms", "jitter": 0}}
 QUICK_DELIVERY = {"retry": {"max_attempts": 1000, "backoff": {"initial": "20ms", "max": "50ms"}}}
@@ -39,6 +48,15 @@ async def engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
         yield value
     finally:
         await value.dispose()
+
+
+async def failed_attempts(engine: AsyncEngine, uri: str) -> list[AttemptRow]:
+    """The failed attempts of the deliveries to ``uri``, first first."""
+    found = []
+    for row in await list_invocations(engine, function=delivery_function(uri)):
+        _, attempts = await get_invocation(engine, row.id)
+        found += [attempt for attempt in attempts if attempt.error_type]
+    return sorted(found, key=lambda attempt: attempt.started_at)
 
 
 def without_timestamp(record: dict[str, Any]) -> dict[str, Any]:
@@ -139,3 +157,151 @@ async def test_dead_letters_carry_the_event_and_lambdas_attributes(
     # Both are in Eventwire's own DLQ as well, with the whole error.
     assert sorted(letter.request_id for letter in letters) == sorted([queued, published])
     assert {letter.error_message for letter in letters} == {long_error, "boom"}
+
+
+async def test_a_mappings_batch_given_up_on_sends_lambdas_record_to_a_queue(
+    moto_server: MotoServer,  # noqa: F811
+    redis_stream: RedisStream,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    from redis.asyncio import Redis
+
+    name = f"f{uuid.uuid4().hex[:10]}"
+
+    def refuse(event: Any) -> None:
+        raise RuntimeError("cannot take this batch")
+
+    mapping_handlers.RULES[name] = refuse
+    client = Redis.from_url(redis_stream.url)
+    try:
+        for n in range(3):
+            await client.xadd(redis_stream.key, {"n": str(n)})
+    finally:
+        await client.aclose()
+    store = Store(f"sqlite+aiosqlite:///{tmp_path / 'eventwire.db'}")
+    async with sqs_receiver(moto_server, ("failure",)) as queue:
+        config = {
+            "functions": {name: {"handler": "tests.mapping_handlers:record"}},
+            "mappings": [
+                {
+                    "name": name,
+                    "source": redis_stream.source_uri(),
+                    "function": name,
+                    "starting_position": "trim_horizon",
+                    "max_retry_attempts": 1,
+                    "on_failure": queue.uri("failure"),
+                }
+            ],
+        }
+        async with mapping_service(store, config):
+            [(record, attributes)] = await eventually(
+                lambda: queue.received("failure"), 30, "the failure record"
+            )
+    [event, *_] = mapping_handlers.CALLS[name]
+    assert len(mapping_handlers.CALLS[name]) == 2  # the batch and its one retry
+    info = record.pop("KinesisBatchInfo")
+    assert info["batchSize"] == 3
+    assert info["startSequenceNumber"] == event["Records"][0]["kinesis"]["sequenceNumber"]
+    assert info["endSequenceNumber"] == event["Records"][2]["kinesis"]["sequenceNumber"]
+    assert record["requestContext"].pop("requestId")
+    assert without_timestamp(record) == {
+        "version": "1.0",
+        "requestContext": {
+            "functionArn": f"{ARN_PREFIX}:{name}",
+            "condition": "RetryAttemptsExhausted",
+            "approximateInvokeCount": 2,
+        },
+        "responseContext": {
+            "statusCode": 200,
+            "executedVersion": "$LATEST",
+            "functionError": "Unhandled",
+        },
+    }
+    assert attributes == {}
+
+
+async def test_a_missing_queue_fails_each_delivery_by_name_until_it_exists(
+    moto_server: MotoServer,  # noqa: F811
+    engine: AsyncEngine,
+) -> None:
+    name = f"eventwire-test-later-{uuid.uuid4().hex[:8]}"
+    uri = f"sqs://{name}"
+    functions = {"ok": {"handler": "tests.pipeline_handlers:echo", "on_success": uri}}
+    config = {"destinations": {uri: QUICK_DELIVERY}}
+    async with running_service(str(engine.url), functions, config=config) as service:
+        invocation_id = await invoke_async(service, engine, "ok", {"n": 1})
+
+        async def failing() -> bool:
+            [row] = await list_destinations(engine)
+            return row.destination_delivery_failures >= 2
+
+        await eventually(failing, 20, "deliveries failing while the queue is missing")
+        counted = "eventwire_destination_delivery_failures_total"
+        assert figure(service.metrics, counted, destination=uri) >= 2
+        [attempt, *_] = await failed_attempts(engine, uri)
+        assert attempt.error_type == "Destination.NotFound"
+        assert attempt.error_message == (
+            f"delivery to {uri} failed: SQS queue {name!r} does not exist "
+            f"(at {moto_server.endpoint})"
+        )
+        created = await make_queue(moto_server, name)
+        got = await eventually(lambda: receive_all(moto_server, created.url), 20, "the record")
+    [message] = got
+    assert json.loads(message["Body"])["requestContext"]["requestId"] == invocation_id
+
+
+async def test_a_server_that_is_down_fails_deliveries_and_endpoint_url_overrides_the_chain(
+    moto_server: MotoServer,  # noqa: F811
+    engine: AsyncEngine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("AWS_ENDPOINT_URL")  # only the destination's own settings say where
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")
+    async with sqs_receiver(moto_server, ("success",)) as queue:
+        down, up = f"sqs://{queue.queues['success'].name}", queue.queues["success"].arn
+        functions = {
+            "ok": {"handler": "tests.pipeline_handlers:echo", "on_success": up},
+            "lost": {"handler": "tests.pipeline_handlers:echo", "on_success": down},
+        }
+        dead_port = free_port()
+        config = {
+            "destinations": {
+                up: {"endpoint_url": moto_server.endpoint},  # the region is the ARN's
+                down: {
+                    "endpoint_url": f"http://127.0.0.1:{dead_port}",
+                    "region": REGION,
+                    "timeout": "2s",
+                    **QUICK_DELIVERY,
+                },
+            }
+        }
+        async with running_service(str(engine.url), functions, config=config) as service:
+            delivered = await invoke_async(service, engine, "ok", {"n": 1})
+            await invoke_async(service, engine, "lost", {"n": 2})
+
+            [attempt, *_] = await eventually(
+                lambda: failed_attempts(engine, down), 30, "a failed delivery"
+            )
+            [(record, _)] = await eventually(
+                lambda: queue.received("success"), 20, "the record sent to moto"
+            )
+    assert attempt.error_type == "Destination.ConnectionError"
+    assert f"127.0.0.1:{dead_port}" in (attempt.error_message or "")
+    assert record["requestContext"]["requestId"] == delivered
+
+
+async def test_a_fifo_queue_gets_the_function_as_group_and_the_delivery_as_dedup_id(
+    moto_server: MotoServer,  # noqa: F811
+    engine: AsyncEngine,
+) -> None:
+    async with sqs_receiver(moto_server, ("success",), fifo=True) as queue:
+        target = queue.uri("success")
+        functions = {"ordered": {"handler": "tests.pipeline_handlers:echo", "on_success": target}}
+        async with running_service(str(engine.url), functions) as service:
+            ids = [await invoke_async(service, engine, "ordered", {"n": n}) for n in range(3)]
+            got = await settled_and_received(engine, queue, {"success": 3})
+    assert sorted(body["requestContext"]["requestId"] for body, _ in got["success"]) == sorted(ids)
+    groups = {message["Attributes"]["MessageGroupId"] for message in queue.raw["success"]}
+    assert groups == {"ordered"}
+    dedup = {message["Attributes"]["MessageDeduplicationId"] for message in queue.raw["success"]}
+    assert len(dedup) == 3
