@@ -18,7 +18,9 @@ import pytest
 from tests.support.processes import REPO, Serve, clean_env
 
 SHIPPED = ("broker", "pollers", "invokers", "migrations", "pyproject.toml", "README.md")
-EXTRA_MODULES = ("asyncpg", "redis", "aiokafka", "aio_pika", "aiohttp", "watchfiles")
+EXTRA_MODULES = (
+    "asyncpg", "redis", "aiokafka", "aio_pika", "aiohttp", "watchfiles", "aiobotocore", "botocore"
+)  # fmt: skip
 HELLO = "functions:\n  hello: {handler: examples.functions:hello}\n"
 
 
@@ -144,6 +146,19 @@ MISSING = [
         {},
         "http",
         id="webhook-destination",
+    ),
+    pytest.param(
+        "  q: {handler: examples.functions:hello, on_success: 'sqs://orders'}\n",
+        {},
+        "aws",
+        id="sqs-destination",
+    ),
+    pytest.param(
+        "  t: {handler: examples.functions:hello, dead_letter: "
+        "'arn:aws:sns:eu-west-1:123456789012:alerts'}\n",
+        {},
+        "aws",
+        id="sns-dead-letter",
     ),
     pytest.param(
         "object_notifications:\n  - {name: up, source: webhook, token_env: TOKEN, "
