@@ -25,6 +25,7 @@ Object keys arrive URL-encoded, as S3 sends them (``Tile_%2B002.mtl``);
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -35,6 +36,9 @@ from urllib.parse import quote_plus, unquote_plus
 DEFAULT_EVENTS = ("s3:ObjectCreated:*", "s3:ObjectRemoved:*")
 EVENT_PATTERN = re.compile(r"^(s3:)?(\*|[A-Z][A-Za-z]*(:[A-Za-z]+)*(:\*)?)$")
 TEST_EVENT = "s3:TestEvent"
+LOCAL_ADDRESS = "127.0.0.1"
+"""The ``sourceIPAddress`` of events from local sources (a watched directory), and of
+documents that name no sender."""
 # The event categories of S3, MinIO and Ceph RGW: what a notification's ``events`` may name.
 CATEGORIES = frozenset(
     {
@@ -170,8 +174,11 @@ def event_matches(pattern: str, event_name: str) -> bool:
     return name == pattern
 
 
-def lambda_record(record: S3Record, *, region: str = "local") -> dict[str, Any]:
-    """One record in the shape Lambda gives an S3-triggered function."""
+def lambda_record(
+    record: S3Record, *, region: str = "local", sender: str = LOCAL_ADDRESS
+) -> dict[str, Any]:
+    """One record in the shape Lambda gives an S3-triggered function; ``sender`` is the
+    address the document came from, for a record that names none."""
     raw = record.raw
     bucket_raw = _mapping(_mapping(raw.get("s3")).get("bucket"))
     obj: dict[str, Any] = {"key": record.key}
@@ -194,11 +201,7 @@ def lambda_record(record: S3Record, *, region: str = "local") -> dict[str, Any]:
         "userIdentity": {
             "principalId": str(_mapping(raw.get("userIdentity")).get("principalId", ""))
         },
-        "requestParameters": {
-            "sourceIPAddress": str(
-                _mapping(raw.get("requestParameters")).get("sourceIPAddress", "")
-            )
-        },
+        "requestParameters": {"sourceIPAddress": source_address(raw, sender)},
         "responseElements": {
             "x-amz-request-id": str(response.get("x-amz-request-id", "")),
             "x-amz-id-2": str(response.get("x-amz-id-2", "")),
@@ -216,9 +219,40 @@ def lambda_record(record: S3Record, *, region: str = "local") -> dict[str, Any]:
     }
 
 
-def lambda_event(record: S3Record, *, region: str = "local") -> dict[str, Any]:
+def lambda_event(
+    record: S3Record, *, region: str = "local", sender: str = LOCAL_ADDRESS
+) -> dict[str, Any]:
     """The event of one invocation: ``{"Records": [the record]}``, as Lambda sends it."""
-    return {"Records": [lambda_record(record, region=region)]}
+    return {"Records": [lambda_record(record, region=region, sender=sender)]}
+
+
+def source_address(raw: Mapping[str, Any], sender: str = LOCAL_ADDRESS) -> str:
+    """``requestParameters.sourceIPAddress`` as S3 gives it: an IP address, never empty.
+
+    MinIO sends ``host:port`` (the port is dropped) or names the client in
+    ``source.host``; Ceph RGW sends ``""``; then the address the document came
+    from (``sender``) stands in.
+    """
+    given = str(_mapping(raw.get("requestParameters")).get("sourceIPAddress") or "")
+    for candidate in (given, str(_mapping(raw.get("source")).get("host") or ""), sender):
+        address = _ip_address(candidate)
+        if address:
+            return address
+    return LOCAL_ADDRESS
+
+
+def _ip_address(text: str) -> str | None:
+    """``text`` as an IP address (``1.2.3.4``, ``1.2.3.4:80``, ``[::1]:80``, ``::1``)."""
+    text = text.strip()
+    host = text
+    if text.startswith("["):
+        host = text[1:].partition("]")[0]
+    elif text.count(":") == 1:
+        host = text.partition(":")[0]
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
 
 
 def dedup_key(function: str, record: S3Record, *, replay: int = 0) -> str:

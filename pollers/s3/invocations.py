@@ -14,7 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from broker.events.s3 import S3Filter, S3Record, dedup_key, lambda_event, parse_notification
+from broker.events.s3 import (
+    LOCAL_ADDRESS,
+    S3Filter,
+    S3Record,
+    dedup_key,
+    lambda_event,
+    parse_notification,
+)
 from broker.ids import new_id
 from broker.models import NewInvocation, Origin
 
@@ -36,18 +43,27 @@ def notified(
     region: str,
     source: Mapping[str, Any],
     replay: int = 0,
+    sender: str = LOCAL_ADDRESS,
 ) -> Notified:
     """The invocations of ``document``'s matching records (raises
     :class:`~broker.events.s3.S3DocumentError` naming what is wrong with it).
 
     ``source`` says where the document came from; each invocation's adds the
-    record's event, bucket and key.
+    record's event, bucket and key. ``sender`` is the address that sent it (a webhook's
+    client), the ``sourceIPAddress`` of records that name none.
     """
     records = parse_notification(document)
     return Notified(
         len(records),
         [
-            invocation(record, function=function, region=region, source=source, replay=replay)
+            invocation(
+                record,
+                function=function,
+                region=region,
+                source=source,
+                replay=replay,
+                sender=sender,
+            )
             for record in records
             if s3_filter.matches(record)
         ],
@@ -61,12 +77,14 @@ def invocation(
     region: str,
     source: Mapping[str, Any],
     replay: int = 0,
+    sender: str = LOCAL_ADDRESS,
 ) -> NewInvocation:
     """The invocation of ``function`` with Lambda's S3 event for ``record``."""
+    event = lambda_event(record, region=region, sender=sender)
     return NewInvocation(
         id=new_id(),
         function=function,
-        payload=json.dumps(lambda_event(record, region=region), separators=(",", ":")).encode(),
+        payload=json.dumps(event, separators=(",", ":")).encode(),
         origin=Origin.OBJECT_NOTIFICATION,
         idempotency_key=dedup_key(function, record, replay=replay),
         source={

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from broker.config.notifications import ObjectNotificationConfig
 from broker.errors import ConfigError, UsageError
-from broker.events.s3 import S3DocumentError
+from broker.events.s3 import LOCAL_ADDRESS, S3DocumentError
 from broker.http.listen import AppServer
 from broker.observability.tracing import incoming_traceparent, with_parent
 from broker.queue.base import InvocationQueue
@@ -108,6 +108,7 @@ class WebhookServer(AppServer):
                 source=with_parent(
                     {"notification": config.name}, incoming_traceparent(request.headers)
                 ),
+                sender=request.remote or LOCAL_ADDRESS,
             )
         except S3DocumentError as exc:
             return _error(400, f"not an S3 event notification document: {exc}")
