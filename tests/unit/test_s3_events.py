@@ -14,6 +14,7 @@ from broker.events.s3 import (
     encode_key,
     lambda_event,
     parse_notification,
+    source_address,
 )
 from tests.s3_samples import (
     CEPH_EVENT_RECORD,
@@ -54,6 +55,29 @@ def test_ceph_document(document: str) -> None:
     assert record.size == 1024  # Ceph sends it as a string
     assert record.version_id is None  # "" means none
     assert (record.bucket, record.key, record.region) == ("mybucket1", "myimage1.jpg", "us-east-1")
+
+
+@pytest.mark.parametrize(
+    ("given", "host", "sender", "address"),
+    [
+        ("192.168.1.80:55328", None, "10.0.0.9", "192.168.1.80"),  # MinIO: host:port
+        ("[2001:db8::1]:443", None, "10.0.0.9", "2001:db8::1"),
+        ("2001:db8::1", None, "10.0.0.9", "2001:db8::1"),
+        ("", "172.17.0.3", "", "172.17.0.3"),  # MinIO's source.host
+        ("", None, "10.0.0.9", "10.0.0.9"),  # Ceph RGW: the webhook's client
+        ("minio.local", None, "::1", "::1"),
+        (None, None, "", "127.0.0.1"),
+    ],
+)
+def test_the_source_address_is_always_an_ip_address(
+    given: str | None, host: str | None, sender: str, address: str
+) -> None:
+    raw: dict[str, Any] = {}
+    if given is not None:
+        raw["requestParameters"] = {"sourceIPAddress": given}
+    if host is not None:
+        raw["source"] = {"host": host}
+    assert source_address(raw, sender) == address
 
 
 def test_lambda_event_shape() -> None:
