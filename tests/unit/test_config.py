@@ -66,8 +66,9 @@ def test_unknown_function_in_a_destination(tmp_path: Path) -> None:
 
 
 def test_unknown_destination_scheme(tmp_path: Path) -> None:
-    message = error_of(tmp_path, "functions:\n  f: {handler: m:f, on_success: 'sqs://q'}\n")
-    assert "functions.f.on_success: unknown destination 'sqs://q'" in message
+    message = error_of(tmp_path, "functions:\n  f: {handler: m:f, on_success: 'nats://q'}\n")
+    assert "functions.f.on_success: unknown destination 'nats://q'" in message
+    assert "sqs://…, sns://…" in message
 
 
 def test_missing_file_and_python_without_handler(tmp_path: Path) -> None:
