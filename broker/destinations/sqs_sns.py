@@ -187,9 +187,7 @@ class AwsSender:
         except ClientError as exc:
             raise self._refused(exc) from None
         except BotoCoreError as exc:
-            raise DeliveryFailed(
-                "Destination.ConnectionError", f"{self._target()}: {exc}"
-            ) from None
+            raise self._failed(exc) from None
         return f"{self._target()} message {answer.get('MessageId', '?')}"
 
     def _target(self) -> str:
@@ -214,6 +212,26 @@ class AwsSender:
                 "Destination.NotFound", f"SNS topic {self.topic.arn} does not exist (at {where})"
             )
         return DeliveryFailed(f"Destination.{code.rpartition('.')[2]}", f"{code}: {text}")
+
+    def _failed(self, exc: Exception) -> DeliveryFailed:
+        """What a failure before any answer (no connection, no credentials) is named."""
+        from botocore.exceptions import (
+            ConnectionError,
+            HTTPClientError,
+            NoCredentialsError,
+            PartialCredentialsError,
+        )
+
+        if isinstance(exc, ConnectionError | HTTPClientError):
+            return DeliveryFailed("Destination.ConnectionError", f"{self._target()}: {exc}")
+        if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+            return DeliveryFailed(
+                "Destination.NoCredentials",
+                f"{self._target()}: {exc} (botocore looks in AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, AWS_PROFILE and the credentials file, and the "
+                "instance's role)",
+            )
+        return DeliveryFailed("Destination.AwsError", f"{self._target()}: {exc}")
 
     async def reset(self) -> None:
         """The client's pool reconnects by itself; a queue's URL is looked up again."""

@@ -18,7 +18,15 @@ from typing import Any
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broker.destinations.external import delivery_function
+from broker.config.models import DestinationConfig
+from broker.destinations import parse_destination
+from broker.destinations.external import (
+    DeliveryFailed,
+    ExternalDestination,
+    Message,
+    delivery_function,
+)
+from broker.destinations.sqs_sns import AwsSender
 from broker.store.deliveries import list_destinations
 from broker.store.engine import create_engine
 from broker.store.history import AttemptRow, get_invocation, list_dead_letters, list_invocations
@@ -305,3 +313,28 @@ async def test_a_fifo_queue_gets_the_function_as_group_and_the_delivery_as_dedup
     assert groups == {"ordered"}
     dedup = {message["Attributes"]["MessageDeduplicationId"] for message in queue.raw["success"]}
     assert len(dedup) == 3
+
+
+async def test_no_credentials_is_a_failed_delivery_saying_where_they_are_looked_for(
+    moto_server: MotoServer,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    queue = await make_queue(moto_server)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    destination = parse_destination(queue.arn)
+    assert isinstance(destination, ExternalDestination)
+    sender = AwsSender(destination, DestinationConfig())
+    try:
+        with pytest.raises(DeliveryFailed) as failed:
+            await sender.send(Message(b"{}", id="d1"))
+    finally:
+        await sender.close()
+    assert failed.value.error_type == "Destination.NoCredentials"
+    assert str(failed.value).startswith(f"queue {queue.name}: Unable to locate credentials")
+    monkeypatch.undo()  # the test's own credentials back
+    assert await receive_all(moto_server, queue.url) == []
