@@ -36,7 +36,7 @@ from tests.integration.test_destinations import invoke_async, settled_and_receiv
 from tests.support.mappings import mapping_service
 from tests.support.metrics import figure
 from tests.support.moto import REGION, MotoServer, make_queue, moto_server  # noqa: F401
-from tests.support.receivers import receive_all, sns_receiver, sqs_receiver
+from tests.support.receivers import SqsReceiver, receive_all, sns_receiver, sqs_receiver
 from tests.support.redis_streams import RedisStream, redis_stream  # noqa: F401
 from tests.support.service import running_service
 from tests.support.services import free_port
@@ -298,21 +298,24 @@ async def test_a_server_that_is_down_fails_deliveries_and_endpoint_url_overrides
     assert record["requestContext"]["requestId"] == delivered
 
 
-async def test_a_fifo_queue_gets_the_function_as_group_and_the_delivery_as_dedup_id(
+@pytest.mark.parametrize("kind", ["sqs", "sns"])
+async def test_fifo_targets_get_the_function_as_group_and_the_delivery_as_dedup_id(
+    kind: str,
     moto_server: MotoServer,  # noqa: F811
     engine: AsyncEngine,
 ) -> None:
-    async with sqs_receiver(moto_server, ("success",), fifo=True) as queue:
-        target = queue.uri("success")
-        functions = {"ordered": {"handler": "tests.pipeline_handlers:echo", "on_success": target}}
+    receiving = sqs_receiver if kind == "sqs" else sns_receiver
+    async with receiving(moto_server, ("success",), fifo=True) as target:
+        uri = target.uri("success")
+        functions = {"ordered": {"handler": "tests.pipeline_handlers:echo", "on_success": uri}}
         async with running_service(str(engine.url), functions) as service:
             ids = [await invoke_async(service, engine, "ordered", {"n": n}) for n in range(3)]
-            got = await settled_and_received(engine, queue, {"success": 3})
+            got = await settled_and_received(engine, target, {"success": 3})
     assert sorted(body["requestContext"]["requestId"] for body, _ in got["success"]) == sorted(ids)
-    groups = {message["Attributes"]["MessageGroupId"] for message in queue.raw["success"]}
-    assert groups == {"ordered"}
-    dedup = {message["Attributes"]["MessageDeduplicationId"] for message in queue.raw["success"]}
-    assert len(dedup) == 3
+    queue = target if isinstance(target, SqsReceiver) else target.queues
+    messages = queue.raw["success"]
+    assert {message["Attributes"]["MessageGroupId"] for message in messages} == {"ordered"}
+    assert len({message["Attributes"]["MessageDeduplicationId"] for message in messages}) == 3
 
 
 async def test_no_credentials_is_a_failed_delivery_saying_where_they_are_looked_for(

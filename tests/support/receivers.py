@@ -324,17 +324,21 @@ class SnsReceiver:
 
 
 @asynccontextmanager
-async def sns_receiver(server: MotoServer, channels: tuple[str, ...]) -> AsyncIterator[SnsReceiver]:
+async def sns_receiver(
+    server: MotoServer, channels: tuple[str, ...], *, fifo: bool = False
+) -> AsyncIterator[SnsReceiver]:
+    """A topic per channel (FIFO topics with FIFO queues, if ``fifo``)."""
     from aiobotocore.session import get_session
 
-    async with sqs_receiver(server, channels) as queues:
+    async with sqs_receiver(server, channels, fifo=fifo) as queues:
         receiver = SnsReceiver(queues)
         async with get_session().create_client(
             "sns", region_name=REGION, endpoint_url=server.endpoint
         ) as sns:
             for channel in channels:
-                name = f"eventwire-test-{uuid.uuid4().hex[:12]}"
-                arn = (await sns.create_topic(Name=name))["TopicArn"]
+                name = f"eventwire-test-{uuid.uuid4().hex[:12]}" + (".fifo" if fifo else "")
+                attributes = {"FifoTopic": "true"} if fifo else {}
+                arn = (await sns.create_topic(Name=name, Attributes=attributes))["TopicArn"]
                 await sns.subscribe(
                     TopicArn=arn,
                     Protocol="sqs",
