@@ -37,6 +37,8 @@ class FollowOns:
     """What settling one invocation sets off, besides its own state change."""
 
     invocation_id: str
+    function: str = ""
+    """The function of the invocation being settled."""
     enqueue: list[NewInvocation] = field(default_factory=list)
     dead_letter: bool = False
 

@@ -80,7 +80,7 @@ def settle_attempt(
     error_message: str | None = error.message if error else None
     if outcome is None:
         error_type, error_message = "EventAgeExceeded", "event expired before it could run"
-    follow_ons = FollowOns(invocation_id=inv.id)
+    follow_ons = FollowOns(invocation_id=inv.id, function=inv.function)
     if decision.condition is not None and not inv.sync:
         destination = function.on_success if outcome_is_success(outcome) else function.on_failure
         if destination is not None:

@@ -236,6 +236,13 @@ class Metrics:
             ["destination"],
             registry=registry,
         )
+        self.dead_letter_errors = Counter(
+            "eventwire_dead_letter_errors",
+            "Attempts to send a function's failed event to its external dead-letter target "
+            "(a queue, topic, stream or webhook) that failed (Lambda's DeadLetterErrors).",
+            ["function"],
+            registry=registry,
+        )
         self._throttles: dict[str, int] = {}
         registry.register(_StoredCounters(self._throttles))
         self._functions: dict[str, FunctionMetrics] = {}
