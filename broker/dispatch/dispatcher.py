@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 
 from broker.destinations.external import DEAD_LETTER_OF, redacted
 from broker.dispatch.mapping_batches import is_mapping_batch, not_to_run, settle_mapping_attempt
-from broker.dispatch.retry import STORE_BACKOFF, backoff_delay, is_expired
+from broker.dispatch.retry import STORE_BACKOFF, RecordCounts, backoff_delay, is_expired
 from broker.dispatch.settlement import settle_attempt
 from broker.dispatch.settlement_writer import Settler
 from broker.functions.catalog import Catalog, Deployed
@@ -285,6 +285,8 @@ class Dispatcher:
             if ok and not inv.sync:
                 self._measure_end(inv.function, decision.state.value, decision.condition,
                                   settlement.dead_letter is not None)  # fmt: skip
+            if ok and decision.records is not None:
+                self._measure_records(inv, decision.records)
         finally:
             self._running.pop(lease.token, None)
             if held.submitted and chain_s is None:
@@ -420,6 +422,17 @@ class Dispatcher:
             figures.dropped["max_event_age" if too_old else "retries_exhausted"].inc()
             if dead_lettered:
                 figures.dead_letters.inc()
+
+    def _measure_records(self, inv: Invocation, counts: RecordCounts) -> None:
+        figures = self.metrics.mapping(str(inv.source["mapping"].get("name", "")))
+        for counter, records in (
+            (figures.invoked, counts.invoked),
+            (figures.failed, counts.failed),
+            (figures.dropped, counts.dropped),
+            (figures.on_failure, counts.on_failure),
+        ):
+            if records:
+                counter.inc(records)
 
     # ------------------------------------------------------------ leases over time
 
