@@ -97,7 +97,7 @@ class Service:
             await _prepare_store(engine, self.settings, self.config, self.migrate)
             catalog = None
             if "dispatch" in roles:
-                catalog = await Catalog.start(self.config, self.settings)
+                catalog = await Catalog.start(self.config, self.settings, observer=self.metrics)
             try:
                 async with (
                     open_queue(
@@ -154,7 +154,9 @@ class Service:
                         )
                         scraped = listen is not None or self.settings.api_listen is not None
                         async with (
-                            PoolPublisher(engine, pools, self.owner, self.clock).running(),
+                            PoolPublisher(
+                                engine, pools, self.owner, self.clock, metrics=self.metrics
+                            ).running(),
                             HistoryPruner(engine, retention, self.clock).running(),
                             BacklogGauges(engine, self.metrics, self.clock).running(scraped),
                         ):

@@ -51,7 +51,7 @@ import invokers
 from broker.functions.invoker import INVOKER_GRACE_S, InvokeRequest, InvokerInitError
 from broker.functions.invoker_settings import process_concurrency
 from broker.models import FunctionError, Outcome, SystemFault
-from broker.observability.pools import PoolStats
+from broker.observability.pools import PoolObserver, PoolStats
 from broker.observability.tracing import xray_header
 from invokers.context import new_log_stream_name, seconds_until
 from invokers.runtime_api import RuntimeApiServer, Work
@@ -139,6 +139,7 @@ class ProcessInvoker:
         self._reaper: asyncio.Task[None] | None = None
         self.cold_starts = 0
         self.cold_start_ms: deque[float] = deque(maxlen=200)
+        self._observer: PoolObserver | None = None
 
     # ------------------------------------------------------------ Invoker
 
@@ -204,6 +205,9 @@ class ProcessInvoker:
             worker.kill("stopped")
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._server.close()
+
+    def observe(self, observer: PoolObserver) -> None:
+        self._observer = observer
 
     def pool_stats(self) -> PoolStats:
         states = [w.state for w in self._workers]
@@ -364,6 +368,8 @@ class ProcessInvoker:
         self.cold_starts += 1
         if worker.cold_start_ms is not None:
             self.cold_start_ms.append(worker.cold_start_ms)
+            if self._observer is not None:
+                self._observer.cold_start(self.name, worker.cold_start_ms / 1000)
         self._start_failures = 0
         self._init_reported = False
 
@@ -371,6 +377,9 @@ class ProcessInvoker:
         self._report_init_error(error)
 
     def on_exit(self, worker: Worker) -> None:
+        reason = _killed_for(worker)
+        if reason is not None and self._observer is not None:
+            self._observer.worker_killed(self.name, reason)
         self._workers.discard(worker)
         with contextlib.suppress(ValueError):
             self._idle.remove(worker)
@@ -405,6 +414,21 @@ class ProcessInvoker:
                 error.error_type,
                 error.message,
             )
+
+
+def _killed_for(worker: Worker) -> str | None:
+    """Why ``worker`` ended, as the metrics count it: ``timeout``, ``memory``, ``exit`` (it
+    exited by itself, running or idle); None when it was stopped or never started."""
+    if worker.killed_for == "timeout":
+        return "timeout"
+    if worker.killed_for is not None or worker.init_error is not None:
+        return None
+    current = worker.current
+    if current is not None and current.result.done():
+        outcome = current.result.result()
+        if isinstance(outcome, FunctionError) and outcome.error_type == "Runtime.OutOfMemory":
+            return "memory"
+    return "exit"
 
 
 def _taken(worker: Worker) -> bool:

@@ -243,13 +243,15 @@ class KafkaReader:
         self.committed.update(offsets)
 
     def _measure(self, run: MappingRun) -> None:
-        lag = 0
+        lags = {}
         for tp in self.consumer.assignment():
             high = self.consumer.highwater(tp)
             done = self.enqueued.get(tp, self.committed.get(tp))
             if high is not None and done is not None:
-                lag += max(0, high - done)
+                lags[_name(tp)] = max(0, high - done)
+        lag = sum(lags.values())
         run.lag = lag
+        run.partition_lag = lags
         if lag == 0:
             run.iterator_age_ms = 0
 

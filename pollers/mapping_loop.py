@@ -85,6 +85,7 @@ async def pump(run: MappingRun, source: Source) -> None:
         await _read_until_stopped(run, source)
     finally:
         run.connected = False
+        run.forget_partitions()
         await run.abandon()
         await source.close()
 

@@ -97,6 +97,8 @@ class MappingRun:
         self.seek_wanted = asyncio.Event()
         self.connected = False
         self.lag: int | None = None
+        self.partition_lag: dict[str, int] | None = None
+        """Per partition, for sources that have partitions with offsets (Kafka)."""
         self.iterator_age_ms: int | None = None
         self.enqueued = 0
         self.invocations = 0
@@ -142,8 +144,16 @@ class MappingRun:
         """The lag and iterator age the source last measured, as gauges."""
         if self.lag is not None:
             self.figures.lag.set(self.lag)
+        if self.partition_lag is not None:
+            self.context.metrics.set_partition_lag(self.name, self.partition_lag)
         if self.iterator_age_ms is not None:
             self.figures.iterator_age.set(self.iterator_age_ms / 1000)
+
+    def forget_partitions(self) -> None:
+        """The reader stopped: it reports the lag of no partition any more."""
+        if self.partition_lag is not None:
+            self.partition_lag = {}
+            self.context.metrics.set_partition_lag(self.name, {})
 
     @property
     def name(self) -> str:
@@ -307,6 +317,7 @@ class MappingRun:
                         mapping_source(
                             policy,
                             {"partition": batch.partition, "first": first, "last": last},
+                            records=len(records),
                             oversized=None if fits else len(payload),
                         ),
                         records,

@@ -93,7 +93,14 @@ def serve(
     options = settings(ctx)
     project = load_config(options.config)
     logs.configure(options.log_level, options.log_format)
-    tracing = from_environment(os.environ)  # the standard OTEL_* variables, as the SDK reads
+    if options.metrics_listen is None and project.metrics.listen is not None:
+        options = options.model_copy(update={"metrics_listen": project.metrics.listen})
+    if project.tracing is not None:
+        # The file's tracing section, as the OTEL_* variables the SDK reads itself (from
+        # this process's environment); those set outside win.
+        for name, value in project.tracing.environment(os.environ).items():
+            os.environ.setdefault(name, value)
+    tracing = from_environment(os.environ)
     service = Service(
         options,
         project,

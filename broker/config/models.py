@@ -26,6 +26,7 @@ from pydantic import (
 from broker.config.durations import parse_duration, parse_size
 from broker.config.mappings import MappingConfig
 from broker.config.notifications import ObjectNotificationConfig
+from broker.config.observability import MetricsConfig, TracingConfig
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 Bytes = Annotated[int, BeforeValidator(parse_size)]
@@ -202,6 +203,8 @@ class ProjectConfig(_Model):
     mappings: list[MappingConfig] = Field(default_factory=list)
     destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
     object_notifications: list[ObjectNotificationConfig] = Field(default_factory=list)
+    metrics: MetricsConfig = MetricsConfig()
+    tracing: TracingConfig | None = None
 
     @field_validator("functions", "schedules")
     @classmethod

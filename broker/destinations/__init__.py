@@ -41,7 +41,8 @@ class FollowOns:
 
     invocation_id: str
     function: str = ""
-    """The function of the settled invocation (a FIFO destination's message group)."""
+    """The function of the invocation being settled (whose event a dead letter carries; a
+    FIFO destination's message group)."""
     enqueue: list[NewInvocation] = field(default_factory=list)
     dead_letter: bool = False
 

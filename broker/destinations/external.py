@@ -37,6 +37,9 @@ from broker.models import NewInvocation, Origin, Outcome, SystemFault
 DELIVERY_PREFIX = "destination:"
 """Delivery functions are named ``destination:<hash>``; no configured function can be."""
 
+DEAD_LETTER_OF = "dead_letter_of"
+"""The key, in a dead-letter delivery's source, of the function whose event it carries."""
+
 ERROR_MESSAGE_LIMIT = 1024
 """A dead-letter message's ``ErrorMessage`` is the first 1 KB of the error, as in Lambda."""
 
@@ -179,11 +182,23 @@ class ExternalDestination:
     def plan_dead_letter(
         self, event: bytes, headers: Mapping[str, str], follow_ons: FollowOns
     ) -> None:
-        """Send the original ``event`` with Lambda's dead-letter ``headers``."""
-        self._deliver(event, headers, f"dead-letter:{follow_ons.invocation_id}", follow_ons)
+        """Send the original ``event`` with Lambda's dead-letter ``headers``; the delivery's
+        source says whose (``dead_letter_of``), for ``eventwire_dead_letter_errors_total``."""
+        self._deliver(
+            event,
+            headers,
+            f"dead-letter:{follow_ons.invocation_id}",
+            follow_ons,
+            {DEAD_LETTER_OF: follow_ons.function},
+        )
 
     def _deliver(
-        self, body: bytes, headers: Mapping[str, str], key: str, follow_ons: FollowOns
+        self,
+        body: bytes,
+        headers: Mapping[str, str],
+        key: str,
+        follow_ons: FollowOns,
+        about: Mapping[str, str] | None = None,
     ) -> None:
         payload = wrap(body, headers, follow_ons.function if self.grouped else "")
         follow_ons.enqueue.append(
@@ -197,6 +212,7 @@ class ExternalDestination:
                 source={
                     "invocation_id": follow_ons.invocation_id,
                     "destination": redacted(self.uri),
+                    **(about or {}),
                 },
             )
         )

@@ -29,9 +29,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from broker.destinations.external import redacted
+from broker.destinations.external import DEAD_LETTER_OF, redacted
 from broker.dispatch.mapping_batches import is_mapping_batch, not_to_run, settle_mapping_attempt
-from broker.dispatch.retry import STORE_BACKOFF, backoff_delay, is_expired
+from broker.dispatch.retry import STORE_BACKOFF, RecordCounts, backoff_delay, is_expired
 from broker.dispatch.settlement import settle_attempt
 from broker.dispatch.settlement_writer import Settler
 from broker.functions.catalog import Catalog, Deployed
@@ -42,6 +42,7 @@ from broker.models import (
     Condition,
     FunctionError,
     FunctionLimits,
+    Invocation,
     Lease,
     Outcome,
     Success,
@@ -284,6 +285,8 @@ class Dispatcher:
             if ok and not inv.sync:
                 self._measure_end(inv.function, decision.state.value, decision.condition,
                                   settlement.dead_letter is not None)  # fmt: skip
+            if ok and decision.records is not None:
+                self._measure_records(inv, decision.records)
         finally:
             self._running.pop(lease.token, None)
             if held.submitted and chain_s is None:
@@ -336,8 +339,17 @@ class Dispatcher:
         if not isinstance(outcome, Success):
             figures.errors[_error_reason(outcome)].inc()
             if function.config.invoker == DELIVERY_INVOKER:
-                self.metrics.delivery_failures.labels(redacted(function.config.url or "")).inc()
+                self._count_delivery_failure(inv, function)
         return outcome
+
+    def _count_delivery_failure(self, inv: Invocation, function: Deployed) -> None:
+        """Lambda's DeadLetterErrors for a dead-letter delivery (by the function whose event
+        it carries), else DestinationDeliveryFailures (by destination)."""
+        dead_letter_of = inv.source.get(DEAD_LETTER_OF)
+        if dead_letter_of:
+            self.metrics.dead_letter_errors.labels(str(dead_letter_of)).inc()
+        else:
+            self.metrics.delivery_failures.labels(redacted(function.config.url or "")).inc()
 
     async def _invoke(
         self, function: Deployed, held: _Running, started_at: datetime, traceparent: str | None
@@ -410,6 +422,17 @@ class Dispatcher:
             figures.dropped["max_event_age" if too_old else "retries_exhausted"].inc()
             if dead_lettered:
                 figures.dead_letters.inc()
+
+    def _measure_records(self, inv: Invocation, counts: RecordCounts) -> None:
+        figures = self.metrics.mapping(str(inv.source["mapping"].get("name", "")))
+        for counter, records in (
+            (figures.invoked, counts.invoked),
+            (figures.failed, counts.failed),
+            (figures.dropped, counts.dropped),
+            (figures.on_failure, counts.on_failure),
+        ):
+            if records:
+                counter.inc(records)
 
     # ------------------------------------------------------------ leases over time
 

@@ -5,6 +5,7 @@ mapping's failure policy (:class:`MappingPolicy`, written by the poller) and
 the state of its retries::
 
     {"mapping": {policy}, "position": {where the records are},
+     "records": records in the current piece,
      "tries": failed attempts of the current piece, "rest": [pieces still to run],
      "dropped": pieces given up on}
 
@@ -42,7 +43,7 @@ from typing import Any
 
 from broker.config.models import Backoff
 from broker.destinations import FollowOns, parse_destination
-from broker.dispatch.retry import SYSTEM_BACKOFF, Decision, backoff_delay
+from broker.dispatch.retry import SYSTEM_BACKOFF, Decision, RecordCounts, backoff_delay
 from broker.dispatch.settlement import attempt_status
 from broker.events.batch_results import (
     BatchOutcome,
@@ -117,11 +118,20 @@ class MappingPolicy:
 
 
 def mapping_source(
-    policy: MappingPolicy, position: Mapping[str, Any], *, oversized: int | None = None
+    policy: MappingPolicy,
+    position: Mapping[str, Any],
+    *,
+    records: int,
+    oversized: int | None = None,
 ) -> dict[str, Any]:
-    """The ``source`` a poller gives a batch's invocation; ``oversized``: the size in bytes
-    of a one-record event over the payload limit (it is never run)."""
-    source: dict[str, Any] = {"mapping": policy.to_json(), "position": dict(position)}
+    """The ``source`` a poller gives a batch's invocation of ``records`` records;
+    ``oversized``: the size in bytes of a one-record event over the payload limit (it is
+    never run)."""
+    source: dict[str, Any] = {
+        "mapping": policy.to_json(),
+        "position": dict(position),
+        "records": records,
+    }
     if oversized is not None:
         source["oversized"] = oversized
     return source
@@ -169,8 +179,12 @@ class _Progress:
     function_errors: int
     system_errors: int
     follow_ons: FollowOns
+    piece_records: int
+    """Records in the piece that runs next (or ran, when none is left)."""
     condition: MappingCondition | None = None
     letters: list[DeadLetter] = field(default_factory=list)
+    dropped_records: int = 0
+    on_failure_records: int = 0
 
 
 def _decode(payload: bytes) -> dict[str, Any] | None:
@@ -179,6 +193,21 @@ def _decode(payload: bytes) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def _size(event: Mapping[str, Any] | None) -> int:
+    """How many records ``event`` holds; 0 when it is not a batch event."""
+    try:
+        return len(event_items(event)) if event else 0
+    except (ValueError, KeyError, TypeError):
+        return 0
+
+
+def _records_of(inv: Invocation) -> int:
+    """Records in the piece ``inv`` runs: as the poller (or the last settle) wrote it, else
+    counted in its payload."""
+    records = inv.source.get("records")
+    return records if isinstance(records, int) else _size(_decode(inv.payload))
 
 
 def _splittable(event: dict[str, Any] | None) -> bool:
@@ -208,7 +237,11 @@ def settle_mapping_attempt(
         function_errors=inv.function_errors,
         system_errors=inv.system_errors,
         follow_ons=FollowOns(invocation_id=inv.id, function=inv.function),
+        piece_records=_records_of(inv),
     )
+    ran = progress.piece_records
+    invoked = ran if isinstance(outcome, Success | FunctionError) else 0
+    failed = ran if isinstance(outcome, SystemFault) else 0
     status = attempt_status(outcome)
     error: FunctionError | SystemFault | None = (
         outcome if isinstance(outcome, FunctionError | SystemFault) else None
@@ -238,6 +271,7 @@ def settle_mapping_attempt(
             if isinstance(outcome, Success):
                 status = "partial" if not whole else "error"
                 error_type, error_message = "BatchItemFailures", reason
+            failed = _size(failed_event) or ran
             progress.function_errors += 1
             progress.tries += 1
             if policy.max_record_age_s is not None and _too_old(inv, now):
@@ -249,6 +283,7 @@ def settle_mapping_attempt(
                 first, second = bisect_event(failed_event)
                 progress.rest.insert(0, second)
                 progress.tries = 0
+                progress.piece_records = _size(first)
                 next_payload = encode_event(first)
             elif 0 <= policy.max_retry_attempts < progress.tries:
                 next_payload = _give_up(
@@ -257,13 +292,15 @@ def settle_mapping_attempt(
                 )  # fmt: skip
             else:
                 if not whole:
+                    progress.piece_records = failed
                     next_payload = encode_event(failed_event)
                 retry_at = now + timedelta(
                     seconds=backoff_delay(progress.tries, MAPPING_BACKOFF, rng)
                 )
+    counts = RecordCounts(invoked, failed, progress.dropped_records, progress.on_failure_records)
     return _settlement(
         lease, progress, status, started_at, duration_ms, now, outcome,
-        next_payload, retry_at, error_type, error_message,
+        next_payload, retry_at, error_type, error_message, counts,
     )  # fmt: skip
 
 
@@ -308,7 +345,9 @@ def _next_piece(progress: _Progress) -> bytes | None:
     if not progress.rest:
         return None
     progress.tries = 0
-    return encode_event(progress.rest.pop(0))
+    piece = progress.rest.pop(0)
+    progress.piece_records = _size(piece)
+    return encode_event(piece)
 
 
 def _give_up(
@@ -325,6 +364,8 @@ def _give_up(
     progress.dropped += 1
     progress.condition = condition
     payload = encode_event(event) if event else inv.payload
+    given_up = _size(event) or progress.piece_records
+    progress.dropped_records += given_up
     if event:
         try:
             record = mapping_failure_record(
@@ -349,6 +390,7 @@ def _give_up(
         if record is not None and policy.on_failure:
             planned = len(progress.follow_ons.enqueue)
             parse_destination(policy.on_failure).plan(record, progress.follow_ons)
+            progress.on_failure_records += given_up
             # One record per piece given up on, even when a batch gives up on several.
             progress.follow_ons.enqueue[planned:] = [
                 replace(item, idempotency_key=f"destination:{inv.id}:{progress.dropped}")
@@ -387,6 +429,7 @@ def _settlement(
     retry_at: datetime | None,
     error_type: str | None,
     error_message: str | None,
+    counts: RecordCounts,
 ) -> tuple[Settlement, Decision]:
     inv = lease.invocation
     more = next_payload is not None or retry_at is not None
@@ -397,6 +440,7 @@ def _settlement(
         retry_at = retry_at or now
         source = {
             **progress.source,
+            "records": progress.piece_records,
             "tries": progress.tries,
             "rest": progress.rest,
             "dropped": progress.dropped,
@@ -434,6 +478,6 @@ def _settlement(
         source=source,
     )
     decision = Decision(
-        state, progress.function_errors, progress.system_errors, retry_at, condition
+        state, progress.function_errors, progress.system_errors, retry_at, condition, counts
     )
     return settlement, decision

@@ -28,6 +28,18 @@ STORE_BACKOFF = Backoff(initial_s=0.2, multiplier=2.0, max_s=10.0, jitter=0.2)
 
 
 @dataclass(frozen=True, slots=True)
+class RecordCounts:
+    """What one attempt of a mapping's batch did with records: invoked the function with
+    them, failed them (a function error, a partial batch response, a fault), gave them up
+    (dropped: to the DLQ) and sent them to the mapping's ``on_failure``."""
+
+    invoked: int = 0
+    failed: int = 0
+    dropped: int = 0
+    on_failure: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """The invocation's next state after an attempt.
 
@@ -41,6 +53,8 @@ class Decision:
     system_errors: int
     retry_at: datetime | None = None
     condition: Condition | None = None
+    records: RecordCounts | None = None
+    """For a mapping's batch: what the attempt did with its records."""
 
 
 def backoff_delay(retry: int, backoff: Backoff, rng: random.Random | None = None) -> float:

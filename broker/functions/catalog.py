@@ -21,6 +21,7 @@ from broker.functions.delivery import served_functions
 from broker.functions.invoker import Invoker, InvokerInitError, invoker_factory
 from broker.functions.invoker_settings import local_concurrency
 from broker.models import FunctionLimits
+from broker.observability.pools import PoolObserver, PoolReporter
 
 log = logging.getLogger("eventwire.functions")
 
@@ -69,10 +70,15 @@ class Catalog(Mapping[str, Deployed]):
         return len(self._functions)
 
     @classmethod
-    async def start(cls, config: ProjectConfig, settings: Settings) -> Catalog:
+    async def start(
+        cls, config: ProjectConfig, settings: Settings, *, observer: PoolObserver | None = None
+    ) -> Catalog:
+        """Every function's invoker started; pools tell ``observer`` of their processes."""
         functions: dict[str, Deployed] = {}
         for name, fn in served_functions(config).items():
             invoker = invoker_factory(fn.invoker)(name, fn)
+            if observer is not None and isinstance(invoker, PoolReporter):
+                invoker.observe(observer)  # before start: the warm processes' cold starts
             deployed = Deployed(
                 name=name,
                 config=fn,

@@ -1,4 +1,5 @@
-"""Writing this process's pool figures where ``eventwire functions ls`` can read them."""
+"""Writing this process's pool figures where ``eventwire functions ls`` can read them, and
+into the gauges of ``/metrics``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.aio.waits import in_background
+from broker.observability.metrics import Metrics
 from broker.observability.pools import PoolReporter
 from broker.store.pools import forget_pools, publish_pools
 
@@ -20,7 +22,8 @@ PUBLISH_INTERVAL_S = 2.0
 
 
 class PoolPublisher:
-    """Every ``interval_s``, the figures of each pooled function go to ``function_pools``."""
+    """Every ``interval_s``, the figures of each pooled function go to ``function_pools``
+    and to ``metrics`` (read here, on the event loop that changes them, not by a scrape)."""
 
     def __init__(
         self,
@@ -29,8 +32,10 @@ class PoolPublisher:
         owner: str,
         clock: Callable[[], datetime],
         *,
+        metrics: Metrics | None = None,
         interval_s: float = PUBLISH_INTERVAL_S,
     ) -> None:
+        self.metrics = metrics
         self.engine = engine
         self.reporters = dict(reporters)
         self.owner = owner
@@ -54,6 +59,9 @@ class PoolPublisher:
 
     async def publish(self) -> None:
         stats = {name: reporter.pool_stats() for name, reporter in self.reporters.items()}
+        if self.metrics is not None:
+            for name, figures in stats.items():
+                self.metrics.set_pool(name, figures)
         await publish_pools(self.engine, self.owner, stats, self.clock())
 
     async def _run(self) -> None:

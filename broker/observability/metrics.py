@@ -15,7 +15,7 @@ lookups.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -25,6 +25,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest, s
 from prometheus_client.registry import Collector
 
 from broker.errors import UsageError
+from broker.observability.pools import PoolStats
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
@@ -69,6 +70,10 @@ class MappingMetrics:
     polled: Counter
     filtered: Counter
     enqueued: Counter
+    invoked: Counter
+    failed: Counter
+    dropped: Counter
+    on_failure: Counter
     lag: Gauge
     iterator_age: Gauge
     paused: Gauge
@@ -85,6 +90,8 @@ class ScheduleMetrics:
 
 
 LATENESS_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600)
+INIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+"""A pool process's init: the Python bootstrap takes ~0.1-0.3 s, a heavy import seconds."""
 """Seconds past its slot a schedule fired (a catch-up fires hours late)."""
 
 
@@ -175,8 +182,15 @@ class Metrics:
         )
         self.mapping_records = Counter(
             "eventwire_mapping_records",
-            "Records a mapping read (outcome polled: Lambda's PolledEventCount), left out by "
-            "its filters (filtered: FilteredOutEventCount) and enqueued in batches (enqueued).",
+            "Records of a mapping by what became of them, as Lambda counts events: read "
+            "(polled: PolledEventCount), left out by its filters (filtered: "
+            "FilteredOutEventCount), enqueued in batches (enqueued), in an attempt that "
+            "invoked the function (invoked: InvokedEventCount, again on each retry), in an "
+            "attempt that failed or reported them failed (failed: FailedInvokeEventCount), "
+            "given up on (dropped: DroppedEventCount) and sent, in the failure record of their "
+            "batch, to the mapping's on_failure (on_failure: "
+            "OnFailureDestinationDeliveredEventCount; an external target's delivery is "
+            "then retried on its own).",
             ["mapping", "outcome"],
             registry=registry,
         )
@@ -188,6 +202,14 @@ class Metrics:
             ["mapping"],
             registry=registry,
         )
+        self.mapping_partition_lag = Gauge(
+            "eventwire_mapping_partition_lag",
+            "Records of a Kafka partition not enqueued yet (Lambda's OffsetLag), reported by "
+            "the process that reads the partition.",
+            ["mapping", "partition"],
+            registry=registry,
+        )
+        self._lagging: dict[str, set[str]] = {}
         self.mapping_iterator_age = Gauge(
             "eventwire_mapping_iterator_age_seconds",
             "Age of the newest record enqueued when it was (Lambda's IteratorAge); 0 once "
@@ -236,6 +258,42 @@ class Metrics:
             ["destination"],
             registry=registry,
         )
+        self.dead_letter_errors = Counter(
+            "eventwire_dead_letter_errors",
+            "Attempts to send a function's failed event to its external dead-letter target "
+            "(a queue, topic, stream or webhook) that failed (Lambda's DeadLetterErrors).",
+            ["function"],
+            registry=registry,
+        )
+        self.pool_workers = Gauge(
+            "eventwire_pool_workers",
+            "Processes of a function's pool in this process by state: idle (warm, waiting "
+            "for work), busy (running an invocation), starting (in their init); refreshed "
+            "every 2 s.",
+            ["function", "state"],
+            registry=registry,
+        )
+        self.cold_starts = Counter(
+            "eventwire_cold_starts",
+            "Processes of a function's pool started and ready (Lambda's cold starts).",
+            ["function"],
+            registry=registry,
+        )
+        self.init_duration = Histogram(
+            "eventwire_init_duration_seconds",
+            "From a pool process's spawn to its first ask for work (Lambda's Init Duration).",
+            ["function"],
+            buckets=INIT_BUCKETS,
+            registry=registry,
+        )
+        self.workers_killed = Counter(
+            "eventwire_workers_killed",
+            "Processes of a function's pool that ended while wanted: killed at their "
+            "invocation's deadline (timeout), out of memory (memory) or exited by themselves "
+            "(exit). Stopping an idle one or at shutdown does not count.",
+            ["function", "reason"],
+            registry=registry,
+        )
         self._throttles: dict[str, int] = {}
         registry.register(_StoredCounters(self._throttles))
         self._functions: dict[str, FunctionMetrics] = {}
@@ -266,11 +324,26 @@ class Metrics:
                 polled=records.labels(name, "polled"),
                 filtered=records.labels(name, "filtered"),
                 enqueued=records.labels(name, "enqueued"),
+                invoked=records.labels(name, "invoked"),
+                failed=records.labels(name, "failed"),
+                dropped=records.labels(name, "dropped"),
+                on_failure=records.labels(name, "on_failure"),
                 lag=self.mapping_lag.labels(name),
                 iterator_age=self.mapping_iterator_age.labels(name),
                 paused=self.mapping_paused.labels(name),
             )
         return bound
+
+    def set_partition_lag(self, mapping: str, lags: Mapping[str, int]) -> None:
+        """The lag of each partition ``mapping`` reads here now; partitions it no longer
+        reads (taken over by another process) stop being reported."""
+        reported = self._lagging.setdefault(mapping, set())
+        for gone in reported - lags.keys():
+            self.mapping_partition_lag.remove(mapping, gone)
+        for partition, lag in lags.items():
+            self.mapping_partition_lag.labels(mapping, partition).set(lag)
+        reported.intersection_update(lags)
+        reported.update(lags)
 
     def schedule(self, name: str) -> ScheduleMetrics:
         """The figures of schedule ``name``, bound once."""
@@ -306,6 +379,24 @@ class Metrics:
         self.pending.labels(function).set(pending)
         self.oldest_pending_age.labels(function).set(oldest_age_s)
         self.dlq_size.labels(function).set(dead_letters)
+
+    # PoolObserver: what the process invokers tell, on the event loop.
+
+    def cold_start(self, function: str, init_s: float) -> None:
+        self.cold_starts.labels(function).inc()
+        self.init_duration.labels(function).observe(init_s)
+
+    def worker_killed(self, function: str, reason: str) -> None:
+        self.workers_killed.labels(function, reason).inc()
+
+    def set_pool(self, function: str, stats: PoolStats) -> None:
+        """How many processes of ``function``'s pool are idle, busy and starting now."""
+        for state, count in (
+            ("idle", stats.idle),
+            ("busy", stats.busy),
+            ("starting", stats.starting),
+        ):
+            self.pool_workers.labels(function, state).set(count)
 
     def exposition(self) -> bytes:
         """The Prometheus text format (``CONTENT_TYPE_LATEST``)."""

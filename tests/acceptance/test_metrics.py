@@ -19,6 +19,7 @@ import pytest
 
 from tests.support.metrics import METRICS_URL, Samples, parse, value
 from tests.support.processes import Serve, clean_env, eventwire, wait_for
+from tests.support.services import free_port
 from tests.support.stores import Store, store_for
 
 CONFIG = """
@@ -198,16 +199,16 @@ def test_the_backlog_gauges_rise_and_fall(store: Store, tmp_path: Path) -> None:
         assert serve.stop() == 0, serve.log()
 
 
-def test_a_destination_that_refuses_counts_delivery_failures(store: Store, tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as closed:  # a port nothing listens on
-        closed.bind(("127.0.0.1", 0))
-        port = closed.getsockname()[1]
-    webhook = f"http://127.0.0.1:{port}/hook"
+def test_targets_that_refuse_count_delivery_failures_and_dead_letter_errors(
+    store: Store, tmp_path: Path
+) -> None:
+    webhook = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there
     config = tmp_path / "eventwire.yaml"
     config.write_text(
-        f"functions:\n  ok:\n    handler: tests.handlers:echo\n    on_success: {webhook}\n"
+        "functions:\n"
+        f"  ok:\n    handler: tests.handlers:echo\n    on_success: {webhook}\n"
+        f"  failing:\n    handler: tests.handlers:boom\n    dead_letter: {webhook}?dlq\n"
+        "    retry: {max_attempts: 1}\n"
     )
     env = clean_env(**store.env())
     serve = Serve(config, env, tmp_path / "serve.log", "--metrics-listen", "127.0.0.1:0")
@@ -221,5 +222,15 @@ def test_a_destination_that_refuses_counts_delivery_failures(store: Store, tmp_p
             30,
             "two failed deliveries (the first attempt and a retry)",
         )
+        invoke("failing", env)
+        wait_for(
+            lambda: (
+                value(scrape(url), "eventwire_dead_letter_errors_total", function="failing") >= 2
+            ),
+            30,
+            "two failed dead-letter deliveries of failing's event",
+        )
+        dead_letter = f"{webhook}?dlq"
+        assert value(scrape(url), name, destination=dead_letter) == 0, "not a destination"
     finally:
         assert serve.stop() == 0, serve.log()

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from tests.acceptance.test_metrics import scrape
+from tests.support.metrics import METRICS_URL, value
 from tests.support.processes import REPO, Serve, clean_env, eventwire, wait_for
 
 RUNTIMES = REPO / "tests" / "runtimes"
@@ -60,6 +62,7 @@ class Running:
     env: dict[str, str]
     serve: Serve
     tmp: Path
+    metrics_url: str
 
     def cli(self, *args: str) -> tuple[int, str]:
         done = eventwire(*args, env=self.env)
@@ -82,10 +85,10 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     config = tmp / "eventwire.yaml"
     config.write_text(CONFIG.format(runtimes=RUNTIMES))
     env = clean_env(EVENTWIRE_DATABASE_URL=f"sqlite+aiosqlite:///{tmp / 'eventwire.db'}")
-    serve = Serve(config, env, tmp / "serve.log")
+    serve = Serve(config, env, tmp / "serve.log", "--metrics-listen", "127.0.0.1:0")
     try:
         serve.wait_serving()
-        yield Running(env, serve, tmp)
+        yield Running(env, serve, tmp, serve.logged(METRICS_URL, "the metrics URL"))
     finally:
         assert serve.stop() == 0, serve.log()
 
@@ -190,6 +193,40 @@ def test_functions_ls_shows_pools_and_durations(running: Running) -> None:
     assert row["pool"]["idle"] + row["pool"]["busy"] >= 1  # the warm process
     assert row["pool"]["cold_starts"] >= 1
     assert row["duration_p99_ms"] >= row["duration_p50_ms"] > 0
+
+
+def test_metrics_count_cold_starts_and_processes_killed_for_timeout_and_memory(
+    running: Running,
+) -> None:
+    def killed(function: str, reason: str) -> float:
+        samples = scrape(running.metrics_url)
+        name = "eventwire_workers_killed_total"
+        return value(samples, name, function=function, reason=reason)
+
+    before = killed("hang", "timeout"), killed("hungry", "memory")
+    assert running.invoke("hang", {"pids": str(running.tmp / "pids-metrics")})[0] == 1
+    assert running.invoke("hungry", {"mb": 512})[0] == 1
+    wait_for(
+        lambda: (
+            (killed("hang", "timeout"), killed("hungry", "memory"))
+            == (before[0] + 1, before[1] + 1)
+        ),
+        10,
+        "a kill for timeout and one for memory",
+    )
+    samples = scrape(running.metrics_url)
+    assert value(samples, "eventwire_cold_starts_total", function="echo") >= 1  # warm: 1
+    assert value(samples, "eventwire_init_duration_seconds_count", function="echo") >= 1
+    assert killed("echo", "exit") == 0
+
+    def warm() -> float:
+        samples = scrape(running.metrics_url)
+        return sum(
+            value(samples, "eventwire_pool_workers", function="echo", state=state)
+            for state in ("idle", "busy")
+        )
+
+    wait_for(lambda: warm() >= 1, 10, "echo's warm process in eventwire_pool_workers")
 
 
 def test_logs_follow_prints_new_output_tagged_with_request_ids(running: Running) -> None:

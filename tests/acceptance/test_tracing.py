@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from tests.acceptance.test_metrics import scrape
+from tests.support.metrics import METRICS_URL, value
 from tests.support.otlp import ReceivedSpan, otlp_receiver
 from tests.support.processes import Serve, clean_env, eventwire, wait_for
 from tests.support.stores import Store, store_for
@@ -130,3 +132,32 @@ def test_serve_exports_each_invocations_spans_over_otlp(store: Store, tmp_path: 
     cli = cli_trace()
     assert cli["enqueue flaky"].parent_id == ""  # a root: the command started the trace
     assert cli["attempt flaky"].parent_id == cli["enqueue flaky"].span_id
+
+
+def test_the_config_files_tracing_and_metrics_sections(store: Store, tmp_path: Path) -> None:
+    """``tracing:`` and ``metrics:`` in ``eventwire.yaml`` do what the variables do."""
+    with otlp_receiver() as collector:
+        config = tmp_path / "eventwire.yaml"
+        config.write_text(
+            CONFIG
+            + f"tracing: {{endpoint: '{collector.url}', service_name: orders, sample_ratio: 1}}\n"
+            + "metrics: {listen: '127.0.0.1:0'}\n"
+        )
+        env = clean_env(
+            **store.env(), EVENTWIRE_API_LISTEN="127.0.0.1:0", OTEL_BSP_SCHEDULE_DELAY="100"
+        )
+        serve = Serve(config, env, tmp_path / "serve.log")
+        try:
+            serve.wait_serving()
+            api = serve.logged(r"Lambda API: listening on (http://\S+)/2015-03-31/", "the API")
+            metrics = serve.logged(METRICS_URL, "the metrics URL from the file")
+            invoke(api, "pooled", SYNC_TRACE)
+            wait_for(
+                lambda: "settle pooled" in of_trace(collector.received(), SYNC_TRACE),
+                30,
+                "the invocation's spans exported to the file's endpoint",
+            )
+            assert value(scrape(metrics), "eventwire_invocations_total", function="pooled") == 1
+        finally:
+            assert serve.stop() == 0, serve.log()
+    assert {s.service for s in of_trace(collector.received(), SYNC_TRACE).values()} == {"orders"}

@@ -52,7 +52,13 @@ async def server() -> AsyncIterator[Server]:
         await runner.cleanup()
 
 
-async def invoke(url: str, payload: Any = None, function_timeout: str = "2s", **kw: Any) -> Outcome:
+async def invoke(
+    url: str,
+    payload: Any = None,
+    function_timeout: str = "2s",
+    traceparent: str | None = None,
+    **kw: Any,
+) -> Outcome:
     config = FunctionConfig.model_validate(
         {"invoker": "http", "url": url, "timeout": function_timeout, **kw}
     )
@@ -68,6 +74,7 @@ async def invoke(url: str, payload: Any = None, function_timeout: str = "2s", **
                 payload=json.dumps(payload if payload is not None else {"order": 7}).encode(),
                 deadline=datetime.now(UTC) + config.timeout_s * timedelta(seconds=1),
                 attempt=2,
+                traceparent=traceparent,
             )
         )
     finally:
@@ -166,3 +173,15 @@ def test_header_expansion_and_retry_after_parsing() -> None:
     now = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
     assert retry_after_s("Tue, 24 Nov 2026 12:00:30 GMT", now) == 30.0
     assert retry_after_s("soon") is None and retry_after_s(None) is None
+
+
+async def test_a_traced_attempt_sends_its_traceparent_and_lambdas_trace_header(
+    server: Server,
+) -> None:
+    trace, span = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    assert isinstance(await invoke(server.url), Success)
+    assert isinstance(await invoke(server.url, traceparent=f"00-{trace}-{span}-01"), Success)
+    (untraced, _), (traced, _) = server.seen
+    assert "traceparent" not in untraced and "X-Amzn-Trace-Id" not in untraced
+    assert traced["traceparent"] == f"00-{trace}-{span}-01"
+    assert traced["X-Amzn-Trace-Id"] == f"Root=1-{trace[:8]}-{trace[8:]};Parent={span};Sampled=1"

@@ -22,6 +22,8 @@ from broker.observability.tracing import TRACEPARENT
 from broker.service import Service
 from broker.store.history import list_dead_letters, redrive
 from tests.support.kafka import create_topic, kafka_bootstrap, unique_topic  # noqa: F401
+from tests.support.rabbitmq import RabbitQueue, rabbitmq_queue  # noqa: F401
+from tests.support.redis_streams import RedisStream, redis_stream  # noqa: F401
 from tests.support.service import running_service
 from tests.support.stores import Store, store_for
 
@@ -202,3 +204,88 @@ async def test_a_kafka_records_trace_goes_through_its_retry_to_the_dlq_and_its_r
         again = named(spans, "enqueue boom")[1]
         assert trace_of(again) == TRACE and parent_of(again) == span_id(enqueue)
         assert parent_of(named(spans, "attempt boom")[2]) == span_id(again)
+
+
+async def _publish_traced(kind: str, rabbit: RabbitQueue, stream: RedisStream) -> str:
+    """Publish one record carrying ``TRACEPARENT_IN`` to a ``kind`` source; its URI."""
+    if kind == "amqp":
+        import aio_pika
+
+        connection = await aio_pika.connect(rabbit.url)
+        async with connection:
+            channel = await connection.channel()
+            message = aio_pika.Message(b'{"n": 1}', headers={"traceparent": TRACEPARENT_IN})
+            await channel.default_exchange.publish(message, routing_key=rabbit.name)
+        return rabbit.source_uri
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(stream.url)
+    try:
+        await client.xadd(stream.key, {"data": '{"n": 1}', "traceparent": TRACEPARENT_IN})
+    finally:
+        await client.aclose()
+    return stream.source_uri()
+
+
+@pytest.mark.parametrize("kind", ["amqp", "redis"])
+async def test_an_amqp_header_or_a_stream_field_is_the_parent_of_the_invocation(
+    kind: str,
+    rabbitmq_queue: RabbitQueue,  # noqa: F811
+    redis_stream: RedisStream,  # noqa: F811
+    tmp_path: Path,
+    exported: tuple[OtelTracing, InMemorySpanExporter],
+) -> None:
+    tracing, exporter = exported
+    source = await _publish_traced(kind, rabbitmq_queue, redis_stream)
+    mapping = {"name": "traced", "source": source, "function": "noop", "batch_size": 1}
+    if kind == "redis":
+        mapping["starting_position"] = "trim_horizon"
+    functions = {"noop": {"handler": "tests.handlers:noop"}}
+    async with (
+        store_for("sqlite", tmp_path) as where,
+        running_service(where, functions, config={"mappings": [mapping]}, tracing=tracing),
+    ):
+        await until(lambda: named(exporter.get_finished_spans(), "settle noop"), "the settle")
+    spans = exporter.get_finished_spans()
+    [enqueue] = named(spans, "enqueue noop")
+    assert trace_of(enqueue) == TRACE and parent_of(enqueue) == PARENT
+    [attempt] = named(spans, "attempt noop")
+    assert trace_of(attempt) == TRACE and parent_of(attempt) == span_id(enqueue)
+
+
+async def test_a_webhooks_traceparent_is_the_parent_of_the_invocation(
+    tmp_path: Path,
+    exported: tuple[OtelTracing, InMemorySpanExporter],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pollers.s3.webhook import WebhookServer
+    from tests.s3_samples import MINIO_WEBHOOK_PUT
+
+    tracing, exporter = exported
+    monkeypatch.setenv("UPLOADS_TOKEN", "token")
+    notifications = [
+        {"name": "uploads", "source": "webhook", "token_env": "UPLOADS_TOKEN", "function": "noop"}
+    ]
+    functions = {"noop": {"handler": "tests.handlers:noop"}}
+    async with (
+        store_for("sqlite", tmp_path) as where,
+        running_service(
+            where,
+            functions,
+            config={"object_notifications": notifications},
+            tracing=tracing,
+            http_listen="127.0.0.1:0",
+        ) as service,
+    ):
+        [server] = [p for p in service.pollers if isinstance(p, WebhookServer)]
+        headers = {"Authorization": "Bearer token", "traceparent": TRACEPARENT_IN}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{server.url}/notifications/uploads", data=MINIO_WEBHOOK_PUT, headers=headers
+            ) as response,
+        ):
+            assert response.status == 200, await response.text()
+        await until(lambda: named(exporter.get_finished_spans(), "settle noop"), "the settle")
+    [enqueue] = named(exporter.get_finished_spans(), "enqueue noop")
+    assert trace_of(enqueue) == TRACE and parent_of(enqueue) == PARENT

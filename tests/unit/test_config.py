@@ -95,3 +95,25 @@ def test_durations_and_sizes() -> None:
     assert format_duration(0.25) == "250ms"
     with pytest.raises(ValueError, match="expected a size"):
         parse_size("lots")
+
+
+def test_the_tracing_and_metrics_sections(tmp_path: Path) -> None:
+    config = load_config(
+        write(
+            tmp_path,
+            "tracing: {endpoint: 'http://collector:4318', sample_ratio: 0.25, "
+            "headers_env: OTEL_AUTH}\nmetrics: {listen: '0.0.0.0:9464'}\n",
+        )
+    )
+    assert config.metrics.listen == "0.0.0.0:9464"
+    assert config.tracing is not None
+    assert config.tracing.environment({"OTEL_AUTH": "x-token=s3cret"}) == {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.25",
+        "OTEL_EXPORTER_OTLP_HEADERS": "x-token=s3cret",
+    }
+    assert "tracing.exporter" in error_of(tmp_path, "tracing: {exporter: zipkin}\n")
+    assert "tracing.sample_ratio" in error_of(tmp_path, "tracing: {sample_ratio: 2}\n")
+    assert "metrics.listen" in error_of(tmp_path, "metrics: {listen: 9464}\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import astuple
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,6 +14,7 @@ from broker.dispatch.mapping_batches import (
     not_to_run,
     settle_mapping_attempt,
 )
+from broker.dispatch.retry import RecordCounts
 from broker.events.batches import KafkaRecord, encode_event, event_items, kafka_event
 from broker.functions.catalog import Deployed
 from broker.models import (
@@ -79,7 +81,8 @@ def lease_of(
         system_errors=0,
         first_enqueued_at=NOW,
         available_at=NOW,
-        source=source or mapping_source(policy, {"partition": "t-0"}),
+        source=source
+        or mapping_source(policy, {"partition": "t-0"}, records=len(event_items(event))),
     )
     return Lease("tok", inv, NOW + timedelta(seconds=10))
 
@@ -188,7 +191,7 @@ def test_record_age_limits_retries_and_expired_batches_are_not_run() -> None:
 def test_a_record_over_the_payload_limit_is_given_up_without_running() -> None:
     policy = MappingPolicy("m", on_failure="function:sink")
     source = mapping_source(
-        policy, {"partition": "t-0", "first": "7", "last": "7"}, oversized=300_000
+        policy, {"partition": "t-0", "first": "7", "last": "7"}, records=1, oversized=300_000
     )
     lease = lease_of(batch(range(7, 8)), policy, source)
     assert not_to_run(lease.invocation, NOW) is not None  # the dispatcher does not run it
@@ -210,3 +213,49 @@ def test_system_fault_is_retried_without_using_an_attempt() -> None:
     s = settle(lease_of(batch(range(2)), policy), SystemFault("Runtime.Unavailable", "down"))
     assert s.state is State.PENDING and s.function_errors == 0
     assert s.source is not None and s.source.get("tries", 0) == 0
+
+
+def counts_of(lease: Lease, outcome: Outcome | None) -> tuple[Settlement, RecordCounts]:
+    settlement, decision = settle_mapping_attempt(lease, outcome, FUNCTION, NOW, 1.0, NOW)
+    assert decision.records is not None
+    return settlement, decision.records
+
+
+def test_each_attempt_counts_the_records_it_invoked_failed_dropped_and_sent_on() -> None:
+    """Lambda's InvokedEventCount, FailedInvokeEventCount, DroppedEventCount and
+    OnFailureDestinationDeliveredEventCount, summed over a bisected batch's attempts."""
+    policy = MappingPolicy("m", bisect_on_error=True, max_retry_attempts=0, on_failure="function:a")
+    lease = lease_of(batch(range(4)), policy)
+    total = RecordCounts()
+    for _ in range(20):
+        ran = offsets(lease.invocation.payload)
+        s, counts = counts_of(lease, BOOM if 2 in ran else Success(b"null"))
+        assert counts.invoked == len(ran)
+        total = RecordCounts(*(a + b for a, b in zip(astuple(total), astuple(counts), strict=True)))
+        if s.state is not State.PENDING:
+            break
+        lease = follow(lease, s)
+    # runs [0-3] fails, [0,1] ok, [2,3] fails, [2] fails and is dropped, [3] ok
+    assert total == RecordCounts(
+        invoked=4 + 2 + 2 + 1 + 1, failed=4 + 2 + 1, dropped=1, on_failure=1
+    )
+
+
+def test_a_partial_response_fails_only_the_records_it_names() -> None:
+    policy = MappingPolicy("m", report_batch_item_failures=True)
+    response = json.dumps({"batchItemFailures": [{"itemIdentifier": "t-0-3"}]}).encode()
+    s, counts = counts_of(lease_of(batch(range(5)), policy), Success(response))
+    assert counts == RecordCounts(invoked=5, failed=2)
+    assert s.source is not None and s.source["records"] == 2  # the retry's piece
+    _, counts = counts_of(lease_of(batch(range(2)), policy), SystemFault("Throttled", "full"))
+    assert counts == RecordCounts(failed=2)  # not invoked: the function could not run
+    _, counts = counts_of(lease_of(batch(range(3)), MappingPolicy("m")), Success(b"null"))
+    assert counts == RecordCounts(invoked=3)
+
+
+def test_records_not_run_are_counted_dropped_from_their_payload() -> None:
+    old_ms = int((NOW - timedelta(hours=2)).timestamp() * 1000)
+    policy = MappingPolicy("m", max_record_age_s=3600, oldest_record_ms=old_ms)
+    source = {"mapping": policy.to_json(), "position": {"partition": "t-0"}}  # no "records"
+    _, counts = counts_of(lease_of(batch(range(3)), policy, source), None)
+    assert counts == RecordCounts(dropped=3)
