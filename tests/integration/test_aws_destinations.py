@@ -341,3 +341,36 @@ async def test_no_credentials_is_a_failed_delivery_saying_where_they_are_looked_
     assert str(failed.value).startswith(f"queue {queue.name}: Unable to locate credentials")
     monkeypatch.undo()  # the test's own credentials back
     assert await receive_all(moto_server, queue.url) == []
+
+
+async def test_a_dead_letter_to_a_missing_topic_counts_as_a_dead_letter_error(
+    moto_server: MotoServer,  # noqa: F811
+    engine: AsyncEngine,
+) -> None:
+    arn = f"arn:aws:sns:{REGION}:123456789012:eventwire-test-none-{uuid.uuid4().hex[:8]}"
+    functions = {
+        "charge": {
+            "handler": "tests.pipeline_handlers:fail",
+            "retry": {"max_attempts": 1},
+            "dead_letter": arn,
+        }
+    }
+    config = {"destinations": {arn: QUICK_DELIVERY}}
+    async with running_service(str(engine.url), functions, config=config) as service:
+        await invoke_async(service, engine, "charge", {"n": 1})
+        [attempt, *_] = await eventually(
+            lambda: failed_attempts(engine, arn), 20, "a failed dead-letter delivery"
+        )
+
+        def counted() -> bool:
+            dead_letter_errors = "eventwire_dead_letter_errors_total"
+            return figure(service.metrics, dead_letter_errors, function="charge") >= 1
+
+        await eventually(counted, 10, "the dead-letter error counted")
+        # Lambda's DeadLetterErrors, not DestinationDeliveryFailures (that is for records).
+        failures = "eventwire_destination_delivery_failures_total"
+        assert figure(service.metrics, failures, destination=arn) == 0
+    assert attempt.error_type == "Destination.NotFound"
+    assert attempt.error_message == (
+        f"delivery to {arn} failed: SNS topic {arn} does not exist (at {moto_server.endpoint})"
+    )
