@@ -1,7 +1,7 @@
 """External destinations (queues, topics, streams, webhooks): delivery is itself an invocation.
 
-Sending a record to RabbitMQ, Kafka, a Redis stream or a webhook is planned
-like ``function:NAME``: an invocation of a built-in *delivery function* is
+Sending a record to RabbitMQ, Kafka, a Redis stream, an SQS queue, an SNS topic
+or a webhook is planned like ``function:NAME``: an invocation of a built-in *delivery function* is
 enqueued in the same transaction as the settle. Its name is
 ``destination:<12 hex digits of the URI's SHA-1>``; the dispatcher runs it
 with the ``deliver`` invoker (:mod:`broker.functions.delivery`), which
