@@ -5,9 +5,10 @@ The events are Eventwire's own output: the S3 events a running service gives its
 for documents POSTed to a webhook notification and for files in a watched directory, the
 Kafka event the poller writes for the records it read (:class:`KafkaEventWriter`, whose
 bytes ``tests/unit/test_batch_events.py`` holds equal to ``kafka_event``'s), the Scheduled
-Event a schedule fires. Models Powertools does not have are not checked: RabbitMQ (Amazon MQ), the
-Kinesis-shaped Redis Streams event (its ``eventSource`` is Eventwire's own, not
-``aws:kinesis``) and the invocation records of destinations.
+Event a schedule fires, and the ``kinesis`` part of each record of the Kinesis-shaped
+Redis Streams event (its ``eventSource`` and ``eventName`` are Eventwire's own, not
+``aws:kinesis``, so the whole event is no ``KinesisDataStreamModel``). Powertools has no
+model for RabbitMQ (Amazon MQ) events nor for the invocation records of destinations.
 """
 
 from __future__ import annotations
@@ -26,10 +27,16 @@ from aws_lambda_powertools.utilities.parser.models import (
     KafkaSelfManagedEventModel,
     S3Model,
 )
+from aws_lambda_powertools.utilities.parser.models.kinesis import KinesisDataStreamRecordPayload
 
 from broker.config.models import ScheduleConfig
 from broker.config.settings import Settings
-from broker.events.batches import KafkaEventWriter
+from broker.events.batches import (
+    KafkaEventWriter,
+    StreamEntry,
+    event_source_arn,
+    redis_streams_event,
+)
 from pollers.schedule.source import Source
 from tests import pipeline_handlers as handlers
 from tests import s3_samples
@@ -134,3 +141,18 @@ def test_the_scheduled_event_validates_against_the_eventbridge_model(event_sourc
     assert parsed.detail_type == "Scheduled Event"
     assert parsed.time == slot
     assert parsed.detail == {"report": "daily"}
+
+
+def test_redis_stream_records_carry_a_kinesis_payload_powertools_reads() -> None:
+    entries = [
+        StreamEntry("orders", "1700000000000-0", {"n": "1"}),
+        StreamEntry("orders", "1700000000000-1", {b"n": b"2", "note": "\u00e9"}),
+    ]
+    event = redis_streams_event(entries, event_source_arn=event_source_arn("redis", "orders"))
+    payloads = [
+        KinesisDataStreamRecordPayload.model_validate(record["kinesis"])
+        for record in event["Records"]
+    ]
+    assert [p.data for p in payloads] == [b'{"n":"1"}', '{"n":"2","note":"é"}'.encode()]
+    assert [p.sequenceNumber for p in payloads] == ["1700000000000-0", "1700000000000-1"]
+    assert payloads[0].approximateArrivalTimestamp == 1_700_000_000.0
