@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import cast
 
 import pytest
 
@@ -19,6 +20,7 @@ from broker.destinations.external import (
     unwrap,
     wrap,
 )
+from broker.destinations.sqs_sns import fifo_ids, message_attributes
 from broker.destinations.webhook import header_value, sign, verify_signature
 from broker.errors import ConfigError
 from broker.functions.delivery import served_functions
@@ -251,3 +253,18 @@ def test_signatures_expire_and_bind_the_body() -> None:
     assert not verify_signature(b"k", b"{}", header, now=1_700_001_000)
     assert not verify_signature(b"k", b"{ }", header, now=1_700_000_100)
     assert not verify_signature(b"k", b"{}", "v1=abc", now=1_700_000_100)
+
+
+def test_sqs_and_sns_attributes_are_typed_as_lambda_sets_them_and_never_empty() -> None:
+    headers = {"RequestID": "r1", "ErrorCode": "200", "ErrorMessage": ""}
+    assert message_attributes(headers) == {
+        "RequestID": {"DataType": "String", "StringValue": "r1"},
+        "ErrorCode": {"DataType": "Number", "StringValue": "200"},
+    }  # an empty value is refused by both APIs: left out
+    assert fifo_ids(Message(b"{}", {}, "0192-delivery", "ingest")) == {
+        "MessageGroupId": "ingest",
+        "MessageDeduplicationId": "0192-delivery",
+    }
+    fifo = parse_destination("sqs://orders.fifo")
+    assert isinstance(fifo, ExternalDestination) and fifo.grouped
+    assert not cast(ExternalDestination, parse_destination("sqs://orders")).grouped
