@@ -33,8 +33,14 @@ invoke.
 
 Every answer to an invoke carries ``x-amzn-RequestId`` and ``X-Eventwire-Invocation-Id``
 (``eventwire invocations show ID``). ``X-Eventwire-Idempotency-Key`` makes a
-repeated call the same invocation. Requests are not authenticated (SDKs sign
-them; the signature is not checked): listen on a loopback or private address.
+repeated call the same invocation.
+
+With ``api.keys`` configured, every call but ``GET /metrics`` must be signed (Signature
+Version 4, as SDKs sign: :mod:`broker.api.signatures`) by one of them, and be allowed by
+its statements (:mod:`broker.api.access`): ``lambda:InvokeFunction`` and
+``lambda:GetFunction`` on the function, ``lambda:ListFunctions``. Without keys the API is
+open, and ``serve`` listens only on loopback unless told ``--allow-unauthenticated``.
+``api.tls`` serves HTTPS.
 """
 
 from __future__ import annotations
@@ -43,14 +49,19 @@ import base64
 import json
 import logging
 import math
+import os
 import sys
-from collections.abc import Callable
-from datetime import UTC
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from broker.api.access import Access, AccessDenied, check_exposure, load_access
+from broker.api.signatures import Arrived, SignatureError, verify
+from broker.api.tls import server_context
+from broker.config.api import TlsConfig
 from broker.config.models import Limits
 from broker.errors import PayloadError, PayloadTooLargeError, UnknownFunctionError, UsageError
 from broker.functions.invoking import Finished, check_payload, enqueue_api_call, wait_finished
@@ -72,6 +83,9 @@ except ImportError:  # pragma: no cover - depends on the installed extras
 
 log = logging.getLogger("eventwire.api")
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+OPEN = Access({}, {})
+
 PATH = "/2015-03-31/functions/{name}/invocations"
 LOG_TAIL_BYTES = 4096
 WAIT_SLACK_S = 60.0
@@ -84,6 +98,8 @@ def create(context: PollerContext) -> LambdaApi:
     """The Lambda API on ``EVENTWIRE_API_LISTEN`` (the poller registry asks only when set)."""
     listen = context.settings.api_listen
     assert listen is not None
+    access = load_access(context.config.api, os.environ)
+    check_exposure(listen, access, context.settings.allow_unauthenticated)
     return LambdaApi(
         context.engine,
         context.queue,
@@ -91,6 +107,8 @@ def create(context: PollerContext) -> LambdaApi:
         listen,
         context.settings.function_arn,
         context.metrics,
+        access=access,
+        tls=context.config.api.tls,
     )
 
 
@@ -107,8 +125,13 @@ class LambdaApi(AppServer):
         listen: str,
         arn: Callable[[str], str],
         metrics: Metrics | None = None,
+        *,
+        access: Access = OPEN,
+        tls: TlsConfig | None = None,
     ) -> None:
         super().__init__(listen)
+        self.access = access
+        self.tls = tls
         self.metrics = metrics or Metrics()
         self.engine = engine
         self.queue = queue
@@ -116,14 +139,50 @@ class LambdaApi(AppServer):
         self.arn = arn
 
     async def start(self) -> None:
-        app = web.Application(client_max_size=self.limits.sync_payload_bytes + 1)
+        app = web.Application(
+            client_max_size=self.limits.sync_payload_bytes + 1, middlewares=[self._signed]
+        )
         app.router.add_post(PATH, self._invoke)
         app.router.add_get("/2015-03-31/functions", self._list)
         app.router.add_get("/2015-03-31/functions/", self._list)
         app.router.add_get("/2015-03-31/functions/{name}", self._get)
         app.router.add_get("/metrics", self._metrics)
-        await self.serve(app, "EVENTWIRE_API_LISTEN")
+        tls = None if self.tls is None else server_context(self.tls, "api.tls")
+        await self.serve(app, "EVENTWIRE_API_LISTEN", tls=tls)
         log.info("Lambda API: listening on %s%s", self.url, PATH.format(name="{name}"))
+
+    @web.middleware
+    async def _signed(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """With keys: the request's signature checked, and its action allowed to its key."""
+        if self.access.open or request.path == "/metrics":
+            return await handler(request)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _too_large(request.content_length, self.limits.sync_payload_bytes)
+        arrived = Arrived(
+            method=request.method,
+            scheme=request.scheme,
+            target=request.raw_path,
+            headers={
+                name.lower(): ",".join(request.headers.getall(name)) for name in request.headers
+            },
+            body=body,
+        )
+        try:
+            key_id = verify(arrived, self.access.secrets, datetime.now(UTC))
+        except SignatureError as exc:
+            log.info("Lambda API: refused %s %s: %s", request.method, request.path, exc.code)
+            return _error(exc.status, exc.code, str(exc))
+        action, function = _action(request)
+        if action is not None:
+            try:
+                self.access.authorize(
+                    key_id, action, function, self.arn(function) if function else "*"
+                )
+            except AccessDenied as exc:
+                return _error(403, "AccessDeniedException", str(exc))
+        return await handler(request)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         """This process's figures in the Prometheus text format."""
@@ -256,6 +315,25 @@ class LambdaApi(AppServer):
             }
             body = json.dumps(document).encode()
         return web.Response(status=200, body=body, headers=headers, content_type="application/json")
+
+
+def _action(request: web.Request) -> tuple[str | None, str | None]:
+    """The action a request takes and the function it takes it on (None: none, or a name
+    the handler will refuse as not found)."""
+    name = request.match_info.get("name")
+    function = None
+    if name is not None:
+        try:
+            function = function_name(name, request.query.get("Qualifier"))
+        except UnknownFunctionError:
+            function = name
+    if request.method == "POST" and name is not None:
+        return "lambda:InvokeFunction", function
+    if request.method == "GET" and name is not None:
+        return "lambda:GetFunction", function
+    if request.method == "GET" and request.path.rstrip("/") == "/2015-03-31/functions":
+        return "lambda:ListFunctions", None
+    return None, None
 
 
 def function_name(given: str, qualifier: str | None) -> str:

@@ -78,6 +78,14 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    allow_unauthenticated: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unauthenticated",
+            help="Let the API listen beyond loopback with no api.keys: anyone who reaches "
+            "it may invoke every function [env: EVENTWIRE_ALLOW_UNAUTHENTICATED]",
+        ),
+    ] = False,
 ) -> None:
     """Run the configured functions, mappings and schedules until SIGINT/SIGTERM."""
     ctx.find_root().meta["overrides"].update(
@@ -86,6 +94,7 @@ def serve(
         roles=roles,
         api_listen=api_listen,
         metrics_listen=metrics_listen,
+        allow_unauthenticated=allow_unauthenticated or None,
         shutdown_grace=shutdown_grace,
         log_level=log_level,
         log_format=log_format,

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from broker.config.api import ApiConfig
 from broker.config.durations import parse_duration, parse_size
 from broker.config.mappings import MappingConfig
 from broker.config.notifications import ObjectNotificationConfig
@@ -204,6 +205,7 @@ class ProjectConfig(_Model):
     destinations: dict[str, DestinationConfig] = Field(default_factory=dict)
     object_notifications: list[ObjectNotificationConfig] = Field(default_factory=list)
     metrics: MetricsConfig = MetricsConfig()
+    api: ApiConfig = ApiConfig()
     tracing: TracingConfig | None = None
 
     @field_validator("functions", "schedules")

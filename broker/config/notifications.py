@@ -5,6 +5,7 @@ object_notifications:
   - name: uploads
     source: webhook                   # MinIO / Ceph RGW POST to /notifications/uploads
     token_env: UPLOADS_WEBHOOK_TOKEN  # the shared token, from this environment variable
+                                      # (a list of variables while a token is rotated)
     events: ["s3:ObjectCreated:*"]
     prefix: incoming/
     suffix: .jpg
@@ -57,7 +58,9 @@ class ObjectNotificationConfig(BaseModel):
     name: str
     source: str
     function: str
-    token_env: str | None = None
+    token_env: tuple[str, ...] | None = None
+    """The variables holding the tokens senders may present: one, or several while one
+    token replaces another (``[UPLOADS_TOKEN, UPLOADS_TOKEN_NEXT]``)."""
     events: tuple[str, ...] = DEFAULT_EVENTS
     prefix: str = ""
     suffix: str = ""
@@ -89,12 +92,18 @@ class ObjectNotificationConfig(BaseModel):
     def _events(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return _checked_events(value)
 
-    @field_validator("token_env")
+    @field_validator("token_env", mode="before")
     @classmethod
-    def _token_env(cls, value: str | None) -> str | None:
-        if value is not None and not _ENV_NAME.match(value):
-            raise ValueError(f"expected an environment variable name, got {value!r}")
-        return value
+    def _token_env(cls, value: object) -> object:
+        names = [value] if isinstance(value, str) else value
+        if names is None:
+            return None
+        if not isinstance(names, list | tuple) or not names:
+            raise ValueError("expected an environment variable name, or a list of them")
+        for name in names:
+            if not isinstance(name, str) or not _ENV_NAME.match(name):
+                raise ValueError(f"expected an environment variable name, got {name!r}")
+        return tuple(names)
 
     @property
     def is_webhook(self) -> bool:

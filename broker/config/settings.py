@@ -108,6 +108,8 @@ class Settings(BaseSettings):
     api_listen: Listen | None = None
     # Where `serve` answers GET /metrics (Prometheus) besides the API listener; off unless set.
     metrics_listen: Listen | None = None
+    # Let the API listen beyond loopback with no api.keys (anyone reaching it may call it).
+    allow_unauthenticated: bool = False
 
     @property
     def role_set(self) -> frozenset[str]:

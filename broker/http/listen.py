@@ -6,6 +6,7 @@ aiohttp is imported only by a process that serves something over HTTP.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from typing import TYPE_CHECKING
 
 from broker.errors import UsageError
@@ -34,16 +35,24 @@ class AppServer:
     def stop(self) -> None:
         self._stop.set()
 
-    async def serve(self, app: web.Application, setting: str) -> None:
-        """Start serving ``app``; ``url`` then has the port the system picked for port 0. A
-        port that cannot be had is a :class:`UsageError` naming ``setting``."""
+    async def serve(
+        self,
+        app: web.Application,
+        setting: str,
+        *,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        """Start serving ``app`` (over HTTPS with ``tls``); ``url`` then has the port the
+        system picked for port 0. A port that cannot be had is a :class:`UsageError` naming
+        ``setting``."""
         from aiohttp import web
 
         host, port = split_listen(self.listen)
+        context = tls
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         try:
-            await web.TCPSite(runner, host or None, port).start()
+            await web.TCPSite(runner, host or None, port, ssl_context=context).start()
         except OSError as exc:
             await runner.cleanup()
             raise UsageError(
@@ -52,7 +61,7 @@ class AppServer:
         self._runner = runner
         host, port = runner.addresses[0][:2] if runner.addresses else (host, port)
         shown = f"[{host}]" if ":" in str(host) else host
-        self.url = f"http://{shown}:{port}"
+        self.url = f"{'https' if context else 'http'}://{shown}:{port}"
 
     async def run(self) -> None:
         try:

@@ -51,7 +51,7 @@ MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
 @dataclass(frozen=True, slots=True)
 class Target:
     notification: ObjectNotificationConfig
-    token: bytes
+    tokens: tuple[bytes, ...]
 
 
 class WebhookServer(AppServer):
@@ -91,7 +91,7 @@ class WebhookServer(AppServer):
         target = self.targets.get(name)
         if target is None:
             return _error(404, f"no webhook object notification named {name!r}")
-        if not authorized(request, target.token):
+        if not authorized(request, target.tokens):
             log.warning("object notifications: %s: rejected a request with a wrong token", name)
             return _error(401, "missing or wrong token", {"WWW-Authenticate": "Bearer"})
         try:
@@ -139,8 +139,9 @@ class WebhookServer(AppServer):
         )
 
 
-def authorized(request: web.Request, token: bytes) -> bool:
-    """Whether the request carries ``token``; compared in constant time."""
+def authorized(request: web.Request, tokens: tuple[bytes, ...]) -> bool:
+    """Whether the request carries one of ``tokens``; compared in constant time, with
+    every token whatever matched."""
     offered: list[str] = []
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.strip().partition(" ")
@@ -158,7 +159,8 @@ def authorized(request: web.Request, token: bytes) -> bool:
         offered.append(request.query["token"])
     ok = False
     for candidate in offered:
-        ok |= hmac.compare_digest(candidate.encode(), token)
+        for token in tokens:
+            ok |= hmac.compare_digest(candidate.encode(), token)
     return ok
 
 
@@ -173,13 +175,16 @@ def create(context: PollerContext, environ: Mapping[str, str] = os.environ) -> W
         if not notification.is_webhook:
             continue
         assert notification.token_env is not None
-        token = environ.get(notification.token_env, "")
-        if not token:
-            raise UsageError(
-                f"object notification {notification.name}: environment variable "
-                f"{notification.token_env} (its token_env) is not set or empty"
-            )
-        targets[notification.name] = Target(notification, token.encode())
+        tokens = []
+        for variable in notification.token_env:
+            token = environ.get(variable, "")
+            if not token:
+                raise UsageError(
+                    f"object notification {notification.name}: environment variable "
+                    f"{variable} (its token_env) is not set or empty"
+                )
+            tokens.append(token.encode())
+        targets[notification.name] = Target(notification, tuple(tokens))
     return WebhookServer(
         context.queue, targets, context.settings.http_listen, context.settings.region
     )

@@ -78,7 +78,7 @@ def test_missing_file_and_python_without_handler(tmp_path: Path) -> None:
 
 
 def test_unknown_top_level_key() -> None:
-    expected = "unknown key 'functoins'; expected one of: destinations, functions"
+    expected = "unknown key 'functoins'; expected one of: api, destinations, functions"
     with pytest.raises(ConfigError, match=expected):
         parse_config({"functoins": {}})
 

@@ -1,0 +1,91 @@
+"""Who may call the API: the configured keys with their secrets, what each may do, and
+whether an open API may listen where it is asked to."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from broker.config.api import AccessKey, ApiConfig
+from broker.errors import UsageError
+from broker.http.listen import split_listen
+
+
+class AccessDenied(Exception):
+    """The key may not take the action: Lambda's 403 ``AccessDeniedException``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """The keys the API accepts, by id, with their secrets; none: the API is open."""
+
+    keys: Mapping[str, AccessKey]
+    secrets: Mapping[str, bytes]
+
+    @property
+    def open(self) -> bool:
+        return not self.keys
+
+    def authorize(self, key_id: str | None, action: str, function: str | None, arn: str) -> None:
+        """Raise :class:`AccessDenied` unless key ``key_id`` may take ``action`` on
+        ``function`` (``arn`` names it in the message); an open API allows everything."""
+        if self.open:
+            return
+        key = self.keys.get(key_id or "")
+        if key is None or not key.allows(action, function):
+            raise AccessDenied(
+                f"User: {key_id} is not authorized to perform: {action} on resource: {arn} "
+                f"because no statement of key {key_id} allows the {action} action"
+            )
+
+
+def load_access(api: ApiConfig, environ: Mapping[str, str]) -> Access:
+    """The keys of ``api`` with their secrets read (from the environment or files); a
+    :class:`UsageError` names the key whose secret cannot be had."""
+    secrets = {}
+    for key in api.keys:
+        secrets[key.id] = _secret(key, environ)
+    return Access({key.id: key for key in api.keys}, secrets)
+
+
+def _secret(key: AccessKey, environ: Mapping[str, str]) -> bytes:
+    if key.secret_env is not None:
+        value = environ.get(key.secret_env, "")
+        if not value:
+            raise UsageError(
+                f"api key {key.id}: {key.secret_env} (its secret_env) is not set or empty"
+            )
+        return value.encode()
+    assert key.secret_file is not None
+    try:
+        value = key.secret_file.read_text().strip()
+    except OSError as exc:
+        raise UsageError(
+            f"api key {key.id}: cannot read its secret_file {key.secret_file}: "
+            f"{exc.strerror or exc}"
+        ) from None
+    if not value:
+        raise UsageError(f"api key {key.id}: its secret_file {key.secret_file} is empty")
+    return value.encode()
+
+
+def is_loopback(listen: str) -> bool:
+    """Whether ``host:port`` is reachable only from this machine."""
+    host, _ = split_listen(listen)
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # all interfaces (""), or a name: reachable from elsewhere
+        return False
+
+
+def check_exposure(listen: str, access: Access, allow_unauthenticated: bool) -> None:
+    """Refuse an open API on an address others can reach, unless explicitly allowed."""
+    if access.open and not allow_unauthenticated and not is_loopback(listen):
+        raise UsageError(
+            f"the Lambda API would listen on {listen} with no api.keys: anyone who can "
+            "reach it could invoke every function. Declare api.keys in eventwire.yaml "
+            "(README: Security), listen on 127.0.0.1, or pass --allow-unauthenticated"
+        )

@@ -1,0 +1,96 @@
+"""The ``api`` section: keys with their secrets from the environment or files, what their
+statements allow, and where an open API may listen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from broker.api.access import check_exposure, is_loopback, load_access
+from broker.config.api import ApiConfig
+from broker.errors import ConfigError, UsageError
+from broker.loading import load_config
+
+
+def api_of(tmp_path: Path, text: str) -> ApiConfig:
+    path = tmp_path / "eventwire.yaml"
+    path.write_text(text)
+    return load_config(path).api
+
+
+def error_of(tmp_path: Path, text: str) -> str:
+    with pytest.raises(ConfigError) as caught:
+        api_of(tmp_path, text)
+    return str(caught.value)
+
+
+KEYS = """
+api:
+  keys:
+    - id: AKIAWRITER
+      secret_env: WRITER_SECRET
+      allow:
+        - actions: [lambda:InvokeFunction]
+          functions: [a, orders-*]
+    - id: AKIAREADER
+      secret_file: {secret}
+      allow:
+        - actions: ["lambda:Get*", lambda:ListFunctions]
+"""
+
+
+def test_statements_allow_actions_on_functions_and_deny_the_rest(tmp_path: Path) -> None:
+    (tmp_path / "reader").write_text("reader-secret\n")
+    api = api_of(tmp_path, KEYS.format(secret=tmp_path / "reader"))
+    access = load_access(api, {"WRITER_SECRET": "writer-secret"})
+    assert access.secrets == {"AKIAWRITER": b"writer-secret", "AKIAREADER": b"reader-secret"}
+    arn = "arn:aws:lambda:local:000000000000:function:b"
+    access.authorize("AKIAWRITER", "lambda:InvokeFunction", "a", arn)
+    access.authorize("AKIAWRITER", "lambda:InvokeFunction", "orders-eu", arn)
+    access.authorize("AKIAREADER", "lambda:GetFunction", "b", arn)
+    access.authorize("AKIAREADER", "lambda:ListFunctions", None, "*")
+    for key, action, function in [
+        ("AKIAWRITER", "lambda:InvokeFunction", "b"),
+        ("AKIAWRITER", "lambda:GetFunction", "a"),
+        ("AKIAREADER", "lambda:InvokeFunction", "b"),
+        ("AKIANOBODY", "lambda:GetFunction", "b"),
+    ]:
+        with pytest.raises(Exception, match=f"not authorized to perform: {action}"):
+            access.authorize(key, action, function, arn)
+
+
+def test_a_secret_that_cannot_be_had_names_its_key(tmp_path: Path) -> None:
+    api = api_of(tmp_path, KEYS.format(secret=tmp_path / "missing"))
+    with pytest.raises(UsageError, match="AKIAWRITER: WRITER_SECRET"):
+        load_access(api, {})
+    with pytest.raises(UsageError, match="AKIAREADER: cannot read its secret_file"):
+        load_access(api, {"WRITER_SECRET": "w"})
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("api: {keys: [{id: AKIAX, secret: hunter2}]}", "api.keys.0.secret: unknown key"),
+        ("api: {keys: [{id: AKIAX}]}", "secret_env: VARIABLE"),
+        ("api: {keys: [{id: AKIAX, secret_env: A, secret_file: /f}]}", "one of them"),
+        ("api: {keys: [{id: AKIAX, secret_env: A, allow: [{actions: [lambda:Invoke]}]}]}",
+         "'lambda:Invoke' names no action"),
+        ("api: {keys: [{id: AKIAX, secret_env: A}, {id: AKIAX, secret_env: B}]}", "twice"),
+        ("api: {keys: [{id: 'a b', secret_env: A}]}", "access key id"),
+    ],
+)  # fmt: skip
+def test_a_wrong_api_section_says_what_was_expected(tmp_path: Path, text: str, says: str) -> None:
+    assert says in error_of(tmp_path, text + "\n")
+
+
+def test_an_open_api_listens_only_on_loopback_unless_allowed() -> None:
+    assert is_loopback("127.0.0.1:9001") and is_loopback("[::1]:9001")
+    assert is_loopback("localhost:9001")
+    assert not is_loopback("0.0.0.0:9001") and not is_loopback(":9001")
+    assert not is_loopback("10.0.0.5:9001") and not is_loopback("api.internal:9001")
+    open_api = load_access(ApiConfig(), {})
+    check_exposure("127.0.0.1:0", open_api, allow_unauthenticated=False)
+    check_exposure("0.0.0.0:0", open_api, allow_unauthenticated=True)
+    with pytest.raises(UsageError, match="--allow-unauthenticated"):
+        check_exposure("0.0.0.0:9001", open_api, allow_unauthenticated=False)
