@@ -217,8 +217,8 @@ def test_source_uris(uri: str, expected: object) -> None:
             "F:5: mappings.0.on_failure: unknown function 'x' in destination 'function:x'",
         ),
         (
-            "{name: m, source: 'kafka://k:9092/t', function: process, on_failure: 'sqs:q'}",
-            "mappings.0.on_failure: unknown destination 'sqs:q'",
+            "{name: m, source: 'kafka://k:9092/t', function: process, on_failure: 'nats:q'}",
+            "mappings.0.on_failure: unknown destination 'nats:q'",
         ),
         (
             "{name: 'm n', source: 'kafka://k:9092/t', function: process}",
