@@ -50,6 +50,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -140,7 +141,8 @@ class LambdaApi(AppServer):
 
     async def start(self) -> None:
         app = web.Application(
-            client_max_size=self.limits.sync_payload_bytes + 1, middlewares=[self._signed]
+            client_max_size=self.limits.sync_payload_bytes + 1,
+            middlewares=[self._bounded, self._signed],
         )
         app.router.add_post(PATH, self._invoke)
         app.router.add_get("/2015-03-31/functions", self._list)
@@ -150,6 +152,30 @@ class LambdaApi(AppServer):
         tls = None if self.tls is None else server_context(self.tls, "api.tls")
         await self.serve(app, "EVENTWIRE_API_LISTEN", tls=tls)
         log.info("Lambda API: listening on %s%s", self.url, PATH.format(name="{name}"))
+
+    @web.middleware
+    async def _bounded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """What no operation takes, answered at once as Lambda answers it: a body declared
+        larger than any payload (before it is read), and paths and methods of operations
+        Eventwire does not serve."""
+        limit = self.limits.sync_payload_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return _too_large(request.content_length, limit)
+        try:
+            return await handler(request)
+        except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
+            operation = unknown_operation(request.method, request.path)
+            # 404, not a 5xx: an SDK would retry a 5xx, and this answer will not change.
+            return _error(
+                404,
+                "UnknownOperationException",
+                f"{request.method} {request.path}: "
+                + (
+                    "no such operation"
+                    if operation is None
+                    else f"{operation} is a Lambda operation Eventwire does not serve"
+                ),
+            )
 
     @web.middleware
     async def _signed(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -315,6 +341,41 @@ class LambdaApi(AppServer):
             }
             body = json.dumps(document).encode()
         return web.Response(status=200, body=body, headers=headers, content_type="application/json")
+
+
+_FN = r"^/\d{4}-\d\d-\d\d/functions/[^/]+"
+_OPERATIONS = (
+    ("GET", _FN + r"/configuration/?$", "GetFunctionConfiguration"),
+    ("PUT", _FN + r"/configuration/?$", "UpdateFunctionConfiguration"),
+    ("GET", _FN + r"/versions/?$", "ListVersionsByFunction"),
+    ("POST", _FN + r"/versions/?$", "PublishVersion"),
+    ("GET", _FN + r"/aliases/?$", "ListAliases"),
+    ("POST", _FN + r"/aliases/?$", "CreateAlias"),
+    ("GET", _FN + r"/aliases/[^/]+/?$", "GetAlias"),
+    ("PUT", _FN + r"/aliases/[^/]+/?$", "UpdateAlias"),
+    ("DELETE", _FN + r"/aliases/[^/]+/?$", "DeleteAlias"),
+    ("GET", _FN + r"/concurrency/?$", "GetFunctionConcurrency"),
+    ("PUT", _FN + r"/concurrency/?$", "PutFunctionConcurrency"),
+    ("DELETE", _FN + r"/concurrency/?$", "DeleteFunctionConcurrency"),
+    ("GET", _FN + r"/event-invoke-config/?$", "GetFunctionEventInvokeConfig"),
+    ("PUT", _FN + r"/event-invoke-config/?$", "PutFunctionEventInvokeConfig"),
+    ("POST", _FN + r"/event-invoke-config/?$", "UpdateFunctionEventInvokeConfig"),
+    ("GET", _FN + r"/url/?$", "GetFunctionUrlConfig"),
+    ("POST", _FN + r"/response-streaming-invocations/?$", "InvokeWithResponseStream"),
+    ("GET", r"^/2015-03-31/event-source-mappings/?$", "ListEventSourceMappings"),
+    ("GET", r"^/2015-03-31/event-source-mappings/[^/]+/?$", "GetEventSourceMapping"),
+    ("PUT", r"^/2015-03-31/event-source-mappings/[^/]+/?$", "UpdateEventSourceMapping"),
+    ("GET", r"^/2016-08-19/account-settings/?$", "GetAccountSettings"),
+)
+"""Lambda operations Eventwire does not serve (yet), for an error that names them."""
+
+
+def unknown_operation(method: str, path: str) -> str | None:
+    """The Lambda operation ``method path`` is, if it is one this API does not serve."""
+    for verb, pattern, operation in _OPERATIONS:
+        if verb == method and re.match(pattern, path):
+            return operation
+    return None
 
 
 def _action(request: web.Request) -> tuple[str | None, str | None]:

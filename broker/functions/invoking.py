@@ -47,6 +47,8 @@ def check_payload(payload: bytes, *, sync: bool, limits: Limits) -> None:
         json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PayloadError(f"payload is not valid JSON: {exc}") from None
+    except RecursionError:  # no handler could decode it either
+        raise PayloadError("payload is JSON nested too deeply to decode") from None
 
 
 async def check_function(engine: AsyncEngine, name: str) -> None:
