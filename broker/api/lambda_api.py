@@ -277,10 +277,16 @@ class LambdaApi(AppServer):
         payload = body or b"{}"
         try:
             name = function_name(request.match_info["name"], request.query.get("Qualifier"))
-            timeout_s = float((await _function(self.engine, name)).timeout_s)
+            row = await _function(self.engine, name)
+            timeout_s = float(row.timeout_s)
             check_payload(payload, sync=sync, limits=self.limits)
             if kind == "DryRun":
                 return web.Response(status=204)
+            reserved = row.reserved_concurrency
+            if sync and reserved is not None:
+                running = await self.queue.running(name, datetime.now(UTC))
+                if running >= reserved:
+                    return _throttled(name, reserved)
             key = request.headers.get("X-Eventwire-Idempotency-Key") or None
             invocation_id = await enqueue_api_call(
                 self.queue,
@@ -436,6 +442,21 @@ async def _function(engine: AsyncEngine, name: str) -> Row[Any]:
     if not found:
         raise UnknownFunctionError(f"function not found: {name}")
     return found[0]
+
+
+def _throttled(function: str, reserved: int) -> web.Response:
+    """Lambda's answer to a synchronous call of a function at its reserved concurrency: 429,
+    to be tried again (an asynchronous call is queued instead, and waits its turn)."""
+    return web.json_response(
+        {
+            "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded",
+            "Type": "User",
+            "message": f"Rate Exceeded: {function} is running {reserved} invocations, its "
+            "reserved concurrency",
+        },
+        status=429,
+        headers={"x-amzn-ErrorType": "TooManyRequestsException", "Retry-After": "1"},
+    )
 
 
 def _too_large(size: int | None, limit: int) -> web.Response:

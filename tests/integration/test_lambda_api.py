@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from broker.store.schema import invocations
 from tests.support.lambda_client import lambda_client
 from tests.support.service import running_service
 from tests.support.stores import store_for
+from tests.support.waiting import eventually
 
 FUNCTIONS = {
     "echo": {"handler": "tests.handlers:echo", "timeout": "2.5s", "reserved_concurrency": 3},
@@ -240,3 +242,34 @@ async def test_an_operation_eventwire_does_not_serve_is_named_in_lambdas_error(
         assert response.status == 404
         assert response.headers["x-amzn-ErrorType"] == "UnknownOperationException"
         assert "no such operation" in (await response.json())["message"]
+
+
+async def test_a_function_at_its_reserved_concurrency_throttles_sync_calls_and_queues_events(
+    tmp_path: Path,
+) -> None:
+    from tests import handlers
+
+    handlers.GATE.clear()
+    functions = {"gated": {"handler": "tests.handlers:gated", "reserved_concurrency": 1}}
+    async with (
+        store_for("sqlite", tmp_path) as where,
+        running_service(where, functions, api_listen="127.0.0.1:0") as service,
+    ):
+        api = Lambda(service)
+        queue = service.dispatcher.queue  # type: ignore[union-attr]
+        first = asyncio.create_task(api.invoke(FunctionName="gated", Payload=b"{}"))
+        try:
+            await eventually(
+                lambda: queue.running("gated", datetime.now(UTC)), 10, "the first call to run"
+            )
+            error = await api.fails(FunctionName="gated", Payload=b"{}")
+            meta = error.response["ResponseMetadata"]
+            assert meta["HTTPStatusCode"] == 429
+            assert error.response["Error"]["Code"] == "TooManyRequestsException"
+            assert meta["HTTPHeaders"]["retry-after"] == "1"
+            queued = await api.invoke(FunctionName="gated", InvocationType="Event", Payload=b"{}")
+            assert queued["StatusCode"] == 202
+        finally:
+            handlers.GATE.set()
+        assert json.loads((await first)["Payload"].read()) == "through"
+        assert await api.invocations() == 2  # the throttled call was never enqueued
