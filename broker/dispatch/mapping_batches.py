@@ -190,7 +190,7 @@ class _Progress:
 def _decode(payload: bytes) -> dict[str, Any] | None:
     try:
         value = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
 

@@ -65,7 +65,7 @@ def parse_batch_response(event: Mapping[str, Any], response: Any) -> BatchRespon
     if isinstance(response, bytes | bytearray | str):
         try:
             response = json.loads(response) if response else None
-        except ValueError:
+        except (ValueError, RecursionError):
             return _SUCCESS  # not a batch response at all: nothing reported as failed
     if not isinstance(response, Mapping):
         return _SUCCESS

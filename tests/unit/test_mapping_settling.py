@@ -259,3 +259,10 @@ def test_records_not_run_are_counted_dropped_from_their_payload() -> None:
     source = {"mapping": policy.to_json(), "position": {"partition": "t-0"}}  # no "records"
     _, counts = counts_of(lease_of(batch(range(3)), policy, source), None)
     assert counts == RecordCounts(dropped=3)
+
+
+def test_a_response_nested_past_any_decoder_is_no_batch_response() -> None:
+    policy = MappingPolicy("m", report_batch_item_failures=True)
+    deep = b"[" * 5_000 + b"]" * 5_000
+    s = settle(lease_of(batch(range(3)), policy), Success(deep))
+    assert s.state is State.SUCCEEDED
