@@ -59,7 +59,7 @@ from typing import Any
 from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broker.api.access import Access, AccessDenied, check_exposure, load_access
+from broker.api.access import Access, AccessDenied, RateExceeded, check_exposure, load_access
 from broker.api.signatures import Arrived, SignatureError, verify
 from broker.api.tls import server_context
 from broker.config.api import TlsConfig
@@ -200,6 +200,15 @@ class LambdaApi(AppServer):
         except SignatureError as exc:
             log.info("Lambda API: refused %s %s: %s", request.method, request.path, exc.code)
             return _error(exc.status, exc.code, str(exc))
+        try:
+            self.access.admit(key_id)
+        except RateExceeded as exc:
+            return _error(
+                429,
+                "TooManyRequestsException",
+                str(exc),
+                {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))},
+            )
         action, function = _action(request)
         if action is not None:
             try:
