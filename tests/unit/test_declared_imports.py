@@ -51,6 +51,11 @@ EXTRA_OF = {
     "pollers.s3.directory": "notifications",
     "broker.observability.otel": "tracing",
     "broker.aws.clients": "aws",
+    "pollers.sqs.outcomes": "aws",
+    "pollers.sqs.poller": "aws",
+    "pollers.sqs.reader": "aws",
+    "pollers.sqs.receive": "aws",
+    "pollers.sqs.visibility": "aws",
 }
 
 
