@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 
 from broker.aio.waits import wait_set
@@ -47,7 +47,7 @@ MAX_AGAIN = 1000
 """A batch that failed this many times under the same messages stops being keyed anew
 (its messages run again as a new batch once the queue regroups them)."""
 
-OnKept = Callable[[set[str]], None]
+OnKept = Callable[[set[str]], Awaitable[None]]
 """Told the FIFO groups of messages an outcome kept (their later messages must wait)."""
 
 
@@ -157,7 +157,7 @@ class Outcomes:
             pairs = zip(followed.message_ids, followed.groups, strict=True)
             kept_groups = {group for message, group in pairs if message in keeping and group}
             if kept_groups:
-                self.on_kept(kept_groups)
+                await self.on_kept(kept_groups)
             log.info(
                 "mapping %s: invocation %s %s; %d of %d messages stay in the queue",
                 self.run.name, followed.invocation_id, done.state.value,

@@ -76,6 +76,7 @@ class SqsReader:
         self._run: MappingRun | None = None
         self._lag_at = 0.0
         self._client: Any = None
+        self.ahead = READ_AHEAD_BATCHES * mapping.batch_size
 
     async def open(self, run: MappingRun) -> None:
         assert isinstance(run, SqsRun)
@@ -103,7 +104,10 @@ class SqsReader:
         self.arn = attributes.get("QueueArn") or self.queue.arn(self.region)
         timeout_s = int(attributes.get("VisibilityTimeout", 30))
         self.visibility = Visibility(client, self.url, timeout_s, run.name)
-        self.receivers = Receivers(client, self.url, self.inflight, self._group, mapping=run.name)
+        self.ahead = max(READ_AHEAD_BATCHES * run.mapping.batch_size, MAX_MESSAGES * self.pollers)
+        self.receivers = Receivers(
+            client, self.url, self.inflight, self._group, mapping=run.name, ahead=self.ahead
+        )
         self.outcomes = Outcomes(run, self.inflight, self.visibility, self.kept)
         run.inflight, run.fifo = self.inflight, self.fifo
         run.after_enqueue = self.outcomes.enqueued
@@ -173,7 +177,7 @@ class SqsReader:
         """What the pollers received, by partition; they pause while every lane is backed
         up or ``READ_AHEAD_BATCHES`` batches' worth of messages wait to be batched."""
         backed_up = len(await run.backed_up(self.lanes)) == len(self.lanes)
-        ahead = max(READ_AHEAD_BATCHES * run.mapping.batch_size, MAX_MESSAGES * self.pollers)
+        ahead = self.ahead
         if backed_up or self.inflight.waiting() >= ahead:
             self.receivers.room.clear()
         else:
@@ -191,17 +195,23 @@ class SqsReader:
                 message, partition=partition, event_source_arn=self.arn, region=self.region
             )
             out.setdefault(partition, []).append(record)
-        self.inflight.release(dropped)  # after the failed message of their group, as it
+        if dropped:  # behind the failed message of their group: back to the queue with it
+            await self.visibility.give_back(self.inflight.handles(dropped))
+            self.inflight.release(dropped)
         return out
 
-    def kept(self, groups: set[str]) -> None:
-        """A batch of FIFO ``groups`` failed: their messages not invoked yet go back too."""
+    async def kept(self, groups: set[str]) -> None:
+        """A batch of FIFO ``groups`` failed: their messages not invoked yet go back to the
+        queue at once (visible, yet behind the failed ones, which the queue gives first
+        once their timeout runs out), as Lambda returns the rest of a group's batch."""
         now = time.monotonic()
         for group in groups:
             self.blocked[group] = now
         if self._run is not None:
             self._run.batcher.forget(list(groups))
-        self.inflight.release(self.inflight.group_messages(groups, now))
+        later = self.inflight.group_messages(groups, now)
+        await self.visibility.give_back(self.inflight.handles(later))
+        self.inflight.release(later)
 
     def assigned(self) -> list[str]:
         return []  # a queue has no partitions to take over

@@ -47,13 +47,17 @@ class Receivers:
         *,
         mapping: str,
         wait_s: int = WAIT_S,
+        ahead: int = 100,
     ) -> None:
+        """``ahead``: how many received messages may wait to be batched; a poller that
+        brings the count there stops until the loop gives it room again."""
         self.client = client
         self.url = url
         self.inflight = inflight
         self.group_of = group_of
         self.mapping = mapping
         self.wait_s = wait_s
+        self.ahead = ahead
         self.inbox: asyncio.Queue[Received] = asyncio.Queue()
         self.room = asyncio.Event()
         self.room.set()
@@ -94,6 +98,8 @@ class Receivers:
                 now = time.monotonic()
                 for message in self.inflight.hold(messages, self.group_of, now):
                     self.inbox.put_nowait((now, message))
+                if self.inflight.waiting() >= self.ahead:
+                    self.room.clear()
 
     async def gather(self, wait_s: float, limit: int) -> list[Received]:
         """What has arrived, waiting up to ``wait_s`` for the first; at most ``limit``."""
