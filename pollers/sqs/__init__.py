@@ -9,6 +9,8 @@
 * :mod:`.visibility` — the heartbeat that keeps held messages invisible, and deletes;
 * :mod:`.outcomes` — following the invocations' outcomes, and what a batch already
   enqueued before (a crash, a redelivery) comes to;
+* :mod:`.redelivery` — which invocation a message received again after a crash is
+  already in (so that it is not batched again);
 * :mod:`.run` — the run of an SQS mapping: lanes for concurrency, a FIFO group's batches
   one at a time;
 * :mod:`.reader` and :mod:`.poller` — the source as the mapping loop drives it, and the

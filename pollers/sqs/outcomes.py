@@ -17,9 +17,9 @@ answers the earlier invocation, and
 * if it failed, the batch is enqueued again under the next key (``…:again-N``), so
   that a batch that fails runs once per receive, as Lambda runs it.
 
-Messages that come back in another grouping form batches of other keys and run
-again: delivery is at least once, as with Lambda, and each duplicate carries the
-same ``messageId``.
+Messages that come back in another grouping are looked up by message id first
+(:mod:`.redelivery`); what escapes both runs again: delivery is at least once, as with
+Lambda, and each duplicate carries the same ``messageId``.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ OnKept = Callable[[set[str]], Awaitable[None]]
 """Told the FIFO groups of messages an outcome kept (their later messages must wait)."""
 
 
-def _messages(batch: Batch, invocation: NewInvocation) -> tuple[list[str], list[str]]:
+def messages_of(batch: Batch, invocation: NewInvocation) -> tuple[list[str], list[str]]:
     """The message ids and groups of the records ``invocation`` holds (a run of the batch)."""
     position = invocation.source.get("position", {})
     ids = [record.position for record in batch.records]
@@ -74,6 +74,8 @@ class Outcomes:
         self.on_kept = on_kept
         self.report = run.mapping.report_batch_item_failures
         self.engine = run.context.engine
+        self._settled: list[str] = []
+        """Idempotency keys of invocations settled since :meth:`take_settled`."""
 
     async def enqueued(
         self, shaped: Sequence[tuple[Batch, list[NewInvocation]]], answers: Sequence[Enqueued]
@@ -84,7 +86,7 @@ class Outcomes:
         for batch, invocations in shaped:
             for invocation in invocations:
                 enqueued = next(answer)
-                ids, groups = _messages(batch, invocation)
+                ids, groups = messages_of(batch, invocation)
                 followed = Followed(enqueued.id, ids, groups, invocation)
                 if enqueued.created:
                     self.inflight.follow(followed)
@@ -108,7 +110,7 @@ class Outcomes:
                 )  # fmt: skip
                 self.inflight.follow(followed)
             elif not kept(followed, done, self.report):
-                await self._delete(followed.message_ids)
+                await self.delete(followed.message_ids)
             elif followed.probes < MAX_AGAIN:
                 again.append(followed)
             else:
@@ -148,10 +150,15 @@ class Outcomes:
             if item is not None:
                 await self._settle(item, done)
 
+    def take_settled(self) -> list[str]:
+        settled, self._settled = self._settled, []
+        return settled
+
     async def _settle(self, followed: Followed, done: Finished) -> None:
         keep = kept(followed, done, self.report)
         keeping = set(keep)
-        await self._delete([m for m in followed.message_ids if m not in keeping])
+        await self.delete([m for m in followed.message_ids if m not in keeping])
+        self._settled.append(followed.new.idempotency_key or "")
         if keep:
             self.inflight.release(keep)  # no longer extended: back after the timeout
             pairs = zip(followed.message_ids, followed.groups, strict=True)
@@ -164,7 +171,8 @@ class Outcomes:
                 len(keep), len(followed.message_ids),
             )  # fmt: skip
 
-    async def _delete(self, message_ids: Sequence[str]) -> None:
+    async def delete(self, message_ids: Sequence[str]) -> None:
+        """Delete those of ``message_ids`` that are held."""
         if message_ids:
             await self.visibility.delete(self.inflight.handles(message_ids))
             self.inflight.release(message_ids)

@@ -35,6 +35,7 @@ from pollers.sqs.inflight import Inflight
 from pollers.sqs.outcomes import Outcomes
 from pollers.sqs.receive import MAX_MESSAGES, Receivers
 from pollers.sqs.records import partition_of, record_of
+from pollers.sqs.redelivery import Redeliveries
 from pollers.sqs.run import SqsRun
 from pollers.sqs.visibility import Visibility
 
@@ -109,7 +110,9 @@ class SqsReader:
             client, self.url, self.inflight, self._group, mapping=run.name, ahead=self.ahead
         )
         self.outcomes = Outcomes(run, self.inflight, self.visibility, self.kept)
+        self.redeliveries = Redeliveries(run, self.inflight, self.outcomes, fifo=self.fifo)
         run.inflight, run.fifo = self.inflight, self.fifo
+        run.before_enqueue = self.redeliveries.record
         run.after_enqueue = self.outcomes.enqueued
         stopping = self._stopping
         self._tasks = [
@@ -154,6 +157,7 @@ class SqsReader:
                 raise SourceError(f"{task.get_name()} stopped: {error or 'cancelled'}")
         if self.receivers.gone:
             raise SourceError(self.receivers.gone)
+        await self.redeliveries.tidy(now)
         if now - self._lag_at >= LAG_CHECK_S:
             self._lag_at = now
             await self._measure(run)
@@ -183,9 +187,12 @@ class SqsReader:
         else:
             self.receivers.room.set()
         arrived = await self.receivers.gather(wait_s, ahead)
+        claimed = await self.redeliveries.claim([message for _, message in arrived])
         out: dict[str, list[Record]] = {}
         dropped: list[str] = []
         for received_at, message in arrived:
+            if message["MessageId"] in claimed:
+                continue
             partition = self._group(message)
             blocked_at = self.blocked.get(partition)
             if blocked_at is not None and received_at <= blocked_at:
