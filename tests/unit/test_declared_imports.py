@@ -55,6 +55,7 @@ EXTRA_OF = {
     "pollers.sqs.poller": "aws",
     "pollers.sqs.reader": "aws",
     "pollers.sqs.receive": "aws",
+    "pollers.sqs.redelivery": "aws",
     "pollers.sqs.visibility": "aws",
 }
 
