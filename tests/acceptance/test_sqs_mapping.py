@@ -16,6 +16,8 @@ from typing import Any
 import boto3
 import pytest
 
+from tests.acceptance.test_metrics import scrape
+from tests.support.metrics import METRICS_URL, value
 from tests.support.moto import REGION, MotoServer, SqsQueue, make_queue, moto_server  # noqa: F401
 from tests.support.processes import Serve, clean_env, eventwire, eventwire_json, wait_for
 from tests.support.sink import sink_entries
@@ -59,7 +61,7 @@ def in_queue(server: MotoServer, queue: SqsQueue) -> int:
 
 def write_config(tmp_path: Path, queue: SqsQueue, handler: str, **mapping: Any) -> Path:
     config = tmp_path / "eventwire.yaml"
-    extra = "".join(f"    {key}: {json.dumps(value)}\n" for key, value in mapping.items())
+    extra = "".join(f"    {key}: {json.dumps(given)}\n" for key, given in mapping.items())
     config.write_text(
         f"""
 functions:
@@ -218,3 +220,45 @@ def test_a_powertools_batch_processor_runs_unchanged_and_its_failures_come_back(
     assert {n: r for n, r in by_n.items() if n % 5 == 0} == {n: ["1", "2"] for n in range(0, 20, 5)}
     assert all(r == ["1"] for n, r in by_n.items() if n % 5)
     assert "ValidationError" not in serve.log()
+
+
+def test_an_sqs_mappings_figures_at_metrics(server: MotoServer, tmp_path: Path) -> None:
+    queue = queue_of(server, VisibilityTimeout="5")
+    config = write_config(
+        tmp_path,
+        queue,
+        "tests.handlers:noop",
+        batch_size=50,
+        batch_window="100ms",
+        filters=[{"body": {"n": [{"numeric": [">=", 20]}]}}],
+    )
+    env = environment(tmp_path, server)
+    serve = Serve(config, env, tmp_path / "serve.log", "--metrics-listen", "127.0.0.1:0")
+    try:
+        serve.wait_serving()
+        url = serve.logged(METRICS_URL, "the metrics URL")
+        send_numbered(server, queue, range(100))
+
+        def records() -> dict[str, float]:
+            samples = scrape(url)
+            return {
+                outcome: value(samples, "eventwire_mapping_records_total", mapping="orders",
+                               outcome=outcome)
+                for outcome in ("polled", "filtered", "enqueued")
+            }  # fmt: skip
+
+        expected = {"polled": 100, "filtered": 20, "enqueued": 80}
+        wait_for(lambda: records() == expected, 30, f"{expected}")
+        wait_for(lambda: in_queue(server, queue) == 0, 15, "every message deleted")
+
+        def caught_up() -> bool:
+            samples = scrape(url)
+            lag = value(samples, "eventwire_mapping_lag", mapping="orders")
+            seen = ("eventwire_mapping_lag", frozenset({("mapping", "orders")})) in samples
+            return seen and lag == 0
+
+        wait_for(caught_up, 15, "the lag at zero")
+        age = value(scrape(url), "eventwire_mapping_iterator_age_seconds", mapping="orders")
+        assert 0 <= age < 60
+    finally:
+        assert serve.stop() == 0, serve.log()

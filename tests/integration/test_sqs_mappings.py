@@ -319,3 +319,24 @@ async def _holds(server: MotoServer, queue: SqsQueue, visible: int) -> bool:
 
 async def _at_least(count: Any, n: int) -> bool:
     return bool(await count() >= n)
+
+
+async def test_a_queue_that_does_not_exist_makes_the_mapping_failing(
+    server: MotoServer, store: Store
+) -> None:
+    from broker.store.mappings import FAILING, list_mappings
+
+    missing = SqsQueue(f"{server.endpoint}/{ACCOUNT}/nowhere", "nowhere", "")
+    f = fn()
+    engine = create_engine(store.database_url)
+
+    async def failing() -> str | None:
+        [row] = await list_mappings(engine)
+        return row.status_reason if row.status == FAILING else None
+
+    try:
+        async with mapping_service(store, config(missing, f)):
+            reason = await eventually(failing, 20, "the mapping failing")
+    finally:
+        await engine.dispose()
+    assert "does not exist" in reason and "nowhere" in reason
