@@ -104,6 +104,11 @@ class SqsReader:
         attributes = answer.get("Attributes", {})
         self.arn = attributes.get("QueueArn") or self.queue.arn(self.region)
         timeout_s = int(attributes.get("VisibilityTimeout", 30))
+        if timeout_s < 1:
+            log.warning(
+                "mapping %s: queue %s has a visibility timeout of 0: its messages are visible "
+                "to other consumers at once, and may run more than once", run.name, self.url,
+            )  # fmt: skip
         self.visibility = Visibility(client, self.url, timeout_s, run.name)
         self.ahead = max(READ_AHEAD_BATCHES * run.mapping.batch_size, MAX_MESSAGES * self.pollers)
         self.receivers = Receivers(

@@ -276,7 +276,7 @@ async def test_filters_match_the_body_and_attributes_and_delete_the_rest(
     assert sorted(ns(f)) == [0, 2, 4, 6, 8, 11]
 
 
-async def test_receiving_stops_while_the_lanes_are_backed_up(
+async def test_max_concurrency_bounds_the_batches_running_and_receiving_stops_when_backed_up(
     server: MotoServer, store: Store
 ) -> None:
     queue = await make_queue(server, attributes={"VisibilityTimeout": "5"})
@@ -300,6 +300,7 @@ async def test_receiving_stops_while_the_lanes_are_backed_up(
             # and the rest waits in the queue (visible).
             for _ in range(10):
                 assert await enqueued() <= limit
+                assert len(handlers.CALLS[f]) == lanes  # max_concurrency: two at once
                 await asyncio.sleep(0.1)
             # Held: what the lanes took, up to READ_AHEAD_BATCHES batches' worth or two
             # receives waiting to be batched (20), and a receive per poller beyond that.
