@@ -35,7 +35,7 @@ from tests.support.moto import (  # noqa: F401
     redrive_policy,
     send,
 )
-from tests.support.stores import Store
+from tests.support.stores import QUEUES, Store, store_for
 from tests.support.waiting import eventually
 
 FAST = {"VisibilityTimeout": "1"}
@@ -165,8 +165,9 @@ async def test_a_failed_batch_comes_back_and_reaches_the_queues_dead_letter_queu
         assert await is_empty(server, queue)
 
 
+@pytest.mark.parametrize("backend", QUEUES)
 async def test_partial_batch_responses_keep_only_the_listed_messages(
-    server: MotoServer, store: Store
+    server: MotoServer, backend: str, tmp_path: Path
 ) -> None:
     queue = await make_queue(server, attributes=FAST)
     f = fn()
@@ -185,7 +186,10 @@ async def test_partial_batch_responses_keep_only_the_listed_messages(
         "batch_window": "500ms",
         "function_response_types": ["ReportBatchItemFailures"],
     }
-    async with mapping_service(store, config(queue, f, **mapping)):
+    async with (
+        store_for(backend, tmp_path) as store,
+        mapping_service(store, config(queue, f, **mapping)),
+    ):
         await send(server, queue, numbered(range(5)))
         await eventually(lambda: ns(f).count(2) == 2, 20, "message 2 again")
         await eventually(lambda: is_empty(server, queue), 10, "the queue emptied")
