@@ -98,6 +98,14 @@ class Inflight:
             if (held := self.held.get(message_id)) is not None
         ]
 
+    def unchanged(self, entries: Iterable[tuple[str, str]]) -> list[str]:
+        """Of ``(message id, receipt handle)`` entries, the ids still held by that handle."""
+        return [
+            message_id
+            for message_id, handle in entries
+            if (held := self.held.get(message_id)) is not None and held.receipt_handle == handle
+        ]
+
     def release(self, message_ids: Iterable[str]) -> None:
         """No longer hold ``message_ids`` (deleted, or given back)."""
         for message_id in message_ids:

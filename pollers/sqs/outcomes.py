@@ -74,6 +74,8 @@ class Outcomes:
         self.on_kept = on_kept
         self.report = run.mapping.report_batch_item_failures
         self.engine = run.context.engine
+        self.before_enqueue: Callable[[Sequence[Followed]], Awaitable[None]] | None = None
+        """Given the batches about to be enqueued again under their next key."""
         self._settled: list[str] = []
         """Idempotency keys of invocations settled since :meth:`take_settled`."""
 
@@ -113,11 +115,13 @@ class Outcomes:
                 await self.delete(followed.message_ids)
             elif followed.probes < MAX_AGAIN:
                 again.append(followed)
-            else:
-                self.inflight.follow(replace(followed, invocation_id=followed.new.id))
+            else:  # back to the queue, to come again in another grouping
+                self.inflight.release(followed.message_ids)
         if not again:
             return []
         fresh = [self._again(f) for f in again]
+        if self.before_enqueue is not None:
+            await self.before_enqueue(fresh)
         answers = await self.run.context.queue.enqueue([f.new for f in fresh])
         out = []
         for followed, enqueued in zip(fresh, answers, strict=True):
@@ -136,9 +140,18 @@ class Outcomes:
 
     async def follow(self, stopping: asyncio.Event) -> None:
         """Until ``stopping`` is set: settle followed invocations as they finish."""
+        failures = 0
         while not stopping.is_set():
-            await wait_set(stopping, POLL_S)
-            await self.check_once()
+            await wait_set(stopping, POLL_S * 2 ** min(failures, 6))
+            try:
+                await self.check_once()
+                failures = 0
+            except Exception as exc:  # the store or the queue: asked again, a little later
+                failures += 1
+                log.warning(
+                    "mapping %s: cannot learn the outcomes of its invocations (%s)",
+                    self.run.name, exc,
+                )  # fmt: skip
 
     async def check_once(self) -> None:
         followed = self.inflight.followed

@@ -118,6 +118,7 @@ class SqsReader:
         self.redeliveries = Redeliveries(run, self.inflight, self.outcomes, fifo=self.fifo)
         run.inflight, run.fifo = self.inflight, self.fifo
         run.before_enqueue = self.redeliveries.record
+        self.outcomes.before_enqueue = self.redeliveries.record_again
         run.after_enqueue = self.outcomes.enqueued
         stopping = self._stopping
         self._tasks = [

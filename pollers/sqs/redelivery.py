@@ -60,6 +60,11 @@ class Redeliveries:
         ]
         await record_unacked(self.engine, self.run.name, entries, self.run.context.timer.now())
 
+    async def record_again(self, batches: Sequence[Followed]) -> None:
+        """Before batches are enqueued again under their next key (:mod:`.outcomes`)."""
+        entries = [Unacked(f.new, tuple(f.message_ids)) for f in batches]
+        await record_unacked(self.engine, self.run.name, entries, self.run.context.timer.now())
+
     async def claim(self, messages: Sequence[Mapping[str, Any]]) -> set[str]:
         """Of ``messages`` (just received), the ids of those an earlier invocation holds:
         followed with it, or deleted when it succeeded; the others are batched."""

@@ -10,6 +10,7 @@ to another consumer) is dropped, and logged: it may run twice (at-least-once).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -48,13 +49,14 @@ class Visibility:
         self.deleted = 0
         self.extended = 0
 
-    async def heartbeat(self, inflight: Inflight, stopping: Any) -> None:
+    async def heartbeat(self, inflight: Inflight, stopping: asyncio.Event) -> None:
         """Extend every held message's visibility, every ``interval_s``, until ``stopping``."""
         while not stopping.is_set():
             await wait_set(stopping, self.interval_s)
             if stopping.is_set():
                 return
-            lost = await self.change(inflight.handles(), self.timeout_s)
+            failed = await self.change(inflight.handles(), self.timeout_s)
+            lost = inflight.unchanged(failed)  # not those received again meanwhile
             if lost:
                 log.warning(
                     "mapping %s: %d messages could not be kept invisible (their receipt "
@@ -62,44 +64,53 @@ class Visibility:
                 )  # fmt: skip
                 inflight.release(lost)
 
-    async def change(self, entries: Sequence[tuple[str, str]], timeout_s: int) -> list[str]:
-        """Set the visibility timeout of ``entries``; answers the message ids that failed."""
-        failed: list[str] = []
-        for chunk in chunks(entries):
-            try:
-                answer = await self.client.change_message_visibility_batch(
-                    QueueUrl=self.url, Entries=_entries(chunk, VisibilityTimeout=timeout_s)
-                )
-            except AWS_ERRORS as exc:
-                log.warning("mapping %s: cannot extend visibility: %s", self.mapping, describe(exc))
-                continue  # tried again at the next beat
-            self.extended += len(chunk) - len(answer.get("Failed", []))
-            failed += [chunk[int(f["Id"])][0] for f in answer.get("Failed", [])]
-        return failed
+    async def change(
+        self, entries: Sequence[tuple[str, str]], timeout_s: int
+    ) -> list[tuple[str, str]]:
+        """Set the visibility timeout of ``entries`` (ten a call, the calls at once); answers
+        the entries that failed."""
+        answers = await asyncio.gather(*(self._change(c, timeout_s) for c in chunks(entries)))
+        return [entry for failed in answers for entry in failed]
+
+    async def _change(
+        self, chunk: Sequence[tuple[str, str]], timeout_s: int
+    ) -> list[tuple[str, str]]:
+        try:
+            answer = await self.client.change_message_visibility_batch(
+                QueueUrl=self.url, Entries=_entries(chunk, VisibilityTimeout=timeout_s)
+            )
+        except AWS_ERRORS as exc:
+            log.warning("mapping %s: cannot extend visibility: %s", self.mapping, describe(exc))
+            return []  # tried again at the next beat
+        failures = answer.get("Failed", [])
+        self.extended += len(chunk) - len(failures)
+        return [chunk[int(f["Id"])] for f in failures]
 
     async def delete(self, entries: Sequence[tuple[str, str]]) -> int:
-        """Delete ``entries``; answers how many the queue deleted (the others come back)."""
-        done = 0
-        for chunk in chunks(entries):
-            try:
-                answer = await self.client.delete_message_batch(
-                    QueueUrl=self.url, Entries=_entries(chunk)
-                )
-            except AWS_ERRORS as exc:
-                log.warning(
-                    "mapping %s: cannot delete %d messages (%s); they will run again",
-                    self.mapping, len(chunk), describe(exc),
-                )  # fmt: skip
-                continue
-            failures = answer.get("Failed", [])
-            if failures:
-                log.warning(
-                    "mapping %s: %d messages not deleted (%s); they will run again",
-                    self.mapping, len(failures), failures[0].get("Code", "?"),
-                )  # fmt: skip
-            done += len(chunk) - len(failures)
+        """Delete ``entries`` (ten a call, the calls at once); answers how many the queue
+        deleted (the others come back)."""
+        done = sum(await asyncio.gather(*(self._delete(c) for c in chunks(entries))))
         self.deleted += done
         return done
+
+    async def _delete(self, chunk: Sequence[tuple[str, str]]) -> int:
+        try:
+            answer = await self.client.delete_message_batch(
+                QueueUrl=self.url, Entries=_entries(chunk)
+            )
+        except AWS_ERRORS as exc:
+            log.warning(
+                "mapping %s: cannot delete %d messages (%s); they will run again",
+                self.mapping, len(chunk), describe(exc),
+            )  # fmt: skip
+            return 0
+        failures = answer.get("Failed", [])
+        if failures:
+            log.warning(
+                "mapping %s: %d messages not deleted (%s); they will run again",
+                self.mapping, len(failures), failures[0].get("Code", "?"),
+            )  # fmt: skip
+        return len(chunk) - len(failures)
 
     async def give_back(self, entries: Sequence[tuple[str, str]]) -> None:
         """Make ``entries`` visible again now (a reader that stops with messages it has
