@@ -274,3 +274,37 @@ def test_an_sqs_mappings_figures_at_metrics(server: MotoServer, tmp_path: Path) 
         assert 0 <= age < 60
     finally:
         assert serve.stop() == 0, serve.log()
+
+
+def test_two_serve_processes_share_a_queue_and_one_dying_loses_nothing(
+    server: MotoServer, tmp_path: Path
+) -> None:
+    total = 200
+    queue = queue_of(server, VisibilityTimeout="2")
+    sink = tmp_path / "sink.jsonl"
+    config = write_config(
+        tmp_path, queue, "tests.mapping_handlers:sink", batch_size=5, max_concurrency=6
+    )
+    env = environment(tmp_path, server, MAPPING_TEST_SINK=str(sink))
+    first = Serve(config, env, tmp_path / "serve-a.log")
+    second = Serve(config, env, tmp_path / "serve-b.log")
+    try:
+        first.wait_serving()
+        second.wait_serving()
+        send_numbered(server, queue, range(total))
+
+        def pids() -> set[int]:
+            return {entry["pid"] for entry in sink_entries(sink)}
+
+        wait_for(lambda: len(pids()) == 2, 30, "both processes invoking")
+        first.kill()
+        wait_for(lambda: len(invoked(sink)) == total, 60, "every message")
+        wait_for(lambda: in_queue(server, queue) == 0, 30, "every message deleted")
+    finally:
+        if first.process.poll() is None:
+            first.kill()
+        assert second.stop() == 0, second.log()
+    seen = invoked(sink)
+    assert sorted(seen) == list(range(total))
+    for n, runs in seen.items():
+        assert len({message_id for message_id, _ in runs}) == 1, (n, runs)
