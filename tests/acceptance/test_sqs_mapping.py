@@ -80,6 +80,17 @@ mappings:
     return config
 
 
+def sink_setup(
+    server: MotoServer, tmp_path: Path, **mapping: Any
+) -> tuple[SqsQueue, Path, Path, dict[str, str]]:
+    """A queue (2 s visibility timeout), the sink file, a config whose ``sink`` function
+    writes there, and the environment of ``serve``."""
+    queue = queue_of(server, VisibilityTimeout="2")
+    sink = tmp_path / "sink.jsonl"
+    config = write_config(tmp_path, queue, "tests.mapping_handlers:sink", **mapping)
+    return queue, sink, config, environment(tmp_path, server, MAPPING_TEST_SINK=str(sink))
+
+
 def environment(tmp_path: Path, server: MotoServer, **extra: str) -> dict[str, str]:
     return clean_env(
         **server.environment,
@@ -147,12 +158,7 @@ def test_serve_invokes_an_sqs_mapping_and_the_cli_shows_and_controls_it(
 
 def test_kill_9_mid_batch_loses_no_message(server: MotoServer, tmp_path: Path) -> None:
     total = 300
-    queue = queue_of(server, VisibilityTimeout="2")
-    sink = tmp_path / "sink.jsonl"
-    config = write_config(
-        tmp_path, queue, "tests.mapping_handlers:sink", batch_size=10, max_concurrency=4
-    )
-    env = environment(tmp_path, server, MAPPING_TEST_SINK=str(sink))
+    queue, sink, config, env = sink_setup(server, tmp_path, batch_size=10, max_concurrency=4)
     send_numbered(server, queue, range(total))
     rng = random.Random()
     progress = []
@@ -280,12 +286,7 @@ def test_two_serve_processes_share_a_queue_and_one_dying_loses_nothing(
     server: MotoServer, tmp_path: Path
 ) -> None:
     total = 200
-    queue = queue_of(server, VisibilityTimeout="2")
-    sink = tmp_path / "sink.jsonl"
-    config = write_config(
-        tmp_path, queue, "tests.mapping_handlers:sink", batch_size=5, max_concurrency=6
-    )
-    env = environment(tmp_path, server, MAPPING_TEST_SINK=str(sink))
+    queue, sink, config, env = sink_setup(server, tmp_path, batch_size=5, max_concurrency=6)
     first = Serve(config, env, tmp_path / "serve-a.log")
     second = Serve(config, env, tmp_path / "serve-b.log")
     try:
