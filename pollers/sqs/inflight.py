@@ -7,7 +7,9 @@ invocation's outcome says which of its messages are deleted (:func:`kept`): none
 it failed, all when it succeeded, all but the reported ones with a partial batch
 response — on a FIFO queue, all but a failed message's group from that message on.
 Messages kept are given back: no longer extended, they come back once their
-visibility timeout runs out, and the queue's redrive policy counts the receive.
+visibility timeout runs out, and the queue's redrive policy counts the receive
+(on a FIFO queue, the messages of a group behind its first kept one go back at
+once: the queue holds them behind it).
 """
 
 from __future__ import annotations

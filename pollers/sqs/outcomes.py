@@ -173,9 +173,18 @@ class Outcomes:
         await self.delete([m for m in followed.message_ids if m not in keeping])
         self._settled.append(followed.new.idempotency_key or "")
         if keep:
+            # A FIFO group's first kept message comes back after its timeout; the rest of
+            # the group's batch goes back at once, behind it (Lambda returns it so).
+            kept_groups: set[str] = set()
+            behind = []
+            for message, group in zip(followed.message_ids, followed.groups, strict=True):
+                if message in keeping and group:
+                    if group in kept_groups:
+                        behind.append(message)
+                    kept_groups.add(group)
+            if behind:
+                await self.visibility.give_back(self.inflight.handles(behind))
             self.inflight.release(keep)  # no longer extended: back after the timeout
-            pairs = zip(followed.message_ids, followed.groups, strict=True)
-            kept_groups = {group for message, group in pairs if message in keeping and group}
             if kept_groups:
                 await self.on_kept(kept_groups)
             log.info(

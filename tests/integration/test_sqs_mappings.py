@@ -345,3 +345,33 @@ async def test_a_queue_that_does_not_exist_makes_the_mapping_failing(
     finally:
         await engine.dispose()
     assert "does not exist" in reason and "nowhere" in reason
+
+
+async def test_a_fifo_partial_response_keeps_the_rest_of_the_failed_group(
+    server: MotoServer, store: Store
+) -> None:
+    queue = await make_queue(server, fifo=True, attributes=FAST)
+    f = fn()
+
+    def a2_fails_once(event: Any) -> dict[str, Any]:
+        return {
+            "batchItemFailures": [
+                {"itemIdentifier": r["messageId"]}
+                for r in event["Records"]
+                if json.loads(r["body"]) == {"g": "a", "n": 2}
+                and r["attributes"]["ApproximateReceiveCount"] == "1"
+            ]
+        }
+
+    handlers.RULES[f] = a2_fails_once
+    mapping = {"batch_size": 10, "batch_window": "500ms", "report_batch_item_failures": True}
+    async with mapping_service(store, config(queue, f, **mapping)):
+        await send(server, queue, [json.dumps({"g": "a", "n": n}) for n in (1, 2, 3)], group="a")
+        await send(server, queue, [json.dumps({"g": "b", "n": n}) for n in (1, 2)], group="b")
+        await eventually(lambda: len(bodies(f)) == 7, 30, "a2 and a3 again")
+        await eventually(lambda: is_empty(server, queue), 10, "the queue emptied")
+    runs = [(b["g"], b["n"]) for b in bodies(f)]
+    first, again = runs[:5], runs[5:]
+    assert sorted(first) == [("a", 1), ("a", 2), ("a", 3), ("b", 1), ("b", 2)]
+    # a3 was not reported, but it follows a2 in its group: it came back with it, in order.
+    assert again == [("a", 2), ("a", 3)]
