@@ -10,7 +10,8 @@ there first; found in an invocation that
 
 * has not finished: it is followed with it (not batched again), and deleted when it
   succeeds;
-* succeeded: it is deleted, not run again;
+* succeeded (or succeeded for this message, by a partial batch response): it is
+  deleted, not run again;
 * failed: it is batched as any message (this is the queue's retry of it).
 
 What escapes this — a message whose first reader died between receiving it and
@@ -88,11 +89,12 @@ class Redeliveries:
             if outcome is None:
                 self.inflight.follow(followed)
                 claimed |= present
-            elif not kept(followed, outcome, self.outcomes.report):
-                await self.outcomes.delete(sorted(present))
-                claimed |= present
-            else:
-                done_keys.append(entry.invocation.idempotency_key or "")
+            else:  # what it ran and did not keep is done; what it kept runs again
+                succeeded = present - set(kept(followed, outcome, self.outcomes.report))
+                await self.outcomes.delete(sorted(succeeded))
+                claimed |= succeeded
+                if succeeded != present:
+                    done_keys.append(entry.invocation.idempotency_key or "")
         if done_keys:
             await drop_unacked(self.engine, self.run.name, done_keys)
         if claimed:
