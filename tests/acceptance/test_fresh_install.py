@@ -18,7 +18,9 @@ import pytest
 from tests.support.processes import REPO, Serve, clean_env
 
 SHIPPED = ("broker", "pollers", "invokers", "migrations", "pyproject.toml", "README.md")
-EXTRA_MODULES = ("asyncpg", "redis", "aiokafka", "aio_pika", "aiohttp", "watchfiles")
+EXTRA_MODULES = (
+    "asyncpg", "redis", "aiokafka", "aio_pika", "aiohttp", "watchfiles", "aiobotocore",
+)  # fmt: skip
 HELLO = "functions:\n  hello: {handler: examples.functions:hello}\n"
 
 
@@ -115,6 +117,12 @@ MISSING = [
         {},
         "redis",
         id="redis-stream-mapping",
+    ),
+    pytest.param(
+        "mappings:\n  - {name: q, source: 'sqs://127.0.0.1:9/123456789012/q', function: hello}\n",
+        {},
+        "aws",
+        id="sqs-mapping",
     ),
     pytest.param("", {"EVENTWIRE_QUEUE_URL": "redis://127.0.0.1:9/0"}, "redis", id="redis-queue"),
     pytest.param(
