@@ -21,9 +21,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
+from broker.errors import UsageError
+
+try:
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+except ImportError:  # pragma: no cover - depends on the installed extras
+    raise UsageError(
+        "the Lambda API (EVENTWIRE_API_LISTEN) needs botocore: pip install 'eventwire[http]'"
+    ) from None
 
 SERVICE = "lambda"
 MAX_SKEW = timedelta(minutes=5)
