@@ -59,6 +59,7 @@ from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.api.access import Access, AccessDenied, check_exposure, load_access
+from broker.api.function_urls import FunctionUrls, public_urls
 from broker.api.signatures import Arrived, SignatureError, verify
 from broker.api.tls import server_context
 from broker.config.api import TlsConfig
@@ -99,7 +100,8 @@ def create(context: PollerContext) -> LambdaApi:
     listen = context.settings.api_listen
     assert listen is not None
     access = load_access(context.config.api, os.environ)
-    check_exposure(listen, access, context.settings.allow_unauthenticated)
+    public = public_urls(context.config.functions)
+    check_exposure(listen, access, context.settings.allow_unauthenticated, public=public)
     return LambdaApi(
         context.engine,
         context.queue,
@@ -139,8 +141,10 @@ class LambdaApi(AppServer):
         self.arn = arn
 
     async def start(self) -> None:
+        urls = FunctionUrls(self.engine, self.queue, self.limits, self.access, self.arn)
         app = web.Application(
-            client_max_size=self.limits.sync_payload_bytes + 1, middlewares=[self._signed]
+            client_max_size=self.limits.sync_payload_bytes + 1,
+            middlewares=[urls.middleware, self._signed],  # /fn/…: function URLs, own auth
         )
         app.router.add_post(PATH, self._invoke)
         app.router.add_get("/2015-03-31/functions", self._list)
