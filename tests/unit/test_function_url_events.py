@@ -182,7 +182,7 @@ CORS = Cors(
     allow_methods=("GET", "POST"),
     allow_headers=("Content-Type", "X-Token"),
     expose_headers=("X-Custom",),
-    max_age=300,
+    max_age_s=300,
     allow_credentials=True,
 )
 
