@@ -261,3 +261,15 @@ async def test_a_powertools_app_runs_unchanged(urls: Urls) -> None:
         assert await response.json() == {"created": "B-2"}
     async with urls.http.get(urls.of("shop", "/nowhere")) as response:
         assert response.status == 404
+
+
+async def test_a_host_of_name_lambda_url_routes_to_that_function(urls: Urls) -> None:
+    headers = {"Host": "greeting.lambda-url.local"}
+    async with urls.http.get(f"{urls.base}/any/path", headers=headers) as response:
+        assert response.status == 200
+        assert await response.read() == b'"Hello, world!"'
+    async with urls.http.get(f"{urls.base}/x?y=1", headers={"Host": "echo.lambda-url.local"}) as r:
+        event = await r.json()
+    assert (event["rawPath"], event["rawQueryString"]) == ("/x", "y=1")
+    assert event["requestContext"]["domainName"] == "echo.lambda-url.local"
+    assert event["requestContext"]["domainPrefix"] == "echo"
