@@ -129,15 +129,18 @@ class FunctionUrls:
         headers = {key.lower(): ",".join(request.headers.getall(key)) for key in request.headers}
         if config.cors is not None and is_preflight(request.method, headers):
             return web.Response(status=200, headers=preflight(config.cors, headers))
+        limit = self.limits.sync_payload_bytes
+        too_large = _message(
+            413,
+            "RequestEntityTooLargeException",
+            f"request body is over {limit:,} bytes, the limit for synchronous invocations",
+        )
+        if (request.content_length or 0) > limit:  # at once, without waiting for the body
+            return too_large
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return _message(
-                413,
-                "RequestEntityTooLargeException",
-                f"request body is over {self.limits.sync_payload_bytes:,} bytes, "
-                "the limit for synchronous invocations",
-            )
+            return too_large
         caller: Caller | None = None
         if config.auth == "AWS_IAM" and not self.access.open:
             try:

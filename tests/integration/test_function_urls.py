@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
@@ -273,3 +274,13 @@ async def test_a_host_of_name_lambda_url_routes_to_that_function(urls: Urls) -> 
     assert (event["rawPath"], event["rawQueryString"]) == ("/x", "y=1")
     assert event["requestContext"]["domainName"] == "echo.lambda-url.local"
     assert event["requestContext"]["domainPrefix"] == "echo"
+
+
+async def test_a_declared_length_over_the_limit_is_413_before_the_body(urls: Urls) -> None:
+    reader, writer = await asyncio.open_connection(*urls.base.removeprefix("http://").split(":"))
+    writer.write(b"POST /fn/echo/ HTTP/1.1\r\nHost: x\r\nContent-Length: 9999999\r\n\r\nshort")
+    await writer.drain()
+    status = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    await writer.wait_closed()
+    assert status.startswith(b"HTTP/1.1 413")
