@@ -4,12 +4,13 @@ result maps back to, as Lambda maps them.
 Pure functions: :func:`url_event` shapes a request as it arrived; :func:`http_response`
 reads what the function returned:
 
-* a JSON object with ``statusCode``: that status, its ``headers``, each of its ``cookies``
-  as a ``Set-Cookie`` header, and its ``body`` (base64-decoded when ``isBase64Encoded``);
+* a JSON object with ``statusCode``: that status, its ``headers`` (but those of the
+  connection, :data:`FRAMING`), each of its ``cookies`` as a ``Set-Cookie`` header, and
+  its ``body`` (base64-decoded when ``isBase64Encoded``);
 * any other JSON value (a string, a list, an object without ``statusCode``): 200, with
   the JSON as it came as the body and ``content-type: application/json``;
-* a ``statusCode`` that is not an HTTP status, headers that are not strings … : a
-  :class:`BadResponse`, which Lambda answers 502.
+* a ``statusCode`` that is not a final HTTP status (200-599), headers that are not
+  strings … : a :class:`BadResponse`, which Lambda answers 502.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ TEXT_TYPES = ("application/json", "application/javascript", "application/xml")
 """Besides ``text/*`` and ``+json``/``+xml`` types, the content types whose body the event
 carries as text; any other body (none named, ``application/octet-stream``, images, forms)
 comes base64-encoded with ``isBase64Encoded: true``, as Lambda sends it."""
+
+FRAMING = frozenset(
+    {"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "te"}
+)
+"""Headers of the connection, not of the response: the server sets them, not the function."""
 
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
@@ -204,8 +210,8 @@ def _structured(value: Mapping[str, Any]) -> HttpResponse:
     status = value["statusCode"]
     if isinstance(status, str) and status.isdigit():
         status = int(status)
-    if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
-        raise BadResponse(f"statusCode {status!r} is not an HTTP status")
+    if not isinstance(status, int) or isinstance(status, bool) or not 200 <= status <= 599:
+        raise BadResponse(f"statusCode {status!r} is not the status of a final HTTP response")
     headers: list[tuple[str, str]] = []
     given = value.get("headers") or {}
     if not isinstance(given, dict):
@@ -213,7 +219,8 @@ def _structured(value: Mapping[str, Any]) -> HttpResponse:
     for name, header in given.items():
         if not isinstance(header, str | int | float) or isinstance(header, bool):
             raise BadResponse(f"header {name!r} must be a string")
-        headers.append((str(name), str(header)))
+        if str(name).lower() not in FRAMING:
+            headers.append((str(name), str(header)))
     cookies = value.get("cookies") or []
     if not isinstance(cookies, list) or not all(isinstance(c, str) for c in cookies):
         raise BadResponse("cookies must be a list of strings")

@@ -127,7 +127,7 @@ def test_is_text_follows_lambdas_list() -> None:
 def test_a_structured_result_is_the_response() -> None:
     result = {
         "statusCode": 201,
-        "headers": {"Content-Type": "text/plain", "X-Count": 3},
+        "headers": {"Content-Type": "text/plain", "X-Count": 3, "Content-Length": "999"},
         "cookies": ["a=1; Path=/", "b=2"],
         "body": "created",
     }
@@ -165,6 +165,7 @@ def test_any_other_json_is_a_200_json_body(result: bytes) -> None:
     [
         {"statusCode": "teapot"},
         {"statusCode": 99},
+        {"statusCode": 101},
         {"statusCode": True},
         {"statusCode": 200, "headers": ["x"]},
         {"statusCode": 200, "headers": {"x": {"y": 1}}},
