@@ -122,7 +122,11 @@ class FunctionUrls:
     async def _serve(
         self, request: web.Request, name: str, path: str, query: str
     ) -> web.StreamResponse:
-        found = await self._config(name)
+        try:
+            found = await self._config(name)
+        except Exception as exc:  # the store cannot answer: the caller may try again
+            log.error("function URL %s: could not read its function (%s)", name, exc)
+            return _message(503, "ServiceException", "could not read the function; try again")
         if found is None:
             return _message(404, "ResourceNotFoundException", f"no function URL: {name}")
         config, timeout_s = found

@@ -40,7 +40,8 @@ Version 4, as SDKs sign: :mod:`broker.api.signatures`) by one of them, and be al
 its statements (:mod:`broker.api.access`): ``lambda:InvokeFunction`` and
 ``lambda:GetFunction`` on the function, ``lambda:ListFunctions``. Without keys the API is
 open, and ``serve`` listens only on loopback unless told ``--allow-unauthenticated``.
-``api.tls`` serves HTTPS.
+``api.tls`` serves HTTPS. Function URLs (``/fn/NAME/…``: :mod:`broker.api.function_urls`)
+share the listener and check their own ``auth``.
 """
 
 from __future__ import annotations
