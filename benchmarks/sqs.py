@@ -1,23 +1,23 @@
-"""SQS → queue → no-op function: records/s through an SQS mapping, against a bare
-aiobotocore receive/delete loop on the same server, in one run.
+"""SQS → queue → no-op function, against a bare receive/delete loop on the same server.
 
-One run, on moto's SQS server (started here on a free port; ``--endpoint`` names
-another, e.g. ElasticMQ)::
+One run, against one SQS server (moto's, started in a process of its own on a free port,
+unless ``--endpoint`` names another: ElasticMQ, LocalStack)::
 
-    1. a fresh queue, n messages of about 100 bytes of JSON sent 10 per call
-    2. the bare loop: --pollers tasks each receiving up to 10 messages (long polling)
-       and deleting them with one DeleteMessageBatch, until n are deleted
-    3. the queue filled again; one ``Service`` with a mapping on it (batch size 10,
-       --pollers pollers) and an async no-op function, on a fresh store of
-       --backend; timed from the first record invoked to the n-th
+    1. a fresh standard queue with n messages of about 100 bytes of JSON; a bare
+       aiobotocore loop (five pollers: ReceiveMessage of ten, then DeleteMessageBatch)
+       empties it: the server's own pace;
+    2. another queue with n messages; one ``Service`` with a mapping on it (batch size
+       10, max_concurrency 5) and an async no-op function, on a fresh store of
+       --backend; timed from the first record invoked to the n-th, and on until the
+       queue is empty (every message deleted).
 
-The ratio says what Eventwire costs over the least any consumer must do with SQS
-(receive, delete); what a record costs here besides: shape Lambda's SQS event,
-enqueue, lease, invoke, settle, then the delete once the invocation succeeded.
+The ratio (Eventwire's records/s over the bare loop's) is what the mapping costs on top
+of receiving and deleting: the heartbeat, shaping Lambda's event, recording the batch,
+enqueueing, leasing, invoking, settling and following the outcome.
 
 Run from the repository root::
 
-    python -m benchmarks.sqs [-n 1000] [--backend sqlite|redis|postgres] [--runs 1]
+    python -m benchmarks.sqs [-n 2000] [--backend sqlite|postgres|redis] [--runs 3]
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ import contextlib
 import json
 import logging
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -41,18 +43,20 @@ from broker.config.settings import Settings
 from broker.loading import parse_config
 from broker.observability.logs import configure
 from broker.service import Service
+from tests.support.moto import ENVIRONMENT, REGION
+from tests.support.services import free_port
 
-REGION = "us-east-1"
-BATCH_SIZE = 10
+POLLERS = 5
+PAD = "x" * 60
+
 COUNTER = Counter()
 
 
 async def count(event: dict[str, Any], context: Any) -> None:
     """The no-op function: counts the messages it was given."""
-    n = len(event["Records"])
     if COUNTER.records == 0:
         COUNTER.first_at = time.perf_counter()
-    COUNTER.records += n
+    COUNTER.records += len(event["Records"])
     COUNTER.invocations += 1
     if COUNTER.records >= COUNTER.target and COUNTER.done is not None:
         COUNTER.done_at = time.perf_counter()
@@ -60,28 +64,22 @@ async def count(event: dict[str, Any], context: Any) -> None:
 
 
 @contextlib.contextmanager
-def sqs_server(endpoint: str | None) -> Iterator[str]:
-    """``endpoint``, or moto's server on a free port while the block runs; the
-    environment botocore reads points at it."""
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-    os.environ.setdefault("AWS_DEFAULT_REGION", REGION)
-    if endpoint is not None:
-        os.environ["AWS_ENDPOINT_URL"] = endpoint
+def moto(endpoint: str | None) -> Iterator[str]:
+    """``endpoint``, or moto's server in a process of its own (not sharing our GIL)."""
+    if endpoint:
         yield endpoint
         return
-    from moto.server import ThreadedMotoServer
-
-    from tests.support.services import free_port
-
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    os.environ["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        yield os.environ["AWS_ENDPOINT_URL"]
+        yield f"http://127.0.0.1:{port}"
     finally:
-        server.stop()
+        server.terminate()
+        server.wait(10)
 
 
 @contextlib.asynccontextmanager
@@ -94,67 +92,73 @@ async def sqs(endpoint: str) -> AsyncIterator[Any]:
         yield client
 
 
-async def fill(client: Any, url: str, n: int) -> None:
-    pad = "x" * 60
-    sends = []
-    for start in range(0, n, 10):
-        entries = [
-            {"Id": str(i), "MessageBody": json.dumps({"n": i, "type": "order", "pad": pad})}
-            for i in range(start, min(n, start + 10))
-        ]
-        sends.append(client.send_message_batch(QueueUrl=url, Entries=entries))
-        if len(sends) == 20:
-            await asyncio.gather(*sends)
-            sends.clear()
-    await asyncio.gather(*sends)
+async def wait_up(endpoint: str) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            async with sqs(endpoint) as client:
+                await client.list_queues()
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
 
 
-async def bare(endpoint: str, n: int, pollers: int) -> float:
-    """Records/s of ``pollers`` tasks receiving and deleting as fast as they can."""
+async def filled_queue(endpoint: str, n: int) -> str:
+    """A new queue holding ``n`` messages; answers its URL."""
     async with sqs(endpoint) as client:
-        url = (await client.create_queue(QueueName=f"bench-{uuid.uuid4().hex[:8]}"))["QueueUrl"]
-        await fill(client, url, n)
-        done = 0
-        started = time.perf_counter()
+        name = f"eventwire-bench-{uuid.uuid4().hex[:8]}"
+        url = (await client.create_queue(QueueName=name))["QueueUrl"]
+        for start in range(0, n, 10):
+            entries = [
+                {"Id": str(i), "MessageBody": json.dumps({"n": i, "pad": PAD})}
+                for i in range(start, min(start + 10, n))
+            ]
+            await client.send_message_batch(QueueUrl=url, Entries=entries)
+    return str(url)
+
+
+async def bare(endpoint: str, n: int) -> float:
+    """Records/s of five pollers receiving ten at a time and deleting what they got."""
+    url = await filled_queue(endpoint, n)
+    done = 0
+    async with sqs(endpoint) as client:
 
         async def poll() -> None:
             nonlocal done
             while done < n:
-                got = await client.receive_message(
+                answer = await client.receive_message(
                     QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1
                 )
-                messages = got.get("Messages", [])
-                if not messages:
-                    continue
-                await client.delete_message_batch(
-                    QueueUrl=url,
-                    Entries=[
+                messages = answer.get("Messages", [])
+                if messages:
+                    entries = [
                         {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
                         for i, m in enumerate(messages)
-                    ],
-                )
-                done += len(messages)
+                    ]
+                    await client.delete_message_batch(QueueUrl=url, Entries=entries)
+                    done += len(messages)
 
-        await asyncio.gather(*(poll() for _ in range(pollers)))
-        elapsed = time.perf_counter() - started
-        await client.delete_queue(QueueUrl=url)
-    return n / elapsed
+        started = time.perf_counter()
+        await asyncio.gather(*(poll() for _ in range(POLLERS)))
+        return n / (time.perf_counter() - started)
 
 
-async def eventwire(endpoint: str, n: int, backend: str, pollers: int) -> tuple[float, int]:
-    async with sqs(endpoint) as client:
-        url = (await client.create_queue(QueueName=f"bench-{uuid.uuid4().hex[:8]}"))["QueueUrl"]
-        await fill(client, url, n)
+async def eventwire(endpoint: str, n: int, backend: str) -> tuple[float, float, int]:
+    """Records/s to the n-th invocation, and to the queue empty; invocations."""
+    url = await filled_queue(endpoint, n)
+    source = "sqs://" + url.split("://", 1)[1]
     config = parse_config(
         {
             "functions": {"noop": {"handler": "benchmarks.sqs:count"}},
             "mappings": [
                 {
                     "name": f"bench-{uuid.uuid4().hex[:8]}",
-                    "source": "sqs://" + url.split("://", 1)[1],
+                    "source": source,
                     "function": "noop",
-                    "batch_size": BATCH_SIZE,
-                    "pollers": pollers,
+                    "max_concurrency": POLLERS,
+                    "endpoint_url": endpoint,
                 }
             ],
         }
@@ -163,51 +167,66 @@ async def eventwire(endpoint: str, n: int, backend: str, pollers: int) -> tuple[
     from benchmarks.sqs import COUNTER as counter
 
     counter.__init__(target=n, done=asyncio.Event())  # type: ignore[misc]
-    try:
-        async with store(backend, "sqlite") as where:
-            service = Service(Settings(**where), config, migrate=True)
-            task = asyncio.create_task(service.run(handle_signals=False))
-            try:
-                assert counter.done is not None
-                await asyncio.wait_for(counter.done.wait(), 600)
-            finally:
-                service.stop()
-                await task
-    finally:
-        async with sqs(endpoint) as client:
-            await client.delete_queue(QueueUrl=url)
-    return n / (counter.done_at - counter.first_at), counter.invocations
+    async with store(backend, "sqlite") as where:
+        service = Service(Settings(**where), config, migrate=True)
+        task = asyncio.create_task(service.run(handle_signals=False))
+        try:
+            assert counter.done is not None
+            await asyncio.wait_for(counter.done.wait(), 600)
+            async with sqs(endpoint) as client:
+                while True:
+                    found = await client.get_queue_attributes(
+                        QueueUrl=url,
+                        AttributeNames=[
+                            "ApproximateNumberOfMessages",
+                            "ApproximateNumberOfMessagesNotVisible",
+                        ],
+                    )
+                    if not any(int(v) for v in found["Attributes"].values()):
+                        break
+                    await asyncio.sleep(0.05)
+            emptied_at = time.perf_counter()
+        finally:
+            service.stop()
+            await task
+    invoked = n / (counter.done_at - counter.first_at)
+    return invoked, n / (emptied_at - counter.first_at), counter.invocations
 
 
-async def main_async(args: argparse.Namespace, endpoint: str) -> None:
-    table = Table(
-        title=f"SQS → Eventwire ({args.backend}), {args.n:,} messages, batches of "
-        f"{BATCH_SIZE}, {args.pollers} pollers, against a bare receive/delete loop"
-    )
-    for column in ("run", "bare loop rec/s", "eventwire rec/s", "ratio", "invocations"):
-        table.add_column(column, justify="right")
-    for run in range(args.runs):
-        plain = await bare(endpoint, args.n, args.pollers)
-        rate, invocations = await eventwire(endpoint, args.n, args.backend, args.pollers)
-        table.add_row(
-            str(run + 1), f"{plain:,.0f}", f"{rate:,.0f}", f"{rate / plain:.2f}", f"{invocations:,}"
+async def main_async(args: argparse.Namespace) -> None:
+    with moto(args.endpoint) as endpoint:
+        await wait_up(endpoint)
+        table = Table(
+            title=f"SQS → Eventwire ({args.backend}) against a bare receive/delete loop, "
+            f"{args.n:,} messages, batches of 10, {POLLERS} pollers"
         )
-    Console().print(table)
+        for column in ("run", "bare rec/s", "eventwire rec/s", "to empty rec/s", "ratio"):
+            table.add_column(column, justify="right")
+        for run in range(args.runs):
+            base = await bare(endpoint, args.n)
+            invoked, emptied, _ = await eventwire(endpoint, args.n, args.backend)
+            table.add_row(
+                str(run + 1),
+                f"{base:,.0f}",
+                f"{invoked:,.0f}",
+                f"{emptied:,.0f}",
+                f"{emptied / base:.2f}",
+            )
+        Console().print(table)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", type=int, default=1_000, help="messages (default 1,000)")
+    parser.add_argument("-n", type=int, default=2000, help="messages (default 2,000)")
     parser.add_argument("--backend", choices=["sqlite", "postgres", "redis"], default="sqlite")
-    parser.add_argument("--pollers", type=int, default=5, help="receivers (default 5, Lambda's)")
-    parser.add_argument("--endpoint", help="an SQS endpoint to use instead of moto's server")
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--endpoint", help="an SQS server to use instead of moto's")
     args = parser.parse_args()
+    for key, value in ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
     configure("WARNING", "text")
     logging.getLogger("botocore").setLevel(logging.ERROR)
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs each request
-    with sqs_server(args.endpoint) as endpoint:
-        asyncio.run(main_async(args, endpoint))
+    asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":

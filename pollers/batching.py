@@ -45,6 +45,8 @@ class Record(msgspec.Struct, gc=False):
     """What the event shaper takes (aiokafka's record, a ``StreamEntry``, an ``AmqpMessage``)."""
     json_data: Any = None
     """Data already decoded (a stream entry's fields); filters use it instead of ``data``."""
+    metadata: Any = None
+    """What else a filter may look at besides the data (an SQS message's attributes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,8 +139,8 @@ class Batcher:
         if self.filter.accepts_all:
             return True
         if record.json_data is not None:
-            return self.filter.matches_json(record.json_data)
-        return self.filter.matches(record.data)
+            return self.filter.matches_json(record.json_data, record.metadata)
+        return self.filter.matches(record.data, record.metadata)
 
     def forget(self, partitions: Sequence[str]) -> None:
         """Drop what was read from ``partitions`` (revoked, or sought elsewhere)."""

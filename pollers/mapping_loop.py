@@ -10,6 +10,11 @@ waiting for room), batching, taking what the lanes have room for
 read where the source allows it, in order either way. A crash between an
 enqueue and its checkpoint reads the records again, and the batches'
 idempotency keys keep them from being enqueued twice.
+
+An SQS queue (:mod:`pollers.sqs`) is read through the same loop, but what it
+checkpoints is only what the filters leave out (deleted): its messages stay in
+the queue until their invocation's outcome, which its reader follows beside the
+loop, deletes them or gives them back.
 """
 
 from __future__ import annotations

@@ -22,10 +22,10 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from broker.config.mappings import MappingConfig
+from broker.config.mappings import MappingConfig, SourceKind
 from broker.dispatch.mapping_batches import MappingPolicy, mapping_source
 from broker.ids import new_id
-from broker.models import NewInvocation, Origin
+from broker.models import Enqueued, NewInvocation, Origin
 from broker.observability.tracing import batch_context
 from broker.sources.pollers import PollerContext
 from broker.store.dead_letters import add_dead_letters
@@ -54,6 +54,9 @@ class SourceError(Exception):
 
 
 BeforeEnqueue = Callable[[Sequence[tuple[Batch, list[NewInvocation]]]], Awaitable[None]]
+AfterEnqueue = Callable[
+    [Sequence[tuple[Batch, list[NewInvocation]]], Sequence[Enqueued]], Awaitable[None]
+]
 Checkpoint = Callable[[Mapping[str, list[Record]]], Awaitable[None]]
 """A source's checkpoint of records once they are enqueued."""
 
@@ -92,6 +95,9 @@ class MappingRun:
         self.before_enqueue: BeforeEnqueue | None = None
         """Given each batch and its invocations after cuts are recorded, before the enqueue
         (a RabbitMQ reader records them: :mod:`broker.store.unacked`)."""
+        self.after_enqueue: AfterEnqueue | None = None
+        """Given the same and the queue's answer for each invocation, in order, once they
+        are durable and before the checkpoint (an SQS reader follows their outcomes)."""
         self.stopping = asyncio.Event()
         self.seek: Seek | None = None
         self.seek_wanted = asyncio.Event()
@@ -112,6 +118,7 @@ class MappingRun:
             bisect_on_error=mapping.bisect_on_error,
             report_batch_item_failures=mapping.report_batch_item_failures,
             on_failure=mapping.on_failure,
+            redelivered_by_source=mapping.kind is SourceKind.SQS,
         )
         self._limit = context.config.limits.async_payload_bytes
         self._depths: dict[str, int] = {}
@@ -273,7 +280,9 @@ class MappingRun:
                 await save_cuts(self.context.engine, self.name, cuts, self.context.timer.now())
             if self.before_enqueue is not None:
                 await self.before_enqueue(shaped)
-            await self.context.queue.enqueue(items)
+            enqueued = await self.context.queue.enqueue(items)
+            if self.after_enqueue is not None:
+                await self.after_enqueue(shaped, enqueued)
         finally:
             for lane in lanes_of:
                 self._sending[lane] -= 1

@@ -47,6 +47,8 @@ from pollers.mapping_loop import Source, pump
 from pollers.mapping_run import DocumentsRun, MappingRun, Seek, SourceError
 
 SourceFactory = Callable[[MappingConfig, PollerContext], Source]
+RunFactory = Callable[..., MappingRun]
+"""A run's class: :class:`MappingRun` or one made for a source kind."""
 
 log = logging.getLogger("eventwire.mappings")
 
@@ -78,14 +80,16 @@ class MappingPoller:
         source: SourceFactory,
         shaper: Callable[[MappingConfig], Shaper],
         trace_of: TraceOf | None = None,
+        run_kind: RunFactory = MappingRun,
     ) -> None:
         """``trace_of``: the ``traceparent`` a record's item came with, read only when
-        the service traces."""
+        the service traces; ``run_kind``: the run the kind's reader needs."""
         self.name = f"mappings-{kind.value}"
         self.context = context
         self.source = source
         self.shaper = shaper
         self.trace_of = trace_of if context.tracing.enabled else None
+        self.run_kind = run_kind
         self.mappings = {
             m.name: _Mapping(m, changed=asyncio.Event())
             for m in context.config.mappings
@@ -161,7 +165,7 @@ class MappingPoller:
                 continue
             try:
                 documents = state.config.object_notifications is not None
-                kind = DocumentsRun if documents else MappingRun
+                kind = DocumentsRun if documents else self.run_kind
                 cuts = {} if documents else await load_cuts(self.context.engine, name)
                 run = kind(
                     state.config,

@@ -72,6 +72,20 @@ def exits(event: Any, context: LambdaContext) -> Any:
     sys.exit(3)
 
 
+GATE = threading.Event()
+"""Held shut, :func:`gated` runs until a test opens it."""
+
+
+async def gated(event: Any, context: LambdaContext) -> str:
+    """Runs until :data:`GATE` opens (at most :data:`SLOW_S`), holding its concurrency."""
+    STARTED.append(context.aws_request_id)
+    for _ in range(int(SLOW_S / 0.01)):
+        if GATE.is_set():
+            break
+        await asyncio.sleep(0.01)
+    return "through"
+
+
 def slow_sync(event: Any, context: LambdaContext) -> str:
     """Blocks its thread like ``time.sleep(SLOW_S)``, unless a test sets :data:`RELEASE`."""
     STARTED.append(context.aws_request_id)

@@ -54,12 +54,19 @@ def sink(event: Any, context: LambdaContext) -> None:
     ``MAPPING_TEST_SINK``: what a run under SIGKILL leaves behind to be checked.
 
     A record is ``[topic-partition, offset]`` (Kafka), ``[queue, message id]``
-    (RabbitMQ) or ``[stream, entry id]`` (Redis Streams); RabbitMQ messages
+    (RabbitMQ), ``[stream, entry id]`` (Redis Streams) or ``[message id, body]`` (SQS,
+    with ``receives``: each one's ``ApproximateReceiveCount``); RabbitMQ messages
     delivered again after a consumer died are listed under ``redelivered`` too.
     """
     records, redelivered = _positions(event)
     time.sleep(SINK_DELAY_S)  # slow enough that a kill lands while records remain
-    entry = {"request": context.aws_request_id, "pid": os.getpid(), "records": records}
+    entry: dict[str, Any] = {
+        "request": context.aws_request_id,
+        "pid": os.getpid(),
+        "records": records,
+    }
+    if _is_sqs(event):
+        entry["receives"] = [r["attributes"]["ApproximateReceiveCount"] for r in event["Records"]]
     if redelivered:
         entry["redelivered"] = redelivered
     fd = os.open(os.environ["MAPPING_TEST_SINK"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
@@ -69,7 +76,14 @@ def sink(event: Any, context: LambdaContext) -> None:
         os.close(fd)
 
 
+def _is_sqs(event: dict[str, Any]) -> bool:
+    records = event.get("Records") or [{}]
+    return bool(records[0].get("eventSource") == "aws:sqs")
+
+
 def _positions(event: dict[str, Any]) -> tuple[list[list[Any]], list[list[Any]]]:
+    if _is_sqs(event):
+        return [[record["messageId"], record["body"]] for record in event["Records"]], []
     if "records" in event:
         return [
             [group, record["offset"]]

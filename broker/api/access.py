@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from broker.config.api import AccessKey, ApiConfig
 from broker.errors import UsageError
@@ -19,16 +20,59 @@ class AccessDenied(Exception):
     """The key may not take the action: Lambda's 403 ``AccessDeniedException``."""
 
 
+class RateExceeded(Exception):
+    """The key sent more than its ``rate_limit``: Lambda's 429 ``TooManyRequestsException``,
+    to be tried again after ``retry_after_s``."""
+
+    def __init__(self, key_id: str, retry_after_s: float) -> None:
+        super().__init__(f"Rate exceeded for key {key_id}")
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(slots=True)
+class _Bucket:
+    rate: float
+    capacity: float
+    tokens: float
+    at: float
+
+    def take(self, now: float) -> float:
+        """Take a token; 0 when there was one, else the seconds until there is."""
+        self.tokens = min(self.capacity, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
 @dataclass(frozen=True, slots=True)
 class Access:
     """The keys the API accepts, by id, with their secrets; none: the API is open."""
 
     keys: Mapping[str, AccessKey]
     secrets: Mapping[str, bytes]
+    _buckets: dict[str, _Bucket] = field(default_factory=dict)
 
     @property
     def open(self) -> bool:
         return not self.keys
+
+    def admit(self, key_id: str, now: float | None = None) -> None:
+        """Count one request of ``key_id`` against its ``rate_limit`` (this process's
+        count); :class:`RateExceeded` when it has none left."""
+        key = self.keys.get(key_id)
+        if key is None or key.rate_limit is None:
+            return
+        now = time.monotonic() if now is None else now
+        bucket = self._buckets.get(key_id)
+        if bucket is None:
+            limit = key.rate_limit
+            capacity = float(limit.capacity)
+            bucket = self._buckets[key_id] = _Bucket(limit.per_second, capacity, capacity, now)
+        wait_s = bucket.take(now)
+        if wait_s:
+            raise RateExceeded(key_id, wait_s)
 
     def authorize(self, key_id: str | None, action: str, function: str | None, arn: str) -> None:
         """Raise :class:`AccessDenied` unless key ``key_id`` may take ``action`` on

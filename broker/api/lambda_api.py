@@ -51,6 +51,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -59,7 +60,7 @@ from typing import Any
 from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broker.api.access import Access, AccessDenied, check_exposure, load_access
+from broker.api.access import Access, AccessDenied, RateExceeded, check_exposure, load_access
 from broker.api.function_urls import FunctionUrls, public_urls
 from broker.api.signatures import Arrived, SignatureError, verify
 from broker.api.tls import server_context
@@ -145,7 +146,7 @@ class LambdaApi(AppServer):
         urls = FunctionUrls(self.engine, self.queue, self.limits, self.access, self.arn)
         app = web.Application(
             client_max_size=self.limits.sync_payload_bytes + 1,
-            middlewares=[urls.middleware, self._signed],  # /fn/…: function URLs, own auth
+            middlewares=[urls.middleware, self._bounded, self._signed],  # /fn/…: own auth
         )
         app.router.add_post(PATH, self._invoke)
         app.router.add_get("/2015-03-31/functions", self._list)
@@ -155,6 +156,30 @@ class LambdaApi(AppServer):
         tls = None if self.tls is None else server_context(self.tls, "api.tls")
         await self.serve(app, "EVENTWIRE_API_LISTEN", tls=tls)
         log.info("Lambda API: listening on %s%s", self.url, PATH.format(name="{name}"))
+
+    @web.middleware
+    async def _bounded(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """What no operation takes, answered at once as Lambda answers it: a body declared
+        larger than any payload (before it is read), and paths and methods of operations
+        Eventwire does not serve."""
+        limit = self.limits.sync_payload_bytes
+        if request.content_length is not None and request.content_length > limit:
+            return _too_large(request.content_length, limit)
+        try:
+            return await handler(request)
+        except (web.HTTPNotFound, web.HTTPMethodNotAllowed):
+            operation = unknown_operation(request.method, request.path)
+            # 404, not a 5xx: an SDK would retry a 5xx, and this answer will not change.
+            return _error(
+                404,
+                "UnknownOperationException",
+                f"{request.method} {request.path}: "
+                + (
+                    "no such operation"
+                    if operation is None
+                    else f"{operation} is a Lambda operation Eventwire does not serve"
+                ),
+            )
 
     @web.middleware
     async def _signed(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -179,6 +204,15 @@ class LambdaApi(AppServer):
         except SignatureError as exc:
             log.info("Lambda API: refused %s %s: %s", request.method, request.path, exc.code)
             return _error(exc.status, exc.code, str(exc))
+        try:
+            self.access.admit(key_id)
+        except RateExceeded as exc:
+            return _error(
+                429,
+                "TooManyRequestsException",
+                str(exc),
+                {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))},
+            )
         action, function = _action(request)
         if action is not None:
             try:
@@ -256,10 +290,16 @@ class LambdaApi(AppServer):
         payload = body or b"{}"
         try:
             name = function_name(request.match_info["name"], request.query.get("Qualifier"))
-            timeout_s = float((await _function(self.engine, name)).timeout_s)
+            row = await _function(self.engine, name)
+            timeout_s = float(row.timeout_s)
             check_payload(payload, sync=sync, limits=self.limits)
             if kind == "DryRun":
                 return web.Response(status=204)
+            reserved = row.reserved_concurrency
+            if sync and reserved is not None:
+                running = await self.queue.running(name, datetime.now(UTC))
+                if running >= reserved:
+                    return _throttled(name, reserved)
             key = request.headers.get("X-Eventwire-Idempotency-Key") or None
             invocation_id = await enqueue_api_call(
                 self.queue,
@@ -322,6 +362,41 @@ class LambdaApi(AppServer):
         return web.Response(status=200, body=body, headers=headers, content_type="application/json")
 
 
+_FN = r"^/\d{4}-\d\d-\d\d/functions/[^/]+"
+_OPERATIONS = (
+    ("GET", _FN + r"/configuration/?$", "GetFunctionConfiguration"),
+    ("PUT", _FN + r"/configuration/?$", "UpdateFunctionConfiguration"),
+    ("GET", _FN + r"/versions/?$", "ListVersionsByFunction"),
+    ("POST", _FN + r"/versions/?$", "PublishVersion"),
+    ("GET", _FN + r"/aliases/?$", "ListAliases"),
+    ("POST", _FN + r"/aliases/?$", "CreateAlias"),
+    ("GET", _FN + r"/aliases/[^/]+/?$", "GetAlias"),
+    ("PUT", _FN + r"/aliases/[^/]+/?$", "UpdateAlias"),
+    ("DELETE", _FN + r"/aliases/[^/]+/?$", "DeleteAlias"),
+    ("GET", _FN + r"/concurrency/?$", "GetFunctionConcurrency"),
+    ("PUT", _FN + r"/concurrency/?$", "PutFunctionConcurrency"),
+    ("DELETE", _FN + r"/concurrency/?$", "DeleteFunctionConcurrency"),
+    ("GET", _FN + r"/event-invoke-config/?$", "GetFunctionEventInvokeConfig"),
+    ("PUT", _FN + r"/event-invoke-config/?$", "PutFunctionEventInvokeConfig"),
+    ("POST", _FN + r"/event-invoke-config/?$", "UpdateFunctionEventInvokeConfig"),
+    ("GET", _FN + r"/url/?$", "GetFunctionUrlConfig"),
+    ("POST", _FN + r"/response-streaming-invocations/?$", "InvokeWithResponseStream"),
+    ("GET", r"^/2015-03-31/event-source-mappings/?$", "ListEventSourceMappings"),
+    ("GET", r"^/2015-03-31/event-source-mappings/[^/]+/?$", "GetEventSourceMapping"),
+    ("PUT", r"^/2015-03-31/event-source-mappings/[^/]+/?$", "UpdateEventSourceMapping"),
+    ("GET", r"^/2016-08-19/account-settings/?$", "GetAccountSettings"),
+)
+"""Lambda operations Eventwire does not serve (yet), for an error that names them."""
+
+
+def unknown_operation(method: str, path: str) -> str | None:
+    """The Lambda operation ``method path`` is, if it is one this API does not serve."""
+    for verb, pattern, operation in _OPERATIONS:
+        if verb == method and re.match(pattern, path):
+            return operation
+    return None
+
+
 def _action(request: web.Request) -> tuple[str | None, str | None]:
     """The action a request takes and the function it takes it on (None: none, or a name
     the handler will refuse as not found)."""
@@ -380,6 +455,21 @@ async def _function(engine: AsyncEngine, name: str) -> Row[Any]:
     if not found:
         raise UnknownFunctionError(f"function not found: {name}")
     return found[0]
+
+
+def _throttled(function: str, reserved: int) -> web.Response:
+    """Lambda's answer to a synchronous call of a function at its reserved concurrency: 429,
+    to be tried again (an asynchronous call is queued instead, and waits its turn)."""
+    return web.json_response(
+        {
+            "Reason": "ReservedFunctionConcurrentInvocationLimitExceeded",
+            "Type": "User",
+            "message": f"Rate Exceeded: {function} is running {reserved} invocations, its "
+            "reserved concurrency",
+        },
+        status=429,
+        headers={"x-amzn-ErrorType": "TooManyRequestsException", "Retry-After": "1"},
+    )
 
 
 def _too_large(size: int | None, limit: int) -> web.Response:

@@ -17,6 +17,14 @@ from typing import Any, Literal
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
+from botocore.exceptions import BotoCoreError, ClientError
+
+AWS_ERRORS: tuple[type[Exception], ...] = (BotoCoreError, ClientError, OSError)
+"""What a call to SQS or SNS raises when it fails: an answer with an error code, or none
+(the endpoint is unreachable, the credentials are missing)."""
+MISSING_QUEUE_CODES = frozenset(
+    {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist", "NonExistentQueue"}
+)
 
 DEFAULT_REGION = "us-east-1"
 
@@ -37,6 +45,22 @@ def region_of(endpoint: Endpoint, named: str | None = None) -> str:
         return named
     configured = get_session().get_config_variable("region")
     return str(configured) if configured else DEFAULT_REGION
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The error code of an answer (``AWS.SimpleQueueService.NonExistentQueue`` …), if any."""
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code")
+        return str(code) if code else None
+    return None
+
+
+def describe(exc: BaseException) -> str:
+    """One line about a failed call: the answer's code and message, or the client's error."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return f"{error.get('Code', 'error')}: {error.get('Message', '')}".rstrip(": ")
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 @asynccontextmanager

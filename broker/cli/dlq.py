@@ -322,7 +322,7 @@ def _edited(letter: DeadLetterRow) -> bytes:
     """The event after the user edited it in $EDITOR; it must still be JSON."""
     try:
         text = json.dumps(json.loads(letter.payload.decode("utf-8")), indent=2) + "\n"
-    except ValueError:
+    except (ValueError, RecursionError):
         raise UsageError(
             f"dead letter {letter.id}: its event is not UTF-8 JSON and cannot be edited"
         ) from None
@@ -333,7 +333,7 @@ def _edited(letter: DeadLetterRow) -> bytes:
         raise UsageError("the editor did not save the event; nothing was redriven")
     try:
         json.loads(changed)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise UsageError(f"the edited event is not JSON ({exc}); nothing was redriven") from None
     return changed.encode("utf-8")
 

@@ -70,7 +70,7 @@ def payload_view(data: bytes) -> RenderableType:
 def _decode(data: bytes) -> tuple[bool, Any]:
     try:
         return True, json.loads(data.decode("utf-8"))
-    except ValueError:  # UnicodeDecodeError and JSONDecodeError alike
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError alike
         return False, None
 
 

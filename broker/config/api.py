@@ -13,6 +13,7 @@
           secret_file: /run/secrets/read  # ... or from this file, never in the YAML
           allow:
             - actions: ["lambda:Get*", lambda:ListFunctions]
+          rate_limit: {per_second: 20, burst: 50}  # requests of this key, per process
       tls: {cert: /etc/eventwire/api.pem, key: /etc/eventwire/api.key}
 
 A request is signed with Signature Version 4 by one of ``keys``; what it may do is what
@@ -24,6 +25,7 @@ which ``serve`` allows only on a loopback address unless told
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 from pathlib import Path
 
@@ -88,13 +90,26 @@ class Statement(_Section):
         return function is None or any(fnmatch.fnmatchcase(function, p) for p in self.functions)
 
 
+class RateLimit(_Section):
+    """A token bucket: ``per_second`` requests on average, ``burst`` at once (default: one
+    second's worth)."""
+
+    per_second: float = Field(gt=0, le=1_000_000)
+    burst: int | None = Field(None, ge=1, le=10_000_000)
+
+    @property
+    def capacity(self) -> int:
+        return self.burst if self.burst is not None else max(1, math.ceil(self.per_second))
+
+
 class AccessKey(_Section):
-    """An access key: its id, where its secret is, and what it may do."""
+    """An access key: its id, where its secret is, what it may do, and how often."""
 
     id: str
     secret_env: str | None = None
     secret_file: Path | None = None
     allow: tuple[Statement, ...] = ()
+    rate_limit: RateLimit | None = None
 
     @field_validator("id")
     @classmethod

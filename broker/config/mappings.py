@@ -37,8 +37,9 @@ from functools import cached_property
 from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from broker.aws.names import Queue, parse_queue
 from broker.config.durations import parse_duration
 from broker.config.errors import config_error
 from broker.config.notifications import MappingNotifications, mapping_notifications
@@ -55,12 +56,17 @@ MAX_RETRY_ATTEMPTS = 10_000
 DEFAULT_CLAIM_IDLE_S = 5.0
 MIN_CLAIM_IDLE_S = 1.0
 MAX_CLAIM_IDLE_S = 3600.0
+SQS_MAX_UNWINDOWED_BATCH = 10
+"""Lambda's rule: an SQS batch above this size needs a batch window above 0."""
+SQS_MIN_CONCURRENCY = 2
+REPORT_BATCH_ITEM_FAILURES = "ReportBatchItemFailures"
 
 
 class SourceKind(enum.StrEnum):
     KAFKA = "kafka"
     AMQP = "amqp"
     REDIS = "redis"
+    SQS = "sqs"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +105,17 @@ class RedisStreamSource:
     kind = SourceKind.REDIS
 
 
-Source = KafkaSource | AmqpSource | RedisStreamSource
+@dataclass(frozen=True, slots=True)
+class SqsSource:
+    """``sqs://HOST/ACCOUNT/QUEUE`` or ``arn:aws:sqs:REGION:ACCOUNT:QUEUE``."""
+
+    uri: str
+    queue: Queue
+
+    kind = SourceKind.SQS
+
+
+Source = KafkaSource | AmqpSource | RedisStreamSource | SqsSource
 
 _SCHEMES = {
     "kafka": SourceKind.KAFKA,
@@ -109,13 +125,16 @@ _SCHEMES = {
     "rediss": SourceKind.REDIS,
 }
 _EXPECTED_URI = (
-    "expected kafka://host:port/topic, amqp://user:pass@host:port/vhost?queue=NAME "
-    "or redis://host:port/db?stream=KEY&group=NAME"
+    "expected kafka://host:port/topic, amqp://user:pass@host:port/vhost?queue=NAME, "
+    "redis://host:port/db?stream=KEY&group=NAME, sqs://HOST/ACCOUNT/QUEUE "
+    "or arn:aws:sqs:REGION:ACCOUNT:QUEUE"
 )
 
 
 def parse_source(uri: str) -> Source:
     """The source a mapping reads; ``ValueError`` saying what is wrong and what was expected."""
+    if uri.startswith(("sqs://", "arn:aws:sqs:", "arn:aws-")):
+        return SqsSource(uri, parse_queue(uri))
     parts = urlsplit(uri)
     kind = _SCHEMES.get(parts.scheme)
     if kind is None or not parts.netloc:
@@ -225,6 +244,31 @@ class MappingConfig(BaseModel):
     claim_idle_set_s: Annotated[float | None, BeforeValidator(_optional_duration)] = Field(
         None, alias="claim_idle", ge=MIN_CLAIM_IDLE_S, le=MAX_CLAIM_IDLE_S
     )
+    endpoint_url: str | None = Field(None, pattern=r"^https?://[^/?#\s]+/?$")
+    """SQS: where the queue's API answers (else botocore's chain: ``AWS_ENDPOINT_URL_SQS``,
+    ``AWS_ENDPOINT_URL``, the profile; else AWS itself)."""
+    region: str | None = Field(None, pattern=r"^[a-z0-9-]{2,32}$")
+    """SQS: the region to sign for (else the one the queue's URL or ARN says, else the chain)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _response_types(cls, data: Any) -> Any:
+        """Lambda's ``function_response_types: [ReportBatchItemFailures]`` spelling of
+        ``report_batch_item_failures: true``."""
+        if not isinstance(data, Mapping) or "function_response_types" not in data:
+            return data
+        data = dict(data)
+        types = data.pop("function_response_types")
+        if types is None:
+            types = []
+        if not isinstance(types, list) or any(t != REPORT_BATCH_ITEM_FAILURES for t in types):
+            raise ValueError(
+                f"function_response_types: expected [] or [{REPORT_BATCH_ITEM_FAILURES}], "
+                f"got {types!r}"
+            )
+        if types:
+            data["report_batch_item_failures"] = True
+        return data
 
     @field_validator("name")
     @classmethod
@@ -249,23 +293,25 @@ class MappingConfig(BaseModel):
 
     @property
     def batch_size(self) -> int:
-        """Lambda's default is 100 for Kafka, Amazon MQ and streams."""
-        return self.batch_size_set if self.batch_size_set is not None else 100
+        """Lambda's default is 100 for Kafka, Amazon MQ and streams, 10 for SQS."""
+        if self.batch_size_set is not None:
+            return self.batch_size_set
+        return 10 if self.kind is SourceKind.SQS else 100
 
     @property
     def batch_window_s(self) -> float:
-        """Lambda's default: 500 ms for Kafka and MQ, none for streams (nor for documents
-        of object notifications, which are invoked one S3 record at a time)."""
+        """Lambda's default: 500 ms for Kafka and MQ, none for streams and SQS (nor for
+        documents of object notifications, which are invoked one S3 record at a time)."""
         if self.batch_window_set_s is not None:
             return self.batch_window_set_s
         if self.object_notifications is not None:
             return 0.0
-        return 0.0 if self.kind is SourceKind.REDIS else 0.5
+        return 0.0 if self.kind in (SourceKind.REDIS, SourceKind.SQS) else 0.5
 
     @property
     def starting_position(self) -> str | None:
-        """Where a new consumer group starts (``latest`` by default); None for RabbitMQ."""
-        if self.kind is SourceKind.AMQP:
+        """Where a new consumer group starts (``latest`` by default); None for queues."""
+        if self.kind in (SourceKind.AMQP, SourceKind.SQS):
             return None
         return self.starting_position_set or "latest"
 
@@ -273,7 +319,7 @@ class MappingConfig(BaseModel):
     def consumer_group(self) -> str | None:
         """The Kafka or Redis consumer group: the one in the URI, else the mapping's name."""
         source = self.parsed_source
-        if isinstance(source, AmqpSource):
+        if isinstance(source, AmqpSource | SqsSource):
             return None
         return source.group or self.name
 
@@ -285,14 +331,18 @@ class MappingConfig(BaseModel):
 
     @property
     def lane_ordered(self) -> bool:
-        """Kafka partitions and Redis streams deliver in order; RabbitMQ batches do not."""
-        return self.kind is not SourceKind.AMQP
+        """Kafka partitions and Redis streams deliver in order; queues' batches do not (an
+        SQS FIFO queue's groups are ordered by the queue itself)."""
+        return self.kind not in (SourceKind.AMQP, SourceKind.SQS)
 
     @cached_property
     def record_filter(self) -> RecordFilter:
         """The compiled filters (raises :class:`FilterError` when one is invalid)."""
         data_key, aliases = _DATA_KEYS[self.kind]
-        return compile_filters(self.filters, data_key=data_key, data_aliases=aliases)
+        metadata = SQS_FILTER_METADATA if self.kind is SourceKind.SQS else ()
+        return compile_filters(
+            self.filters, data_key=data_key, data_aliases=aliases, metadata_keys=metadata
+        )
 
 
 _PER_FUNCTION = (
@@ -319,7 +369,31 @@ _DATA_KEYS: dict[SourceKind, tuple[str, tuple[str, ...]]] = {
     SourceKind.KAFKA: ("value", ()),
     SourceKind.AMQP: ("data", ("body",)),
     SourceKind.REDIS: ("data", ()),
+    SourceKind.SQS: ("body", ()),
 }
+SQS_FILTER_METADATA = (
+    "messageId", "attributes", "messageAttributes", "md5OfBody",
+    "eventSource", "eventSourceARN", "awsRegion",
+)  # fmt: skip
+"""The fields of an SQS record a filter may look at besides its ``body`` (Lambda's)."""
+
+_SQS_REDRIVES = (
+    "the queue redelivers a failed batch's messages after its visibility timeout, and its "
+    "own redrive policy (maxReceiveCount, a dead-letter queue) says when to give up"
+)
+NOT_WITH_SQS: dict[str, tuple[str, str]] = {
+    "starting_position_set": ("starting_position", "an SQS queue has no position"),
+    "starting_timestamp": ("starting_timestamp", "an SQS queue has no position"),
+    "bisect_on_error": ("bisect_on_error", _SQS_REDRIVES),
+    "max_retry_attempts": ("max_retry_attempts", _SQS_REDRIVES),
+    "max_record_age_s": ("max_record_age", _SQS_REDRIVES),
+    "on_failure": ("on_failure", _SQS_REDRIVES),
+    "object_notifications": (
+        "object_notifications",
+        "S3 notification documents are read from kafka, amqp and redis sources",
+    ),
+}
+"""Keys of a mapping that do not apply to an SQS source, and why."""
 
 
 def check_mappings(
@@ -357,15 +431,26 @@ def _problem(
 
 def _source_problem(mapping: MappingConfig, at: KeyPath) -> tuple[KeyPath, str] | None:
     kind = mapping.kind
+    if kind is SourceKind.SQS:
+        problem = _sqs_problem(mapping, at)
+        if problem is not None:
+            return problem
+    else:
+        for key in ("endpoint_url", "region"):
+            if key in mapping.model_fields_set:
+                return (*at, key), (
+                    "applies to sqs sources (where the queue's API answers); this mapping "
+                    f"reads {kind.value}, whose URI says where"
+                )
     if kind is SourceKind.AMQP:
         if mapping.starting_position_set is not None:
             return (*at, "starting_position"), (
                 "applies to kafka and redis stream sources; a RabbitMQ queue has no position"
             )
-    elif mapping.max_concurrency is not None:
+    elif mapping.max_concurrency is not None and kind is not SourceKind.SQS:
         return (*at, "max_concurrency"), (
-            "applies to amqp sources; kafka partitions and redis streams run one batch "
-            "at a time each, in order"
+            "applies to amqp and sqs sources; kafka partitions and redis streams run one "
+            "batch at a time each, in order"
         )
     if kind is not SourceKind.REDIS and mapping.claim_idle_set_s is not None:
         return (*at, "claim_idle"), (
@@ -386,6 +471,25 @@ def _source_problem(mapping: MappingConfig, at: KeyPath) -> tuple[KeyPath, str] 
         if exc.index is None:
             return (*at, "filters"), str(exc)
         return (*at, "filters", str(exc.index - 1)), str(exc).removeprefix(f"filter {exc.index}: ")
+    return None
+
+
+def _sqs_problem(mapping: MappingConfig, at: KeyPath) -> tuple[KeyPath, str] | None:
+    given = mapping.model_fields_set
+    for attribute, (key, why) in NOT_WITH_SQS.items():
+        if attribute in given and getattr(mapping, attribute) not in (None, False, -1):
+            return (*at, key), f"does not apply to sqs sources: {why}"
+    if mapping.batch_size > SQS_MAX_UNWINDOWED_BATCH and mapping.batch_window_s <= 0:
+        key = "batch_window" if mapping.batch_window_set_s is not None else "batch_size"
+        return (*at, key), (
+            f"a batch_size above {SQS_MAX_UNWINDOWED_BATCH} ({mapping.batch_size}) needs a "
+            "batch_window above 0 for sqs sources (as in Lambda); e.g. batch_window: 1s"
+        )
+    if mapping.max_concurrency is not None and mapping.max_concurrency < SQS_MIN_CONCURRENCY:
+        return (*at, "max_concurrency"), (
+            f"expected {SQS_MIN_CONCURRENCY} to 1000 for sqs sources (Lambda's maximum "
+            f"concurrency), got {mapping.max_concurrency}"
+        )
     return None
 
 

@@ -74,7 +74,10 @@ class FunctionConfig(_Model):
     description: str = ""
     timeout_s: Seconds = Field(3.0, alias="timeout", gt=0, le=15 * 60)
     memory_mb: Annotated[int, BeforeValidator(lambda v: _megabytes(v))] = Field(
-        128, alias="memory", ge=1
+        128,
+        alias="memory",
+        ge=128,
+        le=10_240,  # Lambda's range
     )
     reserved_concurrency: int | None = Field(None, ge=0)
     retry: RetryPolicy = RetryPolicy()

@@ -25,6 +25,7 @@ ROLE_OF_POLLER = {
     "kafka": "pollers",
     "amqp": "pollers",
     "redis": "pollers",
+    "sqs": "pollers",
     "lambda_api": "api",
 }
 """The role each poller kind (:data:`broker.sources.pollers.POLLERS`) belongs to."""

@@ -97,7 +97,7 @@ def wrap(body: bytes, headers: Mapping[str, str] | None = None, group: str = "")
     envelope: dict[str, Any] = {}
     try:
         envelope["body"] = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         envelope["body_base64"] = base64.b64encode(body).decode()
     if headers:
         envelope["headers"] = dict(headers)
@@ -110,7 +110,7 @@ def unwrap(payload: bytes, id: str = "") -> Message:
     """The message a delivery invocation sends; ``ValueError`` if ``payload`` is not one."""
     try:
         envelope = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise ValueError("a delivery payload must be a JSON object") from None
     if not isinstance(envelope, dict) or not ({"body", "body_base64"} & envelope.keys()):
         raise ValueError('a delivery payload must be {"body": …, "headers": {…}}')

@@ -22,7 +22,7 @@ from broker.models import Condition, FunctionError, Invocation, Outcome, Success
 def _json_or_text(data: bytes) -> Any:
     try:
         return json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return data.decode("utf-8", "replace")
 
 

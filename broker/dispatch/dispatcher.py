@@ -281,7 +281,10 @@ class Dispatcher:
                 ok, chained = await self.settler.submit(settlement)
             if not ok:
                 self.stats.leases_lost += 1
-            self._count(decision.state.value, inv.function, inv.id, outcome, decision.retry_at)
+            self._count(
+                decision.state.value, inv.function, inv.id, outcome, decision.retry_at,
+                settlement.error_type and f"{settlement.error_type}: {settlement.error_message}",
+            )  # fmt: skip
             if ok and not inv.sync:
                 self._measure_end(inv.function, decision.state.value, decision.condition,
                                   settlement.dead_letter is not None)  # fmt: skip
@@ -390,12 +393,16 @@ class Dispatcher:
         invocation_id: str,
         outcome: Outcome | None,
         retry_at: datetime | None,
+        settled_error: str | None = None,
     ) -> None:
+        """``settled_error``: the settlement's error, for an outcome that is none (a batch's
+        malformed partial response)."""
         if state == "succeeded":
             self.stats.succeeded += 1
             return
         error = outcome if isinstance(outcome, FunctionError | SystemFault) else None
-        reason = f"{error.error_type}: {error.message}" if error else "event expired"
+        reason = f"{error.error_type}: {error.message}" if error else settled_error
+        reason = reason or "event expired"
         if state == "pending":
             self.stats.retried += 1
             log.info(

@@ -27,6 +27,15 @@ The rules (applied by the dispatcher to invocations of origin ``mapping``):
   poller enqueues it on its own, marked ``oversized``, and it is given up on
   at once (``MaximumPayloadSizeExceeded``) when its turn in the lane comes.
 
+A batch from a queue that redelivers by itself (SQS: ``redelivered_by_source``)
+is run once, as Lambda runs an SQS batch once per receive: it ends
+``succeeded`` (a partial batch response is kept as its result, for the poller
+to delete only what succeeded) or ``failed``, never retried in place nor
+dead-lettered here: the poller leaves its messages in the queue, which
+delivers them again after their visibility timeout and applies its own
+redrive policy. Only an attempt the function could not make (a system
+fault) is tried again, on the system backoff.
+
 The invocation ends ``succeeded`` when every piece succeeded, ``failed``
 when any was given up on. Retries are persisted decisions (a ``pending``
 settlement with a new payload), never sleeps.
@@ -92,9 +101,12 @@ class MappingPolicy:
     on_failure: str | None = None
     oldest_record_ms: int | None = None
     """When the batch's oldest record was written (the age limit counts from it)."""
+    redelivered_by_source: bool = False
+    """The source gives failed records again by itself (an SQS queue): one attempt."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        extra = {"redelivered_by_source": True} if self.redelivered_by_source else {}
+        return extra | {
             "name": self.name,
             "max_retry_attempts": self.max_retry_attempts,
             "max_record_age_s": self.max_record_age_s,
@@ -114,6 +126,7 @@ class MappingPolicy:
             report_batch_item_failures=bool(data.get("report_batch_item_failures", False)),
             on_failure=data.get("on_failure"),
             oldest_record_ms=data.get("oldest_record_ms"),
+            redelivered_by_source=bool(data.get("redelivered_by_source", False)),
         )
 
 
@@ -190,7 +203,7 @@ class _Progress:
 def _decode(payload: bytes) -> dict[str, Any] | None:
     try:
         value = json.loads(payload)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
 
@@ -251,6 +264,8 @@ def settle_mapping_attempt(
     next_payload: bytes | None = None
     retry_at: datetime | None = None
 
+    if policy.redelivered_by_source and not isinstance(outcome, SystemFault):
+        return _settle_once(lease, progress, policy, outcome, started_at, duration_ms, now)
     if outcome is None:
         condition = not_to_run(inv, now) or MappingCondition.RECORD_AGE_EXCEEDED
         error_type, error_message = condition.value, _never_ran(inv, condition)
@@ -301,6 +316,50 @@ def settle_mapping_attempt(
     return _settlement(
         lease, progress, status, started_at, duration_ms, now, outcome,
         next_payload, retry_at, error_type, error_message, counts,
+    )  # fmt: skip
+
+
+def _settle_once(
+    lease: Lease,
+    progress: _Progress,
+    policy: MappingPolicy,
+    outcome: Outcome | None,
+    started_at: datetime,
+    duration_ms: float,
+    now: datetime,
+) -> tuple[Settlement, Decision]:
+    """An attempt of a batch its source redelivers: succeeded, partial (still
+    ``succeeded``, its response the result) or failed; nothing retried, nothing
+    dead-lettered."""
+    inv = lease.invocation
+    error_type: str | None = None
+    error_message: str | None = None
+    status = attempt_status(outcome)
+    ran = progress.piece_records
+    # Records the queue gives again are failed here, never dropped: the queue's own
+    # redrive policy decides when they are.
+    counts = RecordCounts(invoked=ran if outcome is not None else 0)
+    if outcome is None:
+        condition = not_to_run(inv, now) or MappingCondition.RECORD_AGE_EXCEEDED
+        error_type, error_message = condition.value, _never_ran(inv, condition)
+        progress.dropped = 1
+    elif isinstance(outcome, FunctionError):
+        error_type, error_message = outcome.error_type, outcome.message
+        progress.function_errors += 1
+        progress.dropped = 1
+        counts = replace(counts, failed=ran)
+    else:
+        failed_event, whole, reason = _failed_part(policy, inv.payload, outcome)
+        if failed_event is not None:
+            status = "error" if whole else "partial"
+            error_type, error_message = "BatchItemFailures", reason
+            progress.function_errors += 1
+            progress.dropped = 1 if whole else 0
+            counts = replace(counts, failed=_size(failed_event) or ran)
+    progress.condition = MappingCondition.RETRY_ATTEMPTS_EXHAUSTED
+    return _settlement(
+        lease, progress, status, started_at, duration_ms, now, outcome,
+        None, None, error_type, error_message, counts,
     )  # fmt: skip
 
 

@@ -10,11 +10,14 @@ a record of the batch makes the whole batch a failure. Identifiers:
   key of the event; a bare partition number is accepted when only one topic
   has it), or the text ``"orders-0-15"``;
 * Redis Streams: the record's ``kinesis.sequenceNumber`` (the entry id);
-* RabbitMQ: the message's ``basicProperties.messageId``.
+* RabbitMQ: the message's ``basicProperties.messageId``;
+* SQS: the record's ``messageId``.
 
 Kafka and Redis Streams retry from the lowest failed record of each
-partition/stream (everything after it too, to keep order); RabbitMQ retries
-exactly the failed messages.
+partition/stream (everything after it too, to keep order); RabbitMQ and a
+standard SQS queue retry exactly the failed messages; an SQS FIFO queue
+every message of a failed message's group from it on (Lambda returns the rest of
+the group's batch to the queue).
 
 **Failure records** go to a mapping's ``on_failure`` when a batch's retries or
 age run out: Lambda's record with the batch's position (``KafkaBatchInfo``,
@@ -65,7 +68,7 @@ def parse_batch_response(event: Mapping[str, Any], response: Any) -> BatchRespon
     if isinstance(response, bytes | bytearray | str):
         try:
             response = json.loads(response) if response else None
-        except ValueError:
+        except (ValueError, RecursionError):
             return _SUCCESS  # not a batch response at all: nothing reported as failed
     if not isinstance(response, Mapping):
         return _SUCCESS
@@ -95,13 +98,19 @@ def parse_batch_response(event: Mapping[str, Any], response: Any) -> BatchRespon
 
 
 def _to_retry(kind: str, items: list[Item], failed: list[int]) -> list[Item]:
-    if kind == "amqp":
-        wanted = set(failed)
-        return [item for index, item in enumerate(items) if index in wanted]
+    wanted = set(failed)
     first_failed: dict[str, int] = {}
     for index in failed:
         group = items[index][0]
         first_failed[group] = min(index, first_failed.get(group, index))
+    if kind == "amqp":
+        return [item for index, item in enumerate(items) if index in wanted]
+    if kind == "sqs":  # a standard queue's messages have no group: exactly the failed ones
+        return [
+            item
+            for index, item in enumerate(items)
+            if index in wanted or (item[0] and index >= first_failed.get(item[0], len(items)))
+        ]
     return [
         item
         for index, item in enumerate(items)
@@ -118,6 +127,9 @@ def _resolver(event: Mapping[str, Any], items: list[Item]) -> Callable[[Any], in
         for group, record in items:
             groups_by_partition.setdefault(int(record["partition"]), set()).add(group)
         return lambda identifier: _kafka_index(identifier, by_offset, groups_by_partition)
+    if kind == "sqs":
+        by_id = {record.get("messageId"): i for i, (_, record) in enumerate(items)}
+        return lambda identifier: by_id.get(identifier) if isinstance(identifier, str) else None
     if kind == "redis":
         by_sequence = {
             record["kinesis"]["sequenceNumber"]: i for i, (_, record) in enumerate(items)

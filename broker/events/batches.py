@@ -42,17 +42,19 @@ from typing import Any, Literal, Protocol
 
 import msgspec
 
-EventKind = Literal["kafka", "amqp", "redis"]
+EventKind = Literal["kafka", "amqp", "redis", "sqs"]
 
 KAFKA_EVENT_SOURCE = "SelfManagedKafka"
 RABBITMQ_EVENT_SOURCE = "aws:rmq"
 REDIS_STREAMS_EVENT_SOURCE = "eventwire:redis-streams"
+SQS_EVENT_SOURCE = "aws:sqs"
 KAFKA_TIMESTAMP_TYPES = {0: "CREATE_TIME", 1: "LOG_APPEND_TIME"}
 
 
 def event_source_arn(kind: EventKind, mapping: str) -> str:
-    """The ARN-like name Eventwire gives a mapping's source in events and failure records."""
-    service = {"kafka": "kafka", "amqp": "rabbitmq", "redis": "redis-streams"}[kind]
+    """The ARN-like name Eventwire gives a mapping's source in events and failure records
+    (an SQS queue has an ARN of its own)."""
+    service = {"kafka": "kafka", "amqp": "rabbitmq", "redis": "redis-streams", "sqs": "sqs"}[kind]
     return f"arn:eventwire:{service}:local:000000000000:mapping/{mapping}"
 
 
@@ -363,15 +365,24 @@ def event_kind(event: Mapping[str, Any]) -> EventKind:
         return "amqp"
     records = event.get("Records")
     if isinstance(records, list):
+        first = records[0] if records else None
+        if isinstance(first, Mapping) and first.get("eventSource") == SQS_EVENT_SOURCE:
+            return "sqs"
         return "redis"
-    raise ValueError("not a Kafka, RabbitMQ or Redis Streams mapping event")
+    raise ValueError("not a Kafka, RabbitMQ, Redis Streams or SQS mapping event")
 
 
 def event_items(event: Mapping[str, Any]) -> list[Item]:
-    """Every record of ``event`` with its group, in event order."""
+    """Every record of ``event`` with its group (an SQS record's FIFO message group), in
+    event order."""
     kind = event_kind(event)
     if kind == "redis":
         return [("", record) for record in event["Records"]]
+    if kind == "sqs":
+        return [
+            (str(record.get("attributes", {}).get("MessageGroupId", "")), record)
+            for record in event["Records"]
+        ]
     groups: dict[str, list[dict[str, Any]]] = event[_GROUPED[kind]]
     return [(group, record) for group, records in groups.items() for record in records]
 
@@ -382,7 +393,7 @@ def event_with(event: Mapping[str, Any], items: Sequence[Item]) -> dict[str, Any
     shaped = {
         key: value for key, value in event.items() if key not in ("Records", *_GROUPED.values())
     }
-    if kind == "redis":
+    if kind in ("redis", "sqs"):
         shaped["Records"] = [record for _, record in items]
         return shaped
     groups: dict[str, list[dict[str, Any]]] = {}

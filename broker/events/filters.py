@@ -175,6 +175,6 @@ def _decode(data: bytes | str | None) -> Any:
         text = data
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return text
     return value if isinstance(value, dict | list) else text

@@ -98,7 +98,7 @@ def parse_notification(document: bytes | str | Mapping[str, Any]) -> list[S3Reco
     if isinstance(document, bytes | str):
         try:
             data = json.loads(document)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise S3DocumentError(f"not JSON: {exc}") from None
     if not isinstance(data, Mapping):
         raise S3DocumentError(f"expected a JSON object, got {_kind(data)}")

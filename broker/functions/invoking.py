@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -47,6 +48,8 @@ def check_payload(payload: bytes, *, sync: bool, limits: Limits) -> None:
         json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PayloadError(f"payload is not valid JSON: {exc}") from None
+    except RecursionError:  # no handler could decode it either
+        raise PayloadError("payload is JSON nested too deeply to decode") from None
 
 
 async def check_function(engine: AsyncEngine, name: str) -> None:
@@ -111,6 +114,27 @@ async def enqueue_api_call(
     return enqueued.id
 
 
+async def finished_of(engine: AsyncEngine, invocation_ids: Collection[str]) -> dict[str, Finished]:
+    """Those of ``invocation_ids`` that are finished, by id: one query for them all (a
+    caller following many invocations, such as an SQS reader, asks every few hundred ms).
+
+    As for :func:`wait_finished`, an invocation whose row is not written yet is not
+    finished yet."""
+    if not invocation_ids:
+        return {}
+    i = invocations.c
+    query = select(i.id, i.state, i.result, i.error_type, i.error_message).where(
+        i.id.in_(list(invocation_ids)), i.state.in_([s.value for s in State if s.terminal])
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).all()
+        await conn.rollback()
+    return {
+        row.id: Finished(row.id, State(row.state), row.result, row.error_type, row.error_message)
+        for row in rows
+    }
+
+
 async def wait_finished(
     engine: AsyncEngine, invocation_id: str, timeout_s: float
 ) -> Finished | None:
@@ -121,15 +145,10 @@ async def wait_finished(
     """
     deadline = time.monotonic() + timeout_s
     delay = 0.002
-    i = invocations.c
-    query = select(i.state, i.result, i.error_type, i.error_message).where(i.id == invocation_id)
     while True:
-        async with engine.connect() as conn:
-            row = (await conn.execute(query)).one_or_none()
-            await conn.rollback()
-        state = State(row.state) if row is not None else State.PENDING
-        if row is not None and state.terminal:
-            return Finished(invocation_id, state, row.result, row.error_type, row.error_message)
+        finished = (await finished_of(engine, [invocation_id])).get(invocation_id)
+        if finished is not None:
+            return finished
         if time.monotonic() >= deadline:
             return None
         await asyncio.sleep(delay)

@@ -72,6 +72,11 @@ class InvocationQueue(Protocol):
         for a poller to ask every few hundred milliseconds."""
         ...
 
+    async def running(self, function: str, now: datetime) -> int:
+        """Invocations of ``function`` running now, leased by any process (what its
+        reserved concurrency holds to); one cheap read, for each synchronous call."""
+        ...
+
     async def wait(self, functions: Mapping[str, FunctionLimits], timeout_s: float) -> None:
         """Return when work may be available: an enqueue, a due retry, or ``timeout_s``."""
         ...

@@ -273,6 +273,12 @@ class RedisQueue:
 
     # ------------------------------------------------------------ lanes
 
+    async def running(self, function: str, now: datetime) -> int:
+        # The count the lease script keeps: leases that expired are taken off it by the
+        # next lease, so it may trail a dead process's by up to a lease.
+        count = await self.client.hget(f"{self.prefix}c", function)
+        return int(count or 0)
+
     async def lane_depths(self, lanes: Sequence[str]) -> dict[str, int]:
         if not lanes:
             return {}

@@ -425,6 +425,16 @@ class SqlQueue:
 
     # ------------------------------------------------------------ lanes
 
+    async def running(self, function: str, now: datetime) -> int:
+        async with self.engine.connect() as conn:
+            count = await conn.scalar(
+                select(func.count()).where(
+                    RUNNING, inv.function == function, inv.lease_expires_at > now
+                )
+            )
+            await conn.rollback()
+        return int(count or 0)
+
     async def lane_depths(self, lanes: Sequence[str]) -> dict[str, int]:
         if not lanes:
             return {}

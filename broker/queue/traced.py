@@ -48,6 +48,9 @@ class TracedQueue:
     async def lane_depths(self, lanes: Sequence[str]) -> dict[str, int]:
         return await self.queue.lane_depths(lanes)
 
+    async def running(self, function: str, now: datetime) -> int:
+        return await self.queue.running(function, now)
+
     async def wait(self, functions: Mapping[str, FunctionLimits], timeout_s: float) -> None:
         await self.queue.wait(functions, timeout_s)
 

@@ -35,9 +35,10 @@ POLLERS: dict[str, str] = {
     "kafka": "pollers.kafka:create",
     "amqp": "pollers.rabbitmq:create",
     "redis": "pollers.redis_streams:create",
+    "sqs": "pollers.sqs.poller:create",
     "lambda_api": "broker.api.lambda_api:create",
 }
-EXTRAS = {"kafka": "kafka", "amqp": "rabbitmq", "redis": "redis"}
+EXTRAS = {"kafka": "kafka", "amqp": "rabbitmq", "redis": "redis", "sqs": "aws"}
 """The ``eventwire[...]`` extra a poller kind's transport library comes with."""
 
 

@@ -68,7 +68,7 @@ def read_lines(lines: Iterable[str], source: str) -> list[dict[str, Any]]:
             continue
         try:
             data = json.loads(line)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise UsageError(f"{source}:{number}: not JSON: {exc}") from None
         if not isinstance(data, dict):
             raise UsageError(f"{source}:{number}: expected a JSON object per line")

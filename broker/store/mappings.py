@@ -80,7 +80,8 @@ def redact(uri: str) -> str:
 def _hash(mapping: MappingConfig) -> str:
     # Keys added since rows were first written are left out while unset, so an upgrade
     # changes no mapping's hash (a changed hash resets its desired state).
-    unset = {"object_notifications"} if mapping.object_notifications is None else set()
+    later = ("object_notifications", "endpoint_url", "region")
+    unset = {key for key in later if getattr(mapping, key) is None}
     dumped = mapping.model_dump(mode="json", by_alias=True, exclude=unset)
     data = json.dumps(dumped, sort_keys=True)
     return hashlib.sha256(data.encode()).hexdigest()
@@ -171,9 +172,10 @@ async def set_desired(engine: AsyncEngine, name: str, desired: str, now: datetim
 async def request_seek(engine: AsyncEngine, name: str, to: datetime, now: datetime) -> int:
     """Ask the pollers to read ``name`` again from ``to``; answers the new generation."""
     row = await get_mapping(engine, name)
-    if row.kind == "amqp":
+    if row.kind in ("amqp", "sqs"):
+        queue = "a RabbitMQ queue" if row.kind == "amqp" else "an SQS queue"
         raise UsageError(
-            f"mapping {name!r} reads a RabbitMQ queue, which has no positions to seek to; "
+            f"mapping {name!r} reads {queue}, which has no positions to seek to; "
             "seek applies to kafka and redis stream mappings"
         )
     async with engine.begin() as conn:

@@ -118,6 +118,12 @@ MISSING = [
         "redis",
         id="redis-stream-mapping",
     ),
+    pytest.param(
+        "mappings:\n  - {name: q, source: 'sqs://127.0.0.1:9/123456789012/q', function: hello}\n",
+        {},
+        "aws",
+        id="sqs-mapping",
+    ),
     pytest.param("", {"EVENTWIRE_QUEUE_URL": "redis://127.0.0.1:9/0"}, "redis", id="redis-queue"),
     pytest.param(
         "",

@@ -444,3 +444,22 @@ async def test_a_lease_chained_to_a_settlement_is_the_lanes_next_and_only_then(
     free = new()
     await h.queue.enqueue([free])
     assert [x.invocation.id for x in await lease(h.queue, h, fns=limits)] == [free.id]
+
+
+async def test_running_counts_a_functions_leased_invocations_across_queues(h: Harness) -> None:
+    await h.queue.enqueue([new("f"), new("f"), new("g")])
+    assert await h.queue.running("f", h.clock.now) == 0
+    fns = {"f": FunctionLimits(lease_s=10), "g": FunctionLimits(lease_s=10)}
+    first, second, _ = sorted(
+        await lease(h.queue, h, fns=fns), key=lambda held: held.invocation.function
+    )
+    other = h.other()
+    try:
+        assert await other.running("f", h.clock.now) == 2
+        assert await other.running("g", h.clock.now) == 1
+        await h.queue.settle([settlement(first, State.SUCCEEDED)], h.clock.now)
+        await h.queue.release([second.token])
+        assert await other.running("f", h.clock.now) == 0
+        assert await other.running("nobody", h.clock.now) == 0
+    finally:
+        await other.close()

@@ -32,6 +32,12 @@ KEYS: dict[str, Any] = {
             "secret_env": "EVENTWIRE_TEST_SECRET_R",
             "allow": [{"actions": ["lambda:Get*", "lambda:ListFunctions"]}],
         },
+        {
+            "id": "AKIATHROTTLED",
+            "secret_env": "EVENTWIRE_TEST_SECRET_R",
+            "allow": [{"actions": ["lambda:ListFunctions"]}],
+            "rate_limit": {"per_second": 0.01, "burst": 2},
+        },
     ]
 }
 SECRETS = {"EVENTWIRE_TEST_SECRET_A": "secret-of-a", "EVENTWIRE_TEST_SECRET_R": "secret-of-r"}
@@ -101,3 +107,17 @@ def status_of(url: str) -> int:
     with urllib.request.urlopen(url, timeout=10) as response:
         status: int = response.status
         return status
+
+
+async def test_a_key_over_its_rate_limit_is_told_to_slow_down(api_url: str) -> None:
+    throttled = lambda_client(api_url, "AKIATHROTTLED", "secret-of-r")
+    for _ in range(2):
+        await call(throttled, "list_functions")
+    with pytest.raises(ClientError) as caught:
+        await call(throttled, "list_functions")
+    error = caught.value.response
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 429
+    assert error["Error"]["Code"] == "TooManyRequestsException"
+    assert int(error["ResponseMetadata"]["HTTPHeaders"]["retry-after"]) >= 1
+    other = lambda_client(api_url, "AKIAREADONLY", "secret-of-r")  # its own bucket
+    assert (await call(other, "list_functions"))["Functions"]

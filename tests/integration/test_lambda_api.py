@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from broker.store.schema import invocations
 from tests.support.lambda_client import lambda_client
 from tests.support.service import running_service
 from tests.support.stores import store_for
+from tests.support.waiting import eventually
 
 FUNCTIONS = {
     "echo": {"handler": "tests.handlers:echo", "timeout": "2.5s", "reserved_concurrency": 3},
@@ -195,3 +197,79 @@ async def test_functions_are_listed_and_described_as_lambda_does(api: Lambda) ->
     with pytest.raises(ClientError) as caught:
         await asyncio.to_thread(api.client.get_function, FunctionName="nope")
     assert caught.value.response["Error"]["Code"] == "ResourceNotFoundException"
+
+
+async def test_json_nested_too_deeply_is_the_callers_mistake(api: Lambda) -> None:
+    deep = b"[" * 1_500 + b"]" * 1_500  # within the 4 KB limit, past any decoder's depth
+    error = await api.fails(FunctionName="echo", Payload=deep)
+    assert error.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+    assert error.response["Error"]["Code"] == "InvalidRequestContentException"
+    assert "nested too deeply" in error.response["Error"]["Message"]
+    assert await api.invocations() == 0
+
+
+async def test_a_body_declared_too_large_is_refused_before_it_is_sent(api: Lambda) -> None:
+    host, port = api.url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(
+            b"POST /2015-03-31/functions/echo/invocations HTTP/1.1\r\n"
+            b"Host: eventwire\r\nContent-Length: 10000000\r\n\r\n{}"
+        )
+        await writer.drain()
+        async with asyncio.timeout(10):  # not the rest of the 10 MB it never sends
+            status_line = await reader.readline()
+            rest = await reader.read(4096)
+    finally:
+        writer.close()
+    assert status_line.split()[1] == b"413", status_line
+    assert b"RequestTooLargeException" in rest
+
+
+async def test_an_operation_eventwire_does_not_serve_is_named_in_lambdas_error(
+    api: Lambda,
+) -> None:
+    with pytest.raises(ClientError) as caught:
+        await asyncio.to_thread(api.client.get_function_configuration, FunctionName="echo")
+    error = caught.value.response
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 404
+    assert error["Error"]["Code"] == "UnknownOperationException"
+    assert "GetFunctionConfiguration" in error["Error"]["Message"]
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{api.url}/nowhere") as response,
+    ):
+        assert response.status == 404
+        assert response.headers["x-amzn-ErrorType"] == "UnknownOperationException"
+        assert "no such operation" in (await response.json())["message"]
+
+
+async def test_a_function_at_its_reserved_concurrency_throttles_sync_calls_and_queues_events(
+    tmp_path: Path,
+) -> None:
+    from tests import handlers
+
+    handlers.GATE.clear()
+    functions = {"gated": {"handler": "tests.handlers:gated", "reserved_concurrency": 1}}
+    async with (
+        store_for("sqlite", tmp_path) as where,
+        running_service(where, functions, api_listen="127.0.0.1:0") as service,
+    ):
+        api = Lambda(service)
+        queue = service.dispatcher.queue  # type: ignore[union-attr]
+        first = asyncio.create_task(api.invoke(FunctionName="gated", Payload=b"{}"))
+        try:
+            await eventually(
+                lambda: queue.running("gated", datetime.now(UTC)), 10, "the first call to run"
+            )
+            error = await api.fails(FunctionName="gated", Payload=b"{}")
+            meta = error.response["ResponseMetadata"]
+            assert meta["HTTPStatusCode"] == 429
+            assert error.response["Error"]["Code"] == "TooManyRequestsException"
+            assert meta["HTTPHeaders"]["retry-after"] == "1"
+            queued = await api.invoke(FunctionName="gated", InvocationType="Event", Payload=b"{}")
+            assert queued["StatusCode"] == 202
+        finally:
+            handlers.GATE.set()
+        assert json.loads((await first)["Payload"].read()) == "through"
+        assert await api.invocations() == 2  # the throttled call was never enqueued

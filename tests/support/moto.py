@@ -111,3 +111,58 @@ def redrive_policy(dead_letter: SqsQueue, max_receive_count: int) -> dict[str, s
 @pytest.fixture
 async def sqs_queue(moto_server: MotoServer) -> AsyncIterator[SqsQueue]:
     yield await make_queue(moto_server)
+
+
+async def send(
+    server: MotoServer,
+    queue: SqsQueue,
+    bodies: list[str],
+    *,
+    group: str | None = None,
+    attributes: dict[str, Any] | None = None,
+) -> list[str]:
+    """Send ``bodies`` in order (to message group ``group`` on a FIFO queue, each
+    deduplicated by its position); answers their message ids."""
+    from aiobotocore.session import get_session
+
+    ids = []
+    async with get_session().create_client(
+        "sqs", region_name=REGION, endpoint_url=server.endpoint
+    ) as sqs:
+        for chunk_start in range(0, len(bodies), 10):
+            entries = []
+            for offset, body in enumerate(bodies[chunk_start : chunk_start + 10]):
+                entry: dict[str, Any] = {"Id": str(offset), "MessageBody": body}
+                if attributes:
+                    entry["MessageAttributes"] = attributes
+                if group is not None:
+                    entry["MessageGroupId"] = group
+                    entry["MessageDeduplicationId"] = uuid.uuid4().hex
+                entries.append(entry)
+            answer = await sqs.send_message_batch(QueueUrl=queue.url, Entries=entries)
+            assert not answer.get("Failed"), answer["Failed"]
+            by_id = {s["Id"]: s["MessageId"] for s in answer["Successful"]}
+            ids += [by_id[str(offset)] for offset in range(len(entries))]
+    return ids
+
+
+async def counts(server: MotoServer, queue: SqsQueue) -> tuple[int, int]:
+    """Messages in ``queue``: visible, and in flight (received, not deleted)."""
+    from aiobotocore.session import get_session
+
+    async with get_session().create_client(
+        "sqs", region_name=REGION, endpoint_url=server.endpoint
+    ) as sqs:
+        answer = await sqs.get_queue_attributes(
+            QueueUrl=queue.url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )
+    found = answer["Attributes"]
+    return (
+        int(found["ApproximateNumberOfMessages"]),
+        int(found["ApproximateNumberOfMessagesNotVisible"]),
+    )
+
+
+async def is_empty(server: MotoServer, queue: SqsQueue) -> bool:
+    return await counts(server, queue) == (0, 0)

@@ -96,6 +96,29 @@ def test_an_open_api_listens_only_on_loopback_unless_allowed() -> None:
         check_exposure("0.0.0.0:9001", open_api, allow_unauthenticated=False)
 
 
+def test_a_keys_rate_limit_is_a_token_bucket(tmp_path: Path) -> None:
+    from broker.api.access import RateExceeded
+
+    api = api_of(
+        tmp_path,
+        "api:\n  keys:\n"
+        "    - {id: AKIAFAST, secret_env: S, rate_limit: {per_second: 2, burst: 3}}\n"
+        "    - {id: AKIAFREE, secret_env: S}\n",
+    )
+    access = load_access(api, {"S": "s"})
+    for _ in range(3):
+        access.admit("AKIAFAST", now=100.0)  # the burst
+    with pytest.raises(RateExceeded) as caught:
+        access.admit("AKIAFAST", now=100.0)
+    assert caught.value.retry_after_s == pytest.approx(0.5)
+    access.admit("AKIAFAST", now=100.5)  # half a second refills one at 2/s
+    for _ in range(100):
+        access.admit("AKIAFREE", now=100.0)  # no limit
+    assert "per_second" in error_of(
+        tmp_path, "api: {keys: [{id: AKIAX, secret_env: A, rate_limit: {per_second: 0}}]}\n"
+    )
+
+
 def test_public_function_urls_are_deliberate_and_named_in_the_log(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

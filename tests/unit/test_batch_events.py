@@ -209,7 +209,7 @@ def test_redis_streams_event_is_shaped_like_kinesis() -> None:
 
 
 def test_event_kind_rejects_other_payloads() -> None:
-    with pytest.raises(ValueError, match="not a Kafka, RabbitMQ or Redis Streams mapping event"):
+    with pytest.raises(ValueError, match="not a Kafka, RabbitMQ, Redis Streams or SQS mapping"):
         event_kind({"hello": "world"})
 
 

@@ -117,3 +117,12 @@ def test_the_tracing_and_metrics_sections(tmp_path: Path) -> None:
     assert "tracing.exporter" in error_of(tmp_path, "tracing: {exporter: zipkin}\n")
     assert "tracing.sample_ratio" in error_of(tmp_path, "tracing: {sample_ratio: 2}\n")
     assert "metrics.listen" in error_of(tmp_path, "metrics: {listen: 9464}\n")
+
+
+def test_memory_is_within_lambdas_range(tmp_path: Path) -> None:
+    assert "less than or equal to 10240" in error_of(
+        tmp_path, "functions:\n  f: {handler: 'm:f', memory: 1180591620717411303424}\n"
+    )
+    assert "greater than or equal to 128" in error_of(
+        tmp_path, "functions:\n  f: {handler: 'm:f', memory: 64MB}\n"
+    )

@@ -54,6 +54,12 @@ EXTRA_OF = {
     "broker.observability.otel": "tracing",
     "broker.aws.clients": "aws",
     "broker.destinations.sqs_sns": "aws",
+    "pollers.sqs.outcomes": "aws",
+    "pollers.sqs.poller": "aws",
+    "pollers.sqs.reader": "aws",
+    "pollers.sqs.receive": "aws",
+    "pollers.sqs.redelivery": "aws",
+    "pollers.sqs.visibility": "aws",
 }
 
 

@@ -112,3 +112,9 @@ def test_invalid_filters_are_rejected_with_the_reason(
         compile_filters(patterns, data_key="value")
     assert message in str(caught.value)
     assert caught.value.index == index
+
+
+def test_data_nested_past_any_decoder_is_text_to_the_filters() -> None:
+    deep = b"[" * 5_000 + b"]" * 5_000
+    assert kafka({"value": [{"prefix": "[[["}]}).matches(deep)
+    assert not kafka({"value": {"n": [1]}}).matches(deep)

@@ -146,8 +146,12 @@ def test_source_uris(uri: str, expected: object) -> None:
             "configured functions: audit, process",
         ),
         (
+            "{name: m, source: 'nats://q', function: process}",
+            "F:5: mappings.0.source: unknown source 'nats://q'; expected kafka://host:port/topic",
+        ),
+        (
             "{name: m, source: 'sqs://q', function: process}",
-            "F:5: mappings.0.source: unknown source 'sqs://q'; expected kafka://host:port/topic",
+            "F:5: mappings.0.source: 'sqs://q' names no queue; expected sqs://HOST/ACCOUNT/QUEUE",
         ),
         (
             "{name: m, source: 'kafka://k:9092', function: process}",
@@ -197,7 +201,7 @@ def test_source_uris(uri: str, expected: object) -> None:
         ),
         (
             "{name: m, source: 'kafka://k:9092/t', function: process, max_concurrency: 3}",
-            "F:5: mappings.0.max_concurrency: applies to amqp sources",
+            "F:5: mappings.0.max_concurrency: applies to amqp and sqs sources",
         ),
         (
             "{name: m, source: 'kafka://k:9092/t', function: process, claim_idle: 30s}",

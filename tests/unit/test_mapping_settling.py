@@ -259,3 +259,43 @@ def test_records_not_run_are_counted_dropped_from_their_payload() -> None:
     source = {"mapping": policy.to_json(), "position": {"partition": "t-0"}}  # no "records"
     _, counts = counts_of(lease_of(batch(range(3)), policy, source), None)
     assert counts == RecordCounts(dropped=3)
+
+
+def test_a_response_nested_past_any_decoder_is_no_batch_response() -> None:
+    policy = MappingPolicy("m", report_batch_item_failures=True)
+    deep = b"[" * 5_000 + b"]" * 5_000
+    s = settle(lease_of(batch(range(3)), policy), Success(deep))
+    assert s.state is State.SUCCEEDED
+
+
+def sqs_batch(n: int) -> dict[str, Any]:
+    from broker.events.sqs import sqs_event
+
+    messages = [
+        {"MessageId": f"m{i}", "ReceiptHandle": "h", "Body": "{}", "Attributes": {}}
+        for i in range(n)
+    ]
+    return sqs_event(messages, event_source_arn="arn:aws:sqs:r:123456789012:q", region="r")
+
+
+SQS = MappingPolicy(name="m", report_batch_item_failures=True, redelivered_by_source=True)
+
+
+def test_a_batch_its_queue_redelivers_runs_once_and_is_never_dead_lettered_here() -> None:
+    s = settle(lease_of(sqs_batch(3), SQS), BOOM)
+    assert s.state is State.FAILED
+    assert (s.retry_at, s.dead_letter, s.payload, s.enqueue) == (None, None, None, ())
+    assert s.error_type == "ValueError"
+
+
+def test_a_partial_response_of_such_a_batch_succeeds_with_the_response_as_its_result() -> None:
+    response = b'{"batchItemFailures": [{"itemIdentifier": "m1"}]}'
+    s = settle(lease_of(sqs_batch(3), SQS), Success(response))
+    assert s.state is State.SUCCEEDED
+    assert (s.result, s.retry_at, s.dead_letter) == (response, None, None)
+    assert s.attempt.status == "partial"
+
+
+def test_a_system_fault_of_such_a_batch_is_tried_again() -> None:
+    s = settle(lease_of(sqs_batch(3), SQS), SystemFault("InvokerError", "down"))
+    assert s.state is State.PENDING and s.retry_at is not None
