@@ -18,14 +18,17 @@ A request to ``/fn/NAME/a/b?x=1`` (any method), or to ``/a/b?x=1`` with a ``Host
 Every answer from the function carries ``x-amzn-RequestId`` and
 ``X-Eventwire-Invocation-Id``. Errors of the caller's own are 4xx with a JSON
 ``Message``: 404 for a function that does not exist or has no ``function_url``, 403
-for a missing or wrong signature, 413 for a body over ``limits.sync_payload``.
+for a missing or wrong signature, 413 for a body over ``limits.sync_payload``, 429 with
+``Retry-After`` for a function at its reserved concurrency or a key past its rate limit.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
@@ -34,7 +37,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from broker.api.access import Access, AccessDenied
+from broker.api.access import Access, AccessDenied, RateExceeded
 from broker.api.cors import is_preflight, preflight, response_headers
 from broker.api.signatures import Arrived, SignatureError, verify
 from broker.config.function_urls import FunctionUrlConfig
@@ -70,6 +73,15 @@ HOST_LABEL = ".lambda-url."
 ACTION = "lambda:InvokeFunctionUrl"
 WAIT_SLACK_S = 60.0
 """As the Invoke API: how long past the function's timeout an answer is waited for."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Registered:
+    """What serving a function's URL needs of the registered function."""
+
+    url: FunctionUrlConfig
+    timeout_s: float
+    reserved_concurrency: int | None
 
 
 def public_urls(functions: Mapping[str, FunctionConfig]) -> list[str]:
@@ -129,7 +141,7 @@ class FunctionUrls:
             return _message(503, "ServiceException", "could not read the function; try again")
         if found is None:
             return _message(404, "ResourceNotFoundException", f"no function URL: {name}")
-        config, timeout_s = found
+        config = found.url
         headers = {key.lower(): ",".join(request.headers.getall(key)) for key in request.headers}
         if config.cors is not None and is_preflight(request.method, headers):
             return web.Response(status=200, headers=preflight(config.cors, headers))
@@ -145,16 +157,12 @@ class FunctionUrls:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return too_large
-        caller: Caller | None = None
+        caller: Caller | web.Response | None = None
         if config.auth == "AWS_IAM" and not self.access.open:
-            try:
-                caller = self._caller(request, name, headers, body)
-            except SignatureError as exc:
-                log.info("function URL %s: refused %s: %s", name, request.method, exc.code)
-                return _message(exc.status, exc.code, str(exc))
-            except AccessDenied as exc:
-                return _message(403, "AccessDeniedException", str(exc))
-        answer = await self._invoke(request, name, path, query, body, caller, timeout_s)
+            caller = self._caller(request, name, headers, body)
+        if isinstance(caller, web.Response):
+            return caller
+        answer = await self._invoke(request, name, path, query, body, caller, found)
         if config.cors is not None:
             for key in [k for k in answer.headers if k.lower().startswith("access-control-")]:
                 del answer.headers[key]
@@ -162,10 +170,10 @@ class FunctionUrls:
                 answer.headers.add(key, value)
         return answer
 
-    async def _config(self, name: str) -> tuple[FunctionUrlConfig, float] | None:
-        """The registered function's URL configuration and timeout (None: it has none)."""
+    async def _config(self, name: str) -> _Registered | None:
+        """The registered function's URL configuration and limits (None: it has none)."""
         f = functions.c
-        query = select(f.config, f.timeout_s).where(f.name == name)
+        query = select(f.config, f.timeout_s, f.reserved_concurrency).where(f.name == name)
         async with self.engine.connect() as conn:
             row = (await conn.execute(query)).one_or_none()
             await conn.rollback()
@@ -173,14 +181,17 @@ class FunctionUrls:
         if row is None or stored is None:
             return None
         try:
-            return FunctionUrlConfig.model_validate(stored), float(row.timeout_s)
+            url = FunctionUrlConfig.model_validate(stored)
         except ValidationError:  # registered by another version of eventwire
             log.warning("function URL %s: its stored function_url is not understood", name)
             return None
+        return _Registered(url, float(row.timeout_s), row.reserved_concurrency)
 
     def _caller(
         self, request: web.Request, name: str, headers: Mapping[str, str], body: bytes
-    ) -> Caller:
+    ) -> Caller | web.Response:
+        """Who signed the request, if it is signed by a key that may call ``name``'s URL
+        now; else the answer that says why not."""
         arrived = Arrived(
             method=request.method,
             scheme=request.scheme,
@@ -188,9 +199,19 @@ class FunctionUrls:
             headers=headers,
             body=body,
         )
-        key_id = verify(arrived, self.access.secrets, datetime.now(UTC))
         arn = self.arn(name)
-        self.access.authorize(key_id, ACTION, name, arn)
+        try:
+            key_id = verify(arrived, self.access.secrets, datetime.now(UTC))
+            self.access.admit(key_id)
+            self.access.authorize(key_id, ACTION, name, arn)
+        except SignatureError as exc:
+            log.info("function URL %s: refused %s: %s", name, request.method, exc.code)
+            return _message(exc.status, exc.code, str(exc))
+        except RateExceeded as exc:
+            retry = str(max(1, math.ceil(exc.retry_after_s)))
+            return _message(429, "TooManyRequestsException", str(exc), {"Retry-After": retry})
+        except AccessDenied as exc:
+            return _message(403, "AccessDeniedException", str(exc))
         return Caller(key_id, arn.split(":")[4])
 
     async def _invoke(
@@ -201,7 +222,7 @@ class FunctionUrls:
         query: str,
         body: bytes,
         caller: Caller | None,
-        timeout_s: float,
+        function: _Registered,
     ) -> web.Response:
         invocation_id = new_id()
         event = url_event(
@@ -223,6 +244,18 @@ class FunctionUrls:
         payload = json.dumps(event).encode()
         try:
             check_payload(payload, sync=True, limits=self.limits)
+            reserved = function.reserved_concurrency
+            if (
+                reserved is not None
+                and await self.queue.running(name, datetime.now(UTC)) >= reserved
+            ):
+                return _message(
+                    429,
+                    "TooManyRequestsException",
+                    f"Rate Exceeded: {name} is running {reserved} invocations, its reserved "
+                    "concurrency",
+                    {"Retry-After": "1"},
+                )
             await enqueue_api_call(
                 self.queue,
                 name,
@@ -237,7 +270,8 @@ class FunctionUrls:
             log.error("function URL %s: could not enqueue an invocation (%s)", name, exc)
             return _message(503, "ServiceException", "could not store the invocation; try again")
         ids = {"x-amzn-RequestId": invocation_id, "X-Eventwire-Invocation-Id": invocation_id}
-        finished = await wait_finished(self.engine, invocation_id, timeout_s + WAIT_SLACK_S)
+        wait_s = function.timeout_s + WAIT_SLACK_S
+        finished = await wait_finished(self.engine, invocation_id, wait_s)
         if finished is None:
             return _message(
                 504, "ServiceException", f"invocation {invocation_id} did not finish in time", ids

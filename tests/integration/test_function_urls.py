@@ -45,6 +45,11 @@ FUNCTIONS = {
     "shop": {"handler": "tests.url_handlers:shop", "function_url": PUBLIC},
     "private": {"handler": "tests.handlers:echo", "function_url": {"auth": "AWS_IAM"}},
     "internal": {"handler": "tests.handlers:echo"},
+    "stopped": {
+        "handler": "tests.handlers:echo",
+        "function_url": PUBLIC,
+        "reserved_concurrency": 0,
+    },
 }
 KEYS: dict[str, Any] = {
     "keys": [
@@ -52,6 +57,12 @@ KEYS: dict[str, Any] = {
             "id": "AKIAURLCALLER",
             "secret_env": "EVENTWIRE_TEST_URL_SECRET",
             "allow": [{"actions": ["lambda:InvokeFunctionUrl"], "functions": ["private"]}],
+        },
+        {
+            "id": "AKIAONCEONLY",
+            "secret_env": "EVENTWIRE_TEST_URL_SECRET",
+            "allow": [{"actions": ["lambda:InvokeFunctionUrl"]}],
+            "rate_limit": {"per_second": 0.01, "burst": 1},
         },
         {
             "id": "AKIAINVOKEONLY",
@@ -286,3 +297,17 @@ async def test_a_declared_length_over_the_limit_is_413_before_the_body(urls: Url
     writer.close()
     await writer.wait_closed()
     assert status.startswith(b"HTTP/1.1 413")
+
+
+async def test_throttles_are_429_with_retry_after(urls: Urls) -> None:
+    # A function at its reserved concurrency (0: none may run), as the Invoke API answers.
+    async with urls.http.get(urls.of("stopped")) as response:
+        assert response.status == 429
+        assert response.headers["x-amzn-ErrorType"] == "TooManyRequestsException"
+        assert response.headers["Retry-After"] == "1"
+    # A key past its rate limit.
+    url = urls.of("private")
+    async with urls.http.get(url, headers=signed("GET", url, "AKIAONCEONLY", "url-secret")) as r:
+        assert r.status == 200
+    async with urls.http.get(url, headers=signed("GET", url, "AKIAONCEONLY", "url-secret")) as r:
+        assert r.status == 429 and int(r.headers["Retry-After"]) >= 1
