@@ -234,6 +234,8 @@ class FunctionUrls:
                 body=body,
                 source_ip=request.remote or "",
                 protocol=f"HTTP/{request.version.major}.{request.version.minor}",
+                scheme=request.scheme,
+                port=_local_port(request),
             ),
             function=name,
             request_id=invocation_id,
@@ -284,6 +286,12 @@ class FunctionUrls:
             log.info("function URL %s: invocation %s: %s", name, invocation_id, exc)
             return _message(502, None, "Internal Server Error", ids)
         return _response(mapped, ids)
+
+
+def _local_port(request: web.Request) -> int | None:
+    """The port of the listener the request came to."""
+    sockname = request.get_extra_info("sockname")
+    return int(sockname[1]) if isinstance(sockname, tuple) and len(sockname) >= 2 else None
 
 
 def _response(mapped: HttpResponse, ids: Mapping[str, str]) -> web.Response:

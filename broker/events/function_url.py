@@ -55,6 +55,9 @@ class UrlRequest:
     body: bytes
     source_ip: str
     protocol: str = "HTTP/1.1"
+    scheme: str = "http"
+    port: int | None = None
+    """The port the request came to (``x-forwarded-port``), if known."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +117,7 @@ def url_event(
             headers[key] = f"{headers[key]},{value}"
         else:
             headers[key] = value
+    _forwarded(headers, request)
     domain = headers.get("host", "")
     epoch_ms = int(now.timestamp() * 1000)
     http = {
@@ -157,6 +161,16 @@ def url_event(
     else:
         event["isBase64Encoded"] = False
     return event
+
+
+def _forwarded(headers: dict[str, str], request: UrlRequest) -> None:
+    """The ``x-forwarded-*`` headers Lambda's front end adds: the caller's address after
+    any the request came with, and the scheme and port it came to."""
+    before = headers.get("x-forwarded-for")
+    headers["x-forwarded-for"] = f"{before}, {request.source_ip}" if before else request.source_ip
+    headers["x-forwarded-proto"] = request.scheme
+    if request.port is not None:
+        headers["x-forwarded-port"] = str(request.port)
 
 
 def query_parameters(query: str) -> dict[str, str]:

@@ -122,6 +122,9 @@ async def test_a_get_reaches_the_handler_as_the_2_0_event(urls: Urls) -> None:
     assert event["queryStringParameters"] == {"expand": "items", "tag": "x,y"}
     assert event["cookies"] == ["a=1", "b=2"]
     assert event["headers"]["x-multi"] == "one,two" and "cookie" not in event["headers"]
+    assert event["headers"]["x-forwarded-for"] == "127.0.0.1"
+    assert event["headers"]["x-forwarded-proto"] == "http"
+    assert event["headers"]["x-forwarded-port"] == urls.base.rsplit(":", 1)[1]
     context = event["requestContext"]
     assert context["http"] == {
         "method": "GET",

@@ -53,6 +53,8 @@ def test_a_get_becomes_the_2_0_event_field_for_field() -> None:
         ],
         body=b"",
         source_ip="10.0.0.7",
+        scheme="https",
+        port=9001,
     )
     assert event_of(request) == {
         "version": "2.0",
@@ -60,7 +62,14 @@ def test_a_get_becomes_the_2_0_event_field_for_field() -> None:
         "rawPath": "/my/path",
         "rawQueryString": "parameter1=value1&parameter1=value2&parameter2=a%20b&empty=",
         "cookies": ["cookie1=a", "cookie2=b"],
-        "headers": {"host": "127.0.0.1:9001", "user-agent": "curl/8.0", "x-multi": "one,two"},
+        "headers": {
+            "host": "127.0.0.1:9001",
+            "user-agent": "curl/8.0",
+            "x-multi": "one,two",
+            "x-forwarded-for": "10.0.0.7",
+            "x-forwarded-proto": "https",
+            "x-forwarded-port": "9001",
+        },
         "queryStringParameters": {"parameter1": "value1,value2", "parameter2": "a b", "empty": ""},
         "requestContext": {
             "accountId": "anonymous",
@@ -117,6 +126,13 @@ def test_a_body_is_text_or_base64_by_its_type(
     event = event_of(UrlRequest("POST", "/", "", headers, body, "::1"))
     assert event["isBase64Encoded"] is not text
     assert event["body"] == (body.decode() if text else base64.b64encode(body).decode())
+
+
+def test_a_forwarded_for_header_gets_the_callers_address_after_its_own() -> None:
+    request = UrlRequest("GET", "/", "", [("X-Forwarded-For", "203.0.113.9")], b"", "10.0.0.7")
+    headers = event_of(request)["headers"]
+    assert headers["x-forwarded-for"] == "203.0.113.9, 10.0.0.7"
+    assert headers["x-forwarded-proto"] == "http" and "x-forwarded-port" not in headers
 
 
 def test_is_text_follows_lambdas_list() -> None:
