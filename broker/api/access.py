@@ -4,13 +4,16 @@ whether an open API may listen where it is asked to."""
 from __future__ import annotations
 
 import ipaddress
+import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from broker.config.api import AccessKey, ApiConfig
 from broker.errors import UsageError
 from broker.http.listen import split_listen
+
+log = logging.getLogger("eventwire.api")
 
 
 class AccessDenied(Exception):
@@ -125,11 +128,20 @@ def is_loopback(listen: str) -> bool:
         return False
 
 
-def check_exposure(listen: str, access: Access, allow_unauthenticated: bool) -> None:
-    """Refuse an open API on an address others can reach, unless explicitly allowed."""
-    if access.open and not allow_unauthenticated and not is_loopback(listen):
+def check_exposure(
+    listen: str, access: Access, allow_unauthenticated: bool, *, public: Sequence[str] = ()
+) -> None:
+    """Refuse an open API on an address others can reach, unless explicitly allowed.
+
+    The function URLs in ``public`` (``auth: NONE``) are public by their configuration,
+    as in Lambda: they do not make an API with keys refused, and are named in the log
+    when others can reach them."""
+    reachable = not is_loopback(listen)
+    if access.open and not allow_unauthenticated and reachable:
         raise UsageError(
             f"the Lambda API would listen on {listen} with no api.keys: anyone who can "
             "reach it could invoke every function. Declare api.keys in eventwire.yaml "
             "(README: Security), listen on 127.0.0.1, or pass --allow-unauthenticated"
         )
+    if public and reachable:
+        log.warning("function URLs with auth NONE are public on %s: %s", listen, ", ".join(public))

@@ -40,7 +40,8 @@ Version 4, as SDKs sign: :mod:`broker.api.signatures`) by one of them, and be al
 its statements (:mod:`broker.api.access`): ``lambda:InvokeFunction`` and
 ``lambda:GetFunction`` on the function, ``lambda:ListFunctions``. Without keys the API is
 open, and ``serve`` listens only on loopback unless told ``--allow-unauthenticated``.
-``api.tls`` serves HTTPS.
+``api.tls`` serves HTTPS. Function URLs (``/fn/NAME/…``: :mod:`broker.api.function_urls`)
+share the listener and check their own ``auth``.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.api.access import Access, AccessDenied, RateExceeded, check_exposure, load_access
+from broker.api.function_urls import FunctionUrls, public_urls
 from broker.api.signatures import Arrived, SignatureError, verify
 from broker.api.tls import server_context
 from broker.config.api import TlsConfig
@@ -100,7 +102,8 @@ def create(context: PollerContext) -> LambdaApi:
     listen = context.settings.api_listen
     assert listen is not None
     access = load_access(context.config.api, os.environ)
-    check_exposure(listen, access, context.settings.allow_unauthenticated)
+    public = public_urls(context.config.functions)
+    check_exposure(listen, access, context.settings.allow_unauthenticated, public=public)
     return LambdaApi(
         context.engine,
         context.queue,
@@ -140,9 +143,10 @@ class LambdaApi(AppServer):
         self.arn = arn
 
     async def start(self) -> None:
+        urls = FunctionUrls(self.engine, self.queue, self.limits, self.access, self.arn)
         app = web.Application(
             client_max_size=self.limits.sync_payload_bytes + 1,
-            middlewares=[self._bounded, self._signed],
+            middlewares=[urls.middleware, self._bounded, self._signed],  # /fn/…: own auth
         )
         app.router.add_post(PATH, self._invoke)
         app.router.add_get("/2015-03-31/functions", self._list)

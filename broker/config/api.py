@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 ACTIONS = (
     "lambda:InvokeFunction",
+    "lambda:InvokeFunctionUrl",
     "lambda:GetFunction",
     "lambda:ListFunctions",
     "eventwire:RedriveDeadLetters",

@@ -25,6 +25,7 @@ from pydantic import (
 
 from broker.config.api import ApiConfig
 from broker.config.durations import parse_duration, parse_size
+from broker.config.function_urls import FunctionUrlConfig
 from broker.config.mappings import MappingConfig
 from broker.config.notifications import ObjectNotificationConfig
 from broker.config.observability import MetricsConfig, TracingConfig
@@ -84,12 +85,13 @@ class FunctionConfig(_Model):
     on_failure: Destination | None = None
     dead_letter: Destination | None = None  # a queue, topic, stream or webhook, besides `dlq`
     environment: dict[str, str] = Field(default_factory=dict)
+    function_url: FunctionUrlConfig | None = None
     # process and http invokers (which keys each kind takes: broker/invoker_config.py)
     command: list[str] | None = None
     concurrency: int | None = Field(None, ge=1, le=10_000)
     warm: int = Field(0, ge=0, le=10_000)
     idle_timeout_s: Seconds = Field(300.0, alias="idle_timeout", gt=0)
-    url: str | None = None
+    url: Annotated[str | None, BeforeValidator(lambda v: _endpoint_url(v))] = None
     headers: dict[str, str] = Field(default_factory=dict)
     tls_verify: bool = True
 
@@ -221,6 +223,16 @@ class ProjectConfig(_Model):
                     f"{kind} name {name!r} must be 1-64 letters, digits, '_', '-' or '.'"
                 )
         return items
+
+
+def _endpoint_url(value: object) -> object:
+    """The http invoker's ``url``; a mapping there is a function URL given the wrong key."""
+    if isinstance(value, dict):
+        raise ValueError(
+            "`url` is the http invoker's endpoint; a function URL is "
+            "`function_url: {auth: NONE | AWS_IAM, cors: {...}}`"
+        )
+    return value
 
 
 _MEGABYTES = re.compile(r"(\d+)\s*(mb|mib|gb|gib)?", re.IGNORECASE)

@@ -92,14 +92,16 @@ async def enqueue_api_call(
     sync: bool,
     idempotency_key: str | None = None,
     traceparent: str | None = None,
+    invocation_id: str | None = None,
 ) -> str:
     """Enqueue one invocation of ``function`` (registered) with ``payload`` (checked):
     what :func:`submit` does once it has checked both; answers its id. ``traceparent``:
-    the trace context the call came with, the parent of the invocation's spans."""
+    the trace context the call came with, the parent of the invocation's spans;
+    ``invocation_id``: its id, when the payload names it already (a new one if None)."""
     [enqueued] = await queue.enqueue(
         [
             NewInvocation(
-                id=new_id(),
+                id=invocation_id or new_id(),
                 function=function,
                 payload=payload,
                 origin=Origin.API,

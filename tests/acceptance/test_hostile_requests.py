@@ -1,4 +1,5 @@
-"""Hostile HTTP at a running ``serve``: the Invoke API and a notification webhook get
+"""Hostile HTTP at a running ``serve``: the Invoke API, function URLs and a notification
+webhook get
 malformed, oversized and strange requests (hypothesis builds them: names with path
 traversal and control characters, unknown qualifiers and invocation types, huge and
 garbled headers, bodies that are not JSON or are nested past any decoder). Every one gets
@@ -27,6 +28,9 @@ TOKEN = "hostile-test-token"
 CONFIG = """
 functions:
   echo: {handler: tests.handlers:echo}
+  site:
+    handler: tests.handlers:echo
+    function_url: {auth: NONE, cors: {allow_origins: ["https://a.example"], allow_methods: ["*"]}}
 object_notifications:
   - {name: uploads, source: webhook, token_env: UPLOADS_TOKEN, function: echo}
 limits: {async_payload: 4KB, sync_payload: 8KB}
@@ -154,6 +158,53 @@ def test_the_invoke_api_answers_every_request_below_500(
         head = answer.split(b"\r\n\r\n", 1)[0].decode("latin-1").lower()
         [line] = [h for h in head.split("\r\n") if h.startswith("x-eventwire-invocation-id:")]
         running.accepted.append(line.split(":", 1)[1].strip())
+
+
+URL_HEADERS = st.lists(
+    st.tuples(
+        st.sampled_from([
+            "Cookie", "Origin", "Access-Control-Request-Method", "Access-Control-Request-Headers",
+            "Content-Type", "traceparent", "Authorization", "X-Repeated", "X-Repeated",
+        ]),
+        st.one_of(
+            st.sampled_from(["https://a.example", "POST", "a=1; b", ";;=", "text/plain",
+                             "application/json", "image/png", "x" * 9000, ""]),
+            st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=200),
+        ),
+    ),
+    max_size=5,
+)  # fmt: skip
+URL_PATHS = st.one_of(
+    st.sampled_from(["", "/", "/a/b", "/../../etc/passwd", "/%00", "/%zz", "//x", "/a?b"]),
+    st.text(max_size=60),
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"]),
+    name=st.one_of(st.sampled_from(["site", "echo", "nope", "..", "%00"]), st.text(max_size=30)),
+    path=URL_PATHS,
+    query=st.one_of(st.just(""), st.text(max_size=60)),
+    headers=URL_HEADERS,
+    body=BODIES,
+)
+def test_function_urls_answer_every_request_below_500(
+    running: Running,
+    method: str,
+    name: str,
+    path: str,
+    query: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+) -> None:
+    target = f"/fn/{quote(name, safe='')}{quote(path, safe='/%')}"
+    if query:
+        target += f"?{quote(query, safe='=&%')}"
+    status, answer = exchange(running.api, request(method, target, headers, body))
+    assert 0 < status < 500, (status, answer[:500])
 
 
 @settings(

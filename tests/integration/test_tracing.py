@@ -110,6 +110,30 @@ async def test_an_api_call_is_one_trace_and_the_handler_runs_in_it(
     assert seen == {"trace_id": TRACE, "span_id": span_id(invoke)}
 
 
+async def test_a_function_urls_traceparent_is_the_parent_of_the_invocation(
+    store: Store, exported: tuple[OtelTracing, InMemorySpanExporter]
+) -> None:
+    tracing, exporter = exported
+    functions = {
+        "traced": {"handler": "tests.handlers:current_trace", "function_url": {"auth": "NONE"}}
+    }
+    async with (
+        running_service(store, functions, tracing=tracing, api_listen="127.0.0.1:0") as service,
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"{api_url(service)}/fn/traced/", headers={"traceparent": TRACEPARENT_IN}
+        ) as response,
+    ):
+        assert response.status == 200, await response.text()
+        seen = json.loads(await response.read())
+        await until(lambda: named(exporter.get_finished_spans(), "attempt traced"), "the attempt")
+    spans = exporter.get_finished_spans()
+    [enqueue] = named(spans, "enqueue traced")
+    [invoke] = named(spans, "invoke traced")
+    assert trace_of(enqueue) == TRACE and parent_of(enqueue) == PARENT
+    assert seen == {"trace_id": TRACE, "span_id": span_id(invoke)}
+
+
 async def test_without_a_traceparent_each_invocation_is_its_own_trace(
     store: Store, exported: tuple[OtelTracing, InMemorySpanExporter]
 ) -> None:

@@ -117,3 +117,20 @@ def test_a_keys_rate_limit_is_a_token_bucket(tmp_path: Path) -> None:
     assert "per_second" in error_of(
         tmp_path, "api: {keys: [{id: AKIAX, secret_env: A, rate_limit: {per_second: 0}}]}\n"
     )
+
+
+def test_public_function_urls_are_deliberate_and_named_in_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with_keys = load_access(ApiConfig.model_validate(ONE_KEY), {"K": "secret"})
+    check_exposure("0.0.0.0:9001", with_keys, allow_unauthenticated=False, public=["site"])
+    assert "function URLs with auth NONE are public on 0.0.0.0:9001: site" in caplog.text
+    caplog.clear()
+    check_exposure("127.0.0.1:9001", with_keys, allow_unauthenticated=False, public=["site"])
+    assert not caplog.text
+    # A public URL does not open the rest of an API without keys.
+    with pytest.raises(UsageError, match=r"no api\.keys"):
+        check_exposure("0.0.0.0:9001", load_access(ApiConfig(), {}), False, public=["site"])
+
+
+ONE_KEY = {"keys": [{"id": "AKIAKEY1", "secret_env": "K", "allow": [{"actions": ["lambda:*"]}]}]}

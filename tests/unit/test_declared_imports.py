@@ -47,6 +47,7 @@ EXTRA_OF = {
     "invokers.http": "http",
     "broker.destinations.webhook": "http",
     "broker.api.lambda_api": "http",
+    "broker.api.function_urls": "http",
     "broker.api.signatures": "http",
     "pollers.s3.webhook": "notifications",
     "pollers.s3.directory": "notifications",
