@@ -199,13 +199,19 @@ async def test_functions_are_listed_and_described_as_lambda_does(api: Lambda) ->
     assert caught.value.response["Error"]["Code"] == "ResourceNotFoundException"
 
 
-async def test_json_nested_too_deeply_is_the_callers_mistake(api: Lambda) -> None:
-    deep = b"[" * 1_500 + b"]" * 1_500  # within the 4 KB limit, past any decoder's depth
-    error = await api.fails(FunctionName="echo", Payload=deep)
-    assert error.response["ResponseMetadata"]["HTTPStatusCode"] == 400
-    assert error.response["Error"]["Code"] == "InvalidRequestContentException"
-    assert "nested too deeply" in error.response["Error"]["Message"]
-    assert await api.invocations() == 0
+async def test_json_nested_too_deeply_is_the_callers_mistake(tmp_path: Path) -> None:
+    deep = b"[" * 200_000 + b"]" * 200_000  # past any Python's decoder (3.13's goes deeper)
+    limits = {"limits": {"sync_payload": "1MB"}}
+    async with (
+        store_for("sqlite", tmp_path) as where,
+        running_service(where, FUNCTIONS, config=limits, api_listen="127.0.0.1:0") as service,
+    ):
+        api = Lambda(service)
+        error = await api.fails(FunctionName="echo", Payload=deep)
+        assert error.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+        assert error.response["Error"]["Code"] == "InvalidRequestContentException"
+        assert "nested too deeply" in error.response["Error"]["Message"]
+        assert await api.invocations() == 0
 
 
 async def test_a_body_declared_too_large_is_refused_before_it_is_sent(api: Lambda) -> None:

@@ -115,6 +115,6 @@ def test_invalid_filters_are_rejected_with_the_reason(
 
 
 def test_data_nested_past_any_decoder_is_text_to_the_filters() -> None:
-    deep = b"[" * 5_000 + b"]" * 5_000
+    deep = b"[" * 200_000 + b"]" * 200_000  # past any Python's decoder (3.13's goes deeper)
     assert kafka({"value": [{"prefix": "[[["}]}).matches(deep)
     assert not kafka({"value": {"n": [1]}}).matches(deep)
