@@ -43,7 +43,6 @@ from broker.cli.output import (
     details,
     emit,
     error_text,
-    iso,
     payload_view,
     short_ids,
     styled,
@@ -71,6 +70,7 @@ from broker.store.history import (
     redrive,
     resolve_dead_letter_ids,
 )
+from broker.times import iso
 
 app = App(help="Inspect, redrive and purge the dead-letter queue.")
 

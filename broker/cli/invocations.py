@@ -28,7 +28,6 @@ from broker.cli.output import (
     details,
     emit,
     error_text,
-    iso,
     payload_view,
     short_ids,
     styled,
@@ -42,6 +41,7 @@ from broker.models import State
 from broker.queue import is_redis, require_redis
 from broker.store.history import AttemptRow, InvocationRow, get_invocation, list_invocations
 from broker.store.retention import count_prunable, prune_history
+from broker.times import iso
 
 app = App(help="Inspect invocations and their attempts.")
 

@@ -9,10 +9,11 @@ import typer
 from rich.text import Text
 
 from broker.cli.common import JsonOption, err_console, open_store, print_json, run, settings
-from broker.cli.output import iso, to_json
+from broker.cli.output import to_json
 from broker.config.settings import Settings
 from broker.errors import UsageError
 from broker.store.function_logs import LogEntry, function_logs
+from broker.times import iso
 
 FOLLOW_POLL_S = 0.5
 

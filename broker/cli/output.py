@@ -24,6 +24,7 @@ from rich.text import Text
 
 from broker.cli.common import console
 from broker.store.history import MIN_PREFIX, AttemptRow
+from broker.times import iso
 
 BASE64_MARKER = "$base64"
 
@@ -36,13 +37,6 @@ STATE_STYLES = {
     "already_redriven": "dim",
     "not_found": "red",
 }
-
-
-def iso(value: datetime | None) -> str | None:
-    """``2024-05-01T12:00:00.250000Z`` (None stays None)."""
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def when(value: datetime | None) -> str:

@@ -25,7 +25,7 @@ from broker.cli.common import (
     run,
     settings,
 )
-from broker.cli.output import emit, iso, styled, table, to_json
+from broker.cli.output import emit, styled, table, to_json
 from broker.config.models import check_timezone
 from broker.config.settings import Settings
 from broker.errors import UsageError
@@ -39,6 +39,7 @@ from broker.store.schedules import (
     list_schedules,
     set_state,
 )
+from broker.times import iso
 
 app = App(help="See, pause, resume, trigger and backfill schedules.")
 

@@ -10,83 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
 from rich.console import Group
 from rich.live import Live
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from broker.cli.common import JsonOption, open_store, print_json, run, settings
-from broker.cli.output import duration, emit, iso, table, when
+from broker.cli.output import duration, emit, table, when
 from broker.config.settings import Settings
-from broker.store.activity import recent_activity
-from broker.store.history import list_functions
-from broker.store.mappings import list_mappings
-from broker.store.pools import recent_durations
-from broker.store.schedules import list_schedules
+from broker.store.overview import overview
 
-WINDOW = timedelta(minutes=1)
-"""Rates are over the attempts started in this last stretch."""
-SCHEDULES_SHOWN = 10
 FUNCTION_COLUMNS = [
     "FUNCTION", "INV/S", "ERR/S", "ERR %", "P50", "P99", "PENDING", "RUNNING", "RESERVED",
     "OLDEST", "DLQ",
 ]  # fmt: skip
-
-
-async def snapshot(engine: AsyncEngine, now: datetime | None = None) -> dict[str, Any]:
-    """One view of the store: functions, mappings, the schedules due next."""
-    now = now or datetime.now(UTC)
-    rows = await list_functions(engine)
-    activity = await recent_activity(engine, now - WINDOW)
-    durations = await recent_durations(engine, [row.name for row in rows])
-    mappings = await list_mappings(engine)
-    schedules = await list_schedules(engine)
-    window_s = WINDOW.total_seconds()
-    functions = []
-    for row in rows:
-        done = activity.get(row.name)
-        attempts, errors = (done.attempts, done.errors) if done else (0, 0)
-        oldest = row.oldest_pending_at
-        functions.append(
-            {
-                "name": row.name,
-                "invocations_per_s": round(attempts / window_s, 3),
-                "errors_per_s": round(errors / window_s, 3),
-                "error_rate": round(errors / attempts, 3) if attempts else 0.0,
-                "p50_ms": durations[row.name].p50_ms,
-                "p99_ms": durations[row.name].p99_ms,
-                "pending": row.pending,
-                "running": row.running,
-                "reserved_concurrency": row.reserved_concurrency,
-                "oldest_pending_age_s": round((now - oldest).total_seconds(), 3) if oldest else 0,
-                "dead_letters": row.dead_letters,
-            }
-        )
-    due = sorted(
-        (s for s in schedules if s.next_slot_at is not None),
-        key=lambda s: s.next_slot_at or now,
-    )[:SCHEDULES_SHOWN]
-    return {
-        "at": iso(now),
-        "functions": functions,
-        "mappings": [
-            {
-                "name": m.name,
-                "kind": m.kind,
-                "status": m.status,
-                "lag": m.lag,
-                "iterator_age_ms": m.iterator_age_ms,
-            }
-            for m in mappings
-        ],
-        "schedules": [
-            {"name": s.name, "function": s.function, "next_slot_at": iso(s.next_slot_at)}
-            for s in due
-        ],
-    }
 
 
 def view(data: dict[str, Any]) -> Group:
@@ -171,13 +110,13 @@ def top(
 
 async def _once(config: Settings) -> dict[str, Any]:
     async with open_store(config, reader=True) as engine:
-        return await snapshot(engine)
+        return await overview(engine)
 
 
 async def _live(config: Settings, interval: float) -> None:
     """Open the store once (its schema checked once), then read it every ``interval``."""
     async with open_store(config, reader=True) as engine:
-        with Live(view(await snapshot(engine)), auto_refresh=False, screen=False) as live:
+        with Live(view(await overview(engine)), auto_refresh=False, screen=False) as live:
             while True:
                 await asyncio.sleep(interval)
-                live.update(view(await snapshot(engine)), refresh=True)
+                live.update(view(await overview(engine)), refresh=True)

@@ -21,6 +21,7 @@ from typing import Any
 from broker.errors import UsageError
 from broker.models import Condition, Origin
 from broker.store.history import DeadLetterRow
+from broker.times import iso
 
 FORMAT = "eventwire.dead_letter/1"
 
@@ -44,9 +45,9 @@ def to_line(row: DeadLetterRow) -> str:
         "error_type": row.error_type,
         "error_message": row.error_message,
         "attempts": row.attempts,
-        "first_enqueued_at": _iso(row.first_enqueued_at),
-        "dead_at": _iso(row.dead_at),
-        "redriven_at": _iso(row.redriven_at) if row.redriven_at else None,
+        "first_enqueued_at": iso(row.first_enqueued_at),
+        "dead_at": iso(row.dead_at),
+        "redriven_at": iso(row.redriven_at) if row.redriven_at else None,
         "redriven_as": row.redriven_as,
         "redrive_to": row.redrive_to,
     }
@@ -137,7 +138,3 @@ def _time(value: Any, name: str, fail: Any) -> datetime:
     except ValueError:
         raise fail(name, "an ISO-8601 time") from None
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
