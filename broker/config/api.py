@@ -31,6 +31,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from broker.config.variables import VariableName
+
 ACTIONS = (
     "lambda:InvokeFunction",
     "lambda:InvokeFunctionUrl",
@@ -44,7 +46,6 @@ ACTIONS = (
 """What a statement may allow: Lambda's actions, and the admin actions the console and the
 command line take over HTTP."""
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _KEY_ID = re.compile(r"^[A-Za-z0-9]{4,128}$")
 _PATTERN = re.compile(r"^[A-Za-z0-9_.*?:$-]{1,140}$")
 
@@ -106,7 +107,7 @@ class AccessKey(_Section):
     """An access key: its id, where its secret is, what it may do, and how often."""
 
     id: str
-    secret_env: str | None = None
+    secret_env: VariableName | None = None
     secret_file: Path | None = None
     allow: tuple[Statement, ...] = ()
     rate_limit: RateLimit | None = None
@@ -116,13 +117,6 @@ class AccessKey(_Section):
     def _id(cls, value: str) -> str:
         if not _KEY_ID.match(value):
             raise ValueError(f"expected 4-128 letters and digits (an access key id), got {value!r}")
-        return value
-
-    @field_validator("secret_env")
-    @classmethod
-    def _secret_env(cls, value: str | None) -> str | None:
-        if value is not None and not _ENV_NAME.match(value):
-            raise ValueError(f"expected an environment variable name, got {value!r}")
         return value
 
     @model_validator(mode="after")

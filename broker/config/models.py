@@ -29,6 +29,7 @@ from broker.config.function_urls import FunctionUrlConfig
 from broker.config.mappings import MappingConfig
 from broker.config.notifications import ObjectNotificationConfig
 from broker.config.observability import MetricsConfig, TracingConfig
+from broker.config.variables import VariableName
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 Bytes = Annotated[int, BeforeValidator(parse_size)]
@@ -166,7 +167,7 @@ class DestinationConfig(_Model):
     timeout_s: Seconds = Field(10.0, alias="timeout", gt=0, le=15 * 60)
     retry: DeliveryRetry = DeliveryRetry()
     # webhooks only
-    signing_secret_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    signing_secret_env: VariableName | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     tls_verify: bool = True
     # sqs:// and sns:// only: where the client connects, instead of botocore's chain

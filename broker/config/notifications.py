@@ -36,6 +36,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from broker.config.durations import parse_duration
 from broker.config.errors import config_error
+from broker.config.variables import VariableName
 from broker.events.s3 import DEFAULT_EVENTS, S3Filter, check_event_patterns
 
 KeyPath = tuple[str, ...]
@@ -44,7 +45,6 @@ Seconds = Annotated[float, BeforeValidator(parse_duration)]
 WEBHOOK = "webhook"
 DIR_SCHEME = "dir://"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 BODY_FIELD = "body"
 """The stream entry field a mapping reads a document from (where Eventwire's own Redis
 destinations write a message)."""
@@ -58,7 +58,7 @@ class ObjectNotificationConfig(BaseModel):
     name: str
     source: str
     function: str
-    token_env: tuple[str, ...] | None = None
+    token_env: tuple[VariableName, ...] | None = None
     """The variables holding the tokens senders may present: one, or several while one
     token replaces another (``[UPLOADS_TOKEN, UPLOADS_TOKEN_NEXT]``)."""
     events: tuple[str, ...] = DEFAULT_EVENTS
@@ -95,15 +95,11 @@ class ObjectNotificationConfig(BaseModel):
     @field_validator("token_env", mode="before")
     @classmethod
     def _token_env(cls, value: object) -> object:
-        names = [value] if isinstance(value, str) else value
-        if names is None:
-            return None
-        if not isinstance(names, list | tuple) or not names:
+        """One variable, or a list of them while a token rotates."""
+        names = (value,) if isinstance(value, str) else value
+        if isinstance(names, list | tuple) and not names:
             raise ValueError("expected an environment variable name, or a list of them")
-        for name in names:
-            if not isinstance(name, str) or not _ENV_NAME.match(name):
-                raise ValueError(f"expected an environment variable name, got {name!r}")
-        return tuple(names)
+        return names
 
     @property
     def is_webhook(self) -> bool:

@@ -24,6 +24,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from broker.config.settings import Listen
+from broker.config.variables import VariableName
 
 
 class _Section(BaseModel):
@@ -43,7 +44,7 @@ class TracingConfig(_Section):
     sample_ratio: float | None = Field(None, ge=0.0, le=1.0)
     """Of the traces started here; one whose event brought a ``traceparent`` keeps the
     parent's choice (``parentbased_traceidratio``)."""
-    headers_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    headers_env: VariableName | None = None
     """The environment variable with the exporter's headers (``key=value,...``): tokens
     stay out of the file."""
 
