@@ -79,18 +79,24 @@ def api_url(service: Service) -> str:
     return api.url
 
 
-async def test_an_api_call_is_one_trace_and_the_handler_runs_in_it(
-    store: Store, exported: tuple[OtelTracing, InMemorySpanExporter]
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/2015-03-31/functions/traced/invocations"), ("GET", "/fn/traced/")],
+    ids=["invoke-api", "function-url"],
+)
+async def test_an_http_call_is_one_trace_and_the_handler_runs_in_it(
+    store: Store, exported: tuple[OtelTracing, InMemorySpanExporter], method: str, path: str
 ) -> None:
+    """Through the Invoke API or a function URL, the caller's traceparent is the parent."""
     tracing, exporter = exported
-    functions = {"traced": {"handler": "tests.handlers:current_trace"}}
+    functions = {
+        "traced": {"handler": "tests.handlers:current_trace", "function_url": {"auth": "NONE"}}
+    }
     async with (
         running_service(store, functions, tracing=tracing, api_listen="127.0.0.1:0") as service,
         aiohttp.ClientSession() as http,
-        http.post(
-            f"{api_url(service)}/2015-03-31/functions/traced/invocations",
-            data=b"{}",
-            headers={"traceparent": TRACEPARENT_IN},
+        http.request(
+            method, f"{api_url(service)}{path}", data=b"{}", headers={"traceparent": TRACEPARENT_IN}
         ) as response,
     ):
         assert response.status == 200, await response.text()
@@ -107,30 +113,6 @@ async def test_an_api_call_is_one_trace_and_the_handler_runs_in_it(
     assert parent_of(invoke) == parent_of(settle) == span_id(attempt)
     assert attempt.attributes is not None and attempt.attributes["eventwire.outcome"] == "success"
     # The handler (sync, on a worker thread) ran within the invoke span.
-    assert seen == {"trace_id": TRACE, "span_id": span_id(invoke)}
-
-
-async def test_a_function_urls_traceparent_is_the_parent_of_the_invocation(
-    store: Store, exported: tuple[OtelTracing, InMemorySpanExporter]
-) -> None:
-    tracing, exporter = exported
-    functions = {
-        "traced": {"handler": "tests.handlers:current_trace", "function_url": {"auth": "NONE"}}
-    }
-    async with (
-        running_service(store, functions, tracing=tracing, api_listen="127.0.0.1:0") as service,
-        aiohttp.ClientSession() as http,
-        http.get(
-            f"{api_url(service)}/fn/traced/", headers={"traceparent": TRACEPARENT_IN}
-        ) as response,
-    ):
-        assert response.status == 200, await response.text()
-        seen = json.loads(await response.read())
-        await until(lambda: named(exporter.get_finished_spans(), "attempt traced"), "the attempt")
-    spans = exporter.get_finished_spans()
-    [enqueue] = named(spans, "enqueue traced")
-    [invoke] = named(spans, "invoke traced")
-    assert trace_of(enqueue) == TRACE and parent_of(enqueue) == PARENT
     assert seen == {"trace_id": TRACE, "span_id": span_id(invoke)}
 
 
