@@ -62,6 +62,7 @@ from rich.console import Console
 from rich.table import Table
 
 from broker.aio import loop
+from broker.config.models import ProjectConfig
 from broker.config.settings import Settings
 from broker.loading import parse_config
 from broker.observability.logs import configure
@@ -280,6 +281,20 @@ async def store(backend: str, history: str) -> AsyncIterator[dict[str, Any]]:
             prefix = await stack.enter_async_context(redis_prefix())
             where |= {"queue_url": REDIS_URL, "queue_prefix": prefix}
         yield where
+
+
+@contextlib.asynccontextmanager
+async def serving(config: ProjectConfig, backend: str) -> AsyncIterator[Service]:
+    """One ``Service`` running ``config`` on a fresh store of ``backend`` (the history in
+    SQLite) while the block runs."""
+    async with store(backend, "sqlite") as where:
+        service = Service(Settings(**where), config, migrate=True)
+        task = asyncio.create_task(service.run(handle_signals=False))
+        try:
+            yield service
+        finally:
+            service.stop()
+            await task
 
 
 @contextlib.contextmanager

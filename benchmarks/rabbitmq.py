@@ -30,11 +30,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.kafka import Counter, store
-from broker.config.settings import Settings
+from benchmarks.kafka import Counter, serving
 from broker.loading import parse_config
 from broker.observability.logs import configure
-from broker.service import Service
 from tests.support.rabbitmq import RABBITMQ_URL
 
 BATCH_SIZE = 100
@@ -106,15 +104,9 @@ async def eventwire(n: int, backend: str) -> tuple[float, int]:
 
     counter.__init__(target=n, done=asyncio.Event())  # type: ignore[misc]
     try:
-        async with store(backend, "sqlite") as where:
-            service = Service(Settings(**where), config, migrate=True)
-            task = asyncio.create_task(service.run(handle_signals=False))
-            try:
-                assert counter.done is not None
-                await asyncio.wait_for(counter.done.wait(), 600)
-            finally:
-                service.stop()
-                await task
+        async with serving(config, backend):
+            assert counter.done is not None
+            await asyncio.wait_for(counter.done.wait(), 600)
     finally:
         await drop(queue)
     return n / (counter.done_at - counter.first_at), counter.invocations

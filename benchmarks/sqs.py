@@ -38,11 +38,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.kafka import Counter, store
-from broker.config.settings import Settings
+from benchmarks.kafka import Counter, serving
 from broker.loading import parse_config
 from broker.observability.logs import configure
-from broker.service import Service
 from tests.support.moto import ENVIRONMENT, REGION
 from tests.support.services import free_port
 
@@ -167,28 +165,22 @@ async def eventwire(endpoint: str, n: int, backend: str) -> tuple[float, float, 
     from benchmarks.sqs import COUNTER as counter
 
     counter.__init__(target=n, done=asyncio.Event())  # type: ignore[misc]
-    async with store(backend, "sqlite") as where:
-        service = Service(Settings(**where), config, migrate=True)
-        task = asyncio.create_task(service.run(handle_signals=False))
-        try:
-            assert counter.done is not None
-            await asyncio.wait_for(counter.done.wait(), 600)
-            async with sqs(endpoint) as client:
-                while True:
-                    found = await client.get_queue_attributes(
-                        QueueUrl=url,
-                        AttributeNames=[
-                            "ApproximateNumberOfMessages",
-                            "ApproximateNumberOfMessagesNotVisible",
-                        ],
-                    )
-                    if not any(int(v) for v in found["Attributes"].values()):
-                        break
-                    await asyncio.sleep(0.05)
-            emptied_at = time.perf_counter()
-        finally:
-            service.stop()
-            await task
+    async with serving(config, backend):
+        assert counter.done is not None
+        await asyncio.wait_for(counter.done.wait(), 600)
+        async with sqs(endpoint) as client:
+            while True:
+                found = await client.get_queue_attributes(
+                    QueueUrl=url,
+                    AttributeNames=[
+                        "ApproximateNumberOfMessages",
+                        "ApproximateNumberOfMessagesNotVisible",
+                    ],
+                )
+                if not any(int(v) for v in found["Attributes"].values()):
+                    break
+                await asyncio.sleep(0.05)
+        emptied_at = time.perf_counter()
     invoked = n / (counter.done_at - counter.first_at)
     return invoked, n / (emptied_at - counter.first_at), counter.invocations
 
