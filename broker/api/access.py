@@ -52,7 +52,8 @@ class Access:
 
     keys: Mapping[str, AccessKey]
     secrets: Mapping[str, bytes]
-    _buckets: dict[str, _Bucket] = field(default_factory=dict)
+    _buckets: dict[str, _Bucket] = field(default_factory=dict, init=False, repr=False)
+    """Each rate-limited key's token bucket, made at its first request."""
 
     @property
     def open(self) -> bool:
